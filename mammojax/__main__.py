@@ -1,0 +1,3 @@
+from mammojax.cli import run
+
+run()

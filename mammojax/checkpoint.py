@@ -1,0 +1,182 @@
+"""Inference checkpoints: the one on-disk format every command accepts.
+
+A checkpoint is a directory::
+
+    CKPT/
+      mammojax.json   # model name, classes, preprocessing, tau, temperature, ...
+      variables/      # orbax StandardCheckpointer: {"params", "batch_stats"}
+
+``mammojax train`` writes one to ``WORKDIR/best`` (and keeps its own orbax
+CheckpointManager for resuming); ``mammojax convert-weights`` writes one too.
+:func:`load_checkpoint` accepts either such a directory or a training workdir
+(it then uses ``WORKDIR/best``). Nothing is ever unpickled: arrays go through
+orbax, metadata through JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mammojax.errors import CheckpointError
+
+META_FILE = "mammojax.json"
+VARIABLES_DIR = "variables"
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """A loaded checkpoint: the Flax module, its variables and metadata."""
+
+    model: Any  # flax.linen.Module
+    variables: dict  # {"params": ..., "batch_stats": ...}
+    meta: dict
+    path: Path
+
+    @property
+    def model_name(self) -> str:
+        return self.meta["model"]["name"]
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["data"]["image_size"])
+
+    @property
+    def tau(self) -> float:
+        return float(self.meta.get("tau", 0.5))
+
+    @property
+    def temperature(self) -> float:
+        return float(self.meta.get("temperature", 1.0))
+
+    @property
+    def preprocess_options(self) -> dict:
+        """Keyword arguments for mammojax.data.preprocess.preprocess_image."""
+        d = self.meta["data"]
+        return {"image_size": int(d["image_size"]), "orient": bool(d.get("orient", False)),
+                "crop_breast": bool(d.get("crop_breast", False))}
+
+
+def make_meta(config, *, tau: float = 0.5, temperature: float = 1.0, extra: dict | None = None) -> dict:
+    """Metadata for a checkpoint trained with ``config`` (a ConfigDict)."""
+    meta = {
+        "format": FORMAT_VERSION,
+        "model": {"name": config.model.name, "num_classes": int(config.model.num_classes),
+                  "head_pooling": config.model.head_pooling},
+        "data": {"image_size": int(config.data.image_size), "orient": bool(config.data.orient),
+                 "crop_breast": bool(config.data.crop_breast), "dataset": config.data.dataset,
+                 "task": config.data.task},
+        "tau": float(tau),
+        "temperature": float(temperature),
+        "threshold_policy": config.eval.threshold_policy,
+        "patient_aggregate": config.eval.patient_aggregate,
+        "class_names": ["normal", "cancer"],
+        "config": config.to_dict(),
+    }
+    if extra:
+        meta.update(extra)
+    return meta
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        return obj.item()
+    return obj
+
+
+def save_checkpoint(directory: str | os.PathLike, variables: dict, meta: dict, *,
+                    overwrite: bool = False) -> Path:
+    """Writes a checkpoint atomically: a crash never leaves a half-written one.
+
+    The checkpoint is built in a temporary sibling directory and renamed into
+    place. An existing checkpoint is replaced only with ``overwrite=True``.
+    """
+    import jax
+    import orbax.checkpoint as ocp
+
+    directory = Path(directory).absolute()
+    if directory.exists() and not overwrite:
+        raise CheckpointError(f"{directory}: already exists; choose another path or pass overwrite")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        state = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+        state = jax.device_get(state)
+        with ocp.StandardCheckpointer() as ckptr:
+            ckptr.save(tmp / VARIABLES_DIR, state)
+            ckptr.wait_until_finished()
+        (tmp / META_FILE).write_text(json.dumps(_jsonable(meta), indent=2, sort_keys=True))
+        if directory.exists():
+            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
+            directory.rename(old)
+            tmp.rename(directory)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def resolve_checkpoint_dir(path: str | os.PathLike) -> Path:
+    """A checkpoint directory, or a training workdir whose ``best`` is used."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    if (path / META_FILE).is_file():
+        return path
+    if (path / "best" / META_FILE).is_file():
+        return path / "best"
+    raise CheckpointError(
+        f"{path}: not a mammojax checkpoint (no {META_FILE}); pass a checkpoint directory "
+        "or a training workdir, or create one with `mammojax train` or `mammojax convert-weights`")
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    directory = resolve_checkpoint_dir(path)
+    try:
+        meta = json.loads((directory / META_FILE).read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{directory / META_FILE}: unreadable checkpoint metadata ({err})") from None
+    if meta.get("format") != FORMAT_VERSION or "model" not in meta:
+        raise CheckpointError(f"{directory / META_FILE}: unsupported checkpoint format")
+    return meta
+
+
+def load_checkpoint(path: str | os.PathLike, *, expect_model: str | None = None) -> Checkpoint:
+    """Loads a checkpoint; its variables are checked against the model's shapes."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    from mammojax import models
+
+    directory = resolve_checkpoint_dir(path)
+    meta = read_meta(directory)
+    name = meta["model"]["name"]
+    if expect_model is not None and name != expect_model:
+        raise CheckpointError(f"{directory}: checkpoint is for model {name!r}, not {expect_model!r}")
+    model = models.create_model(name, num_classes=meta["model"]["num_classes"],
+                                head_pooling=meta["model"].get("head_pooling", "avg"))
+    size = int(meta["data"]["image_size"])
+    abstract = jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0), size))
+    abstract = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
+    try:
+        with ocp.StandardCheckpointer() as ckptr:
+            variables = ckptr.restore((directory / VARIABLES_DIR).absolute(), abstract)
+    except (ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(
+            f"{directory}: variables do not match model {name!r} ({str(err).splitlines()[0][:200]})") from None
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{directory}: checkpoint variables missing or truncated ({err})") from None
+    return Checkpoint(model=model, variables=variables, meta=meta, path=directory)

@@ -1,0 +1,172 @@
+"""Configuration: one ConfigDict holds every tunable of a run.
+
+Config files in ``configs/`` are Python files with ``get_config()``. They start
+from :func:`base_config` (the paper's recipe) and override a few fields, so a
+variant reads as its differences. Command-line overrides use dotted keys,
+``--config.optim.lr=3e-4``; a key that does not exist is an error that lists
+the close matches, never a silently ignored typo.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+from pathlib import Path
+from typing import Iterable
+
+import ml_collections
+
+from mammojax.errors import ConfigError
+
+
+def base_config() -> ml_collections.ConfigDict:
+    """The paper's recipe: 1-channel ResNet-18, Adam 1e-4, cross-entropy."""
+    c = ml_collections.ConfigDict()
+    c.seed = 0  # every random choice (init, splits, shuffling, augmentation) flows from it
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "resnet18"  # a key of mammojax.models.MODELS
+    c.model.num_classes = 2  # 0 = normal, 1 = cancer/abnormal
+    c.model.head_pooling = "avg"  # "avg" (paper), "max" or "topk" pooling before the head
+    c.model.dtype = "float32"  # "bfloat16" for mixed precision on GPU/TPU
+    c.model.init_checkpoint = ""  # optional converted weights to start from
+
+    c.data = ml_collections.ConfigDict()
+    c.data.dataset = "synthetic"  # synthetic | mias | inbreast | cbis_ddsm | vindr | rsna | csv
+    c.data.data_dir = ""  # dataset root; unused for synthetic
+    c.data.task = "default"  # dataset-specific: mias "abnormal" or "malignant"
+    c.data.image_size = 224  # square model input after aspect-preserving resize + pad
+    c.data.orient = False  # flip every breast to face the same side
+    c.data.crop_breast = False  # crop to the breast region before resizing
+    c.data.max_pixels = 80_000_000  # screening cap on decoded pixels per image
+    c.data.cache_dir = ""  # decoded-image cache; default: <workdir>/cache
+    c.data.val_fraction = 0.15  # patient-wise split fractions
+    c.data.test_fraction = 0.15
+    c.data.num_folds = 0  # >0: k-fold cross-validation instead of a fixed split
+    c.data.fold = 0  # which fold is held out when num_folds > 0
+    c.data.synthetic_count = 256  # phantom images for dataset="synthetic"
+    c.data.balanced_sampling = False  # draw classes equally often in training
+
+    c.augment = ml_collections.ConfigDict()
+    c.augment.hflip = True
+    c.augment.vflip = False
+    c.augment.rotation_degrees = 10.0  # uniform in [-r, r]
+    c.augment.crop_scale_min = 0.8  # random resized crop keeps at least this area
+    c.augment.gamma_range = (0.8, 1.25)  # non-linear: z-score does not undo it
+    c.augment.contrast_range = (0.9, 1.1)
+    c.augment.brightness_delta = 0.1
+
+    c.optim = ml_collections.ConfigDict()
+    c.optim.name = "adam"  # adam | adamw
+    c.optim.lr = 1e-4
+    c.optim.weight_decay = 0.0
+    c.optim.warmup_epochs = 0.0
+    c.optim.schedule = "constant"  # constant | cosine
+    c.optim.grad_clip_norm = 0.0  # 0 disables clipping
+    c.optim.label_smoothing = 0.0
+    c.optim.class_weighting = False  # weight the loss by inverse class frequency
+
+    c.train = ml_collections.ConfigDict()
+    c.train.batch_size = 16  # global batch, split over all devices
+    c.train.epochs = 30
+    c.train.eval_batch_size = 32
+    c.train.best_metric = "auc"  # validation metric that picks the best checkpoint
+    c.train.best_mode = "max"
+    c.train.log_every_steps = 10
+    c.train.checkpoint_every_epochs = 1
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.threshold_policy = "youden"  # fixed | youden | sensitivity | specificity
+    c.eval.tau = 0.5  # used by the fixed policy
+    c.eval.target = 0.9  # target sensitivity/specificity for those policies
+    c.eval.patient_aggregate = "max"  # max | mean over a patient's views
+    c.eval.calibrate = True  # fit temperature scaling on validation data
+    c.eval.tta_hflip = False  # average the score over the image and its mirror
+    c.eval.bootstrap = 1000  # bootstrap resamples (of patients) for the AUC CI
+
+    c.explain = ml_collections.ConfigDict()
+    c.explain.method = "gradcam"  # gradcam | gradcam++ | hirescam
+    c.explain.layer = "stage4"
+    return c
+
+
+def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
+    """Loads ``get_config()`` from a config file and applies dotted overrides.
+
+    ``overrides`` are strings like ``"optim.lr=3e-4"`` or ``"--config.optim.lr=3e-4"``.
+    """
+    if path is None:
+        config = base_config()
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        spec = importlib.util.spec_from_file_location(f"_mammojax_config_{path.stem}", path)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as err:  # a config file is user code: report, don't trace
+            raise ConfigError(f"{path}: cannot load config: {type(err).__name__}: {err}") from err
+        if not hasattr(module, "get_config"):
+            raise ConfigError(f"{path}: defines no get_config()")
+        config = module.get_config()
+    for item in overrides:
+        apply_override(config, item)
+    return config
+
+
+def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
+    """Applies one ``key=value`` override, keeping the type of the existing field."""
+    text = item[len("--config."):] if item.startswith("--config.") else item
+    if "=" not in text:
+        raise ConfigError(f"override {item!r} is not of the form --config.KEY=VALUE")
+    key, raw = text.split("=", 1)
+    parent, leaf = _resolve_parent(config, key)
+    current = parent[leaf]
+    parent[leaf] = _parse_value(key, raw, current)
+
+
+def _resolve_parent(config, dotted: str):
+    parts = dotted.split(".")
+    node = config
+    for depth, part in enumerate(parts):
+        keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        if part not in keys:
+            prefix = ".".join(parts[:depth])
+            valid = [f"{prefix}.{k}" if prefix else k for k in keys]
+            close = difflib.get_close_matches(".".join(parts[: depth + 1]), valid, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(sorted(valid))}"
+            raise ConfigError(f"unknown config key {dotted!r}{hint}")
+        if depth == len(parts) - 1:
+            return node, part
+        node = node[part]
+    raise AssertionError("unreachable")
+
+
+def _parse_value(key: str, raw: str, current):
+    if isinstance(current, ml_collections.ConfigDict):
+        raise ConfigError(f"config key {key!r} is a section; set one of its fields")
+    if isinstance(current, str):
+        return raw
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        if isinstance(current, bool) and raw.lower() in ("true", "false"):
+            return raw.lower() == "true"
+        raise ConfigError(f"config key {key!r}: cannot parse {raw!r} as {type(current).__name__}") from None
+    if isinstance(current, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"config key {key!r} expects true/false, got {raw!r}")
+        return value
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(current, tuple) and isinstance(value, (list, tuple)):
+        return tuple(value)
+    if current is not None and not isinstance(value, type(current)):
+        raise ConfigError(f"config key {key!r} expects {type(current).__name__}, got {raw!r}")
+    return value
+
+
+def to_json_dict(config: ml_collections.ConfigDict) -> dict:
+    return config.to_dict()

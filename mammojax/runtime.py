@@ -1,0 +1,72 @@
+"""Process-wide settings that must be in place before JAX or TensorFlow load.
+
+Call :func:`setup` first thing in any entry point that will import JAX. It
+
+* applies measured XLA CPU defaults (see ``XLA_CPU_DEFAULT_FLAGS``) unless the
+  user set ``XLA_FLAGS`` themselves or ``MAMMOJAX_XLA_DEFAULTS=0``;
+* keeps TensorFlow (used only for tf.data) off every GPU, so it never takes
+  accelerator memory from JAX;
+* turns on JAX's persistent compilation cache, so repeated CLI runs do not
+  recompile.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# jaxlib 0.10 routes CPU convolutions through YNNPACK fusions that run at about
+# half speed on the AVX2 machines we measured (shared/docs/PERFORMANCE.md:
+# batch-1 ResNet-18 predict 148 ms -> 63 ms with the fusion list emptied).
+# It is a default, not a rule: MAMMOJAX_XLA_DEFAULTS=0 or your own XLA_FLAGS
+# wins.
+XLA_CPU_DEFAULT_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",)
+
+_done = False
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("MAMMOJAX_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "mammojax")
+    return Path(base)
+
+
+def setup(*, compilation_cache: bool = True) -> None:
+    """Idempotent; safe to call before or after other setup, but before JAX loads."""
+    global _done
+    if _done:
+        return
+    _done = True
+    if os.environ.get("MAMMOJAX_XLA_DEFAULTS", "1") != "0":
+        flags = os.environ.get("XLA_FLAGS", "")
+        for flag in XLA_CPU_DEFAULT_FLAGS:
+            key = flag.split("=")[0]
+            if key not in flags:
+                flags = f"{flags} {flag}".strip()
+        os.environ["XLA_FLAGS"] = flags
+    # TensorFlow only feeds tf.data on the host; it must not grab GPU memory.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if compilation_cache and os.environ.get("MAMMOJAX_COMPILATION_CACHE", "1") != "0":
+        import jax
+
+        cache = default_cache_dir() / "xla"
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            jax.config.update("jax_compilation_cache_dir", str(cache))
+            # Cache even quick compiles: CLI runs are short and repeat.
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+            jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        except OSError:
+            pass  # a read-only home only costs us recompiles
+
+
+def import_tensorflow():
+    """Import TensorFlow for tf.data with every GPU hidden from it."""
+    setup(compilation_cache=False)
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:
+        pass  # already initialised: devices were set earlier in this process
+    return tf
