@@ -1,0 +1,133 @@
+"""``mammojax data``: look at a dataset before training on it.
+
+``summary`` loads a dataset through its adapter and prints what training would
+see (images, patients, labels, views, sides) and every file left out with the
+reason; ``--screen`` also opens each image. ``prepare`` decodes a dataset into
+the training cache ahead of time. Both are thin calls into ``mammojax.data``.
+"""
+
+from __future__ import annotations
+
+import ast
+import sys
+
+import click
+
+DATASET_HELP = "synthetic | mias | inbreast | cbis_ddsm | vindr | rsna | csv"
+
+
+def _parse_options(pairs: tuple[str, ...]) -> dict:
+    """``("birads3=negative", "count=64")`` -> ``{"birads3": "negative", "count": 64}``."""
+    from mammojax.errors import MammojaxError
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise MammojaxError(f"adapter option {pair!r} must look like KEY=VALUE")
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value  # a bare word is a string
+    return options
+
+
+def dataset_options(function):
+    """The options every ``data`` subcommand shares to name a dataset."""
+    function = click.option("--option", "-o", "adapter_options", multiple=True, metavar="KEY=VALUE",
+                            help="Adapter option, e.g. -o birads3=negative or -o count=64.")(function)
+    function = click.option("--task", default="default", show_default=True,
+                            help="Label definition, e.g. mias: abnormal | malignant.")(function)
+    function = click.option("--data-dir", default="", help="Dataset folder, archive or manifest "
+                            "(optional for synthetic).")(function)
+    function = click.option("--dataset", required=True, help=DATASET_HELP)(function)
+    return function
+
+
+@click.group()
+def data():
+    """Inspect, screen and cache datasets."""
+
+
+@data.command()
+@dataset_options
+@click.option("--screen/--no-screen", default=False, show_default=True,
+              help="Also open every image and exclude unreadable or oversized ones.")
+@click.option("--max-pixels", type=int, default=80_000_000, show_default=True,
+              help="Screening cap on decoded pixels per image.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def summary(dataset, data_dir, task, adapter_options, screen, max_pixels, as_json):
+    """Images, patients, label/view/side counts and excluded files of a dataset."""
+    from mammojax.data.records import load_dataset
+
+    loaded = load_dataset(dataset, data_dir, task=task, **_parse_options(adapter_options))
+    if screen:
+        loaded = _screen(loaded, max_pixels)
+    report = {"dataset": dataset, "data_dir": data_dir, "task": task, **loaded.summary(),
+              "exclusions": [{"path": e.path, "reason": e.reason} for e in loaded.excluded]}
+    if as_json:
+        import json
+
+        click.echo(json.dumps(report, indent=2))
+        return
+    _print_text(report)
+
+
+def _screen(loaded, max_pixels):
+    """Drops records whose image fails ``screen_files`` and adds its exclusions."""
+    from tqdm import tqdm
+
+    from mammojax.data.records import DatasetRecords
+    from mammojax.data.screening import screen_files
+
+    paths = [r.path for r in loaded.records]
+    with tqdm(total=len(paths), unit="img", desc="screening", file=sys.stderr,
+              disable=not paths, dynamic_ncols=True) as bar:
+        def advance(done: int) -> None:
+            bar.update(done - bar.n)
+
+        passed, failed = screen_files(paths, max_pixels=max_pixels, progress=advance)
+    ok = set(passed)
+    return DatasetRecords([r for r in loaded.records if r.path in ok], (*loaded.excluded, *failed))
+
+
+def _print_text(report: dict) -> None:
+    def counts(values: dict) -> str:
+        return "  ".join(f"{k}: {v}" for k, v in values.items()) or "-"
+
+    click.echo(f"dataset {report['dataset']} (task {report['task']}): "
+               f"{report['images']} images, {report['patients']} patients")
+    click.echo(f"labels      {counts(report['labels'])}")
+    click.echo(f"views       {counts(report['views'])}")
+    click.echo(f"laterality  {counts(report['laterality'])}")
+    click.echo(f"excluded    {report['excluded']}")
+    for reason, number in report["exclusion_reasons"].items():
+        click.echo(f"  {number:6d}  {reason}")
+    shown = report["exclusions"][:20]
+    for item in shown:
+        click.echo(f"  {item['path']}: {item['reason']}")
+    if len(report["exclusions"]) > len(shown):
+        click.echo(f"  ... {len(report['exclusions']) - len(shown)} more (use --json for all)")
+
+
+@data.command()
+@dataset_options
+@click.option("--cache-dir", required=True, type=click.Path(file_okay=False),
+              help="Where decoded caches are kept (one folder per fingerprint).")
+@click.option("--image-size", type=int, default=224, show_default=True, help="Model input size S.")
+@click.option("--orient/--no-orient", default=False, show_default=True,
+              help="Flip every breast to face the same side.")
+@click.option("--crop-breast/--no-crop-breast", default=False, show_default=True,
+              help="Crop to the breast region before resizing.")
+@click.option("--max-pixels", type=int, default=80_000_000, show_default=True,
+              help="Screening cap on decoded pixels per image.")
+def prepare(dataset, data_dir, task, adapter_options, cache_dir, image_size, orient, crop_breast, max_pixels):
+    """Decode a dataset once into the training cache (reused when unchanged)."""
+    from mammojax.data.cache import prepare_cache
+    from mammojax.data.records import load_dataset
+
+    loaded = load_dataset(dataset, data_dir, task=task, **_parse_options(adapter_options))
+    cache = prepare_cache(loaded.records, cache_dir=cache_dir, image_size=image_size, orient=orient,
+                          crop_breast=crop_breast, max_pixels=max_pixels)
+    click.echo(f"{cache.path}: {cache.num_examples} images cached, "
+               f"{len(loaded.excluded) + len(cache.excluded)} excluded")

@@ -1,0 +1,116 @@
+"""Pieces shared by the dataset adapters: the adapter description, CSV reading
+with one-line errors, and small label helpers."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from mammojax.data.records import DatasetRecords
+from mammojax.errors import MammojaxError
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """How :func:`mammojax.data.records.load_dataset` calls one dataset.
+
+    ``load(data_dir, *, task, **opts)`` gets a task already checked against
+    ``tasks`` and only options named in ``options``.
+    """
+
+    load: Callable[..., DatasetRecords]
+    tasks: tuple[str, ...]
+    options: tuple[str, ...] = ()
+    description: str = ""
+    data_dir_optional: bool = False  # synthetic: writes into a cache dir
+    task_errors: dict[str, str] = field(default_factory=dict)  # task -> why it cannot exist
+
+
+def read_csv_rows(path: Path, *, delimiter: str = ",",
+                  required: Iterable[str] = ()) -> Iterator[tuple[int, dict[str, str]]]:
+    """Yields ``(line_number, row)`` with stripped keys and cells.
+
+    Public CSVs carry stray spaces and newlines inside cells (CBIS-DDSM ROI
+    paths end in ``\\n``); stripping everything once here keeps the adapters
+    simple. Missing ``required`` columns raise ``MammojaxError`` naming the file.
+    """
+    try:
+        handle = open(path, newline="", encoding="utf-8-sig")
+    except OSError as err:
+        raise MammojaxError(f"{path}: cannot open: {err.strerror}") from None
+    with handle:
+        reader = csv.reader(handle, delimiter=delimiter)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise MammojaxError(f"{path}: empty file, expected a header row") from None
+        header = [h.strip() for h in header]
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise MammojaxError(
+                f"{path}: missing column(s) {', '.join(missing)}; found: {', '.join(header)}")
+        for row in reader:
+            if not any(cell.strip() for cell in row):
+                continue  # blank line
+            cells = [cell.strip() for cell in row]
+            cells += [""] * (len(header) - len(cells))
+            yield reader.line_num, dict(zip(header, cells))
+
+
+def first_existing(candidates: Iterable[Path]) -> Path | None:
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def birads_category(value: str) -> int | None:
+    """``"4a"``, ``"BI-RADS 4"``, ``" 5 "`` -> 4, 4, 5; blank/unknown -> None."""
+    text = value.strip().upper().replace("BI-RADS", "").replace("BIRADS", "").strip()
+    return int(text[0]) if text[:1].isdigit() else None
+
+
+BIRADS3_CHOICES = ("exclude", "negative")
+
+
+def birads_label(category: int | None, birads3: str) -> int | None:
+    """BI-RADS proxy label: 4-6 positive, 1-2 negative, 3 per ``birads3``.
+
+    Returns ``None`` for images to exclude (BI-RADS 0/unknown, or 3 when
+    ``birads3="exclude"``).
+    """
+    if birads3 not in BIRADS3_CHOICES:
+        raise MammojaxError(f"birads3 must be one of {', '.join(BIRADS3_CHOICES)}, not {birads3!r}")
+    if category is None or category == 0:
+        return None
+    if category >= 4:
+        return 1
+    if category == 3:
+        return 0 if birads3 == "negative" else None
+    return 0
+
+
+def find_file(data_dir: Path, names: Iterable[str], *, max_depth: int = 2) -> Path | None:
+    """The first file called one of ``names`` in ``data_dir`` or a few levels below it.
+
+    Downloads unpack into a versioned folder (``INbreast Release 1.0/``); users
+    should not have to point at the exact one.
+    """
+    names = tuple(names)
+    level = [data_dir]
+    for _ in range(max_depth + 1):
+        for folder in level:
+            for name in names:
+                if (folder / name).is_file():
+                    return folder / name
+        level = sorted(p for folder in level for p in _subdirs(folder))
+    return None
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    try:
+        return [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    except OSError:
+        return []

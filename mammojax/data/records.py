@@ -1,0 +1,149 @@
+"""One record type for every dataset, and the entry point that loads them.
+
+Each dataset adapter (``mammojax.data.adapters.*``) reads its own layout and
+label conventions and returns the same :class:`DatasetRecords`: the images it
+can use as :class:`Record` and the files it had to leave out as
+:class:`Exclusion`, each with a reason. Everything downstream (splits, cache,
+training, evaluation) sees only these types.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from mammojax.errors import MammojaxError
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """One annotated finding, in original-image pixels with a top-left origin.
+
+    ``row``/``col`` are the centre (``None`` when the dataset gives only a mask
+    or no location, e.g. CBIS-DDSM masks, MIAS ``*NOTE 3*`` calcifications);
+    ``radius`` is the radius of a circle enclosing the finding, in pixels.
+    """
+
+    kind: str  # "mass", "calcification", "distortion", "asymmetry", ...
+    row: float | None
+    col: float | None
+    radius: float | None = None
+    mask_path: str | None = None
+    severity: str | None = None  # "benign" | "malignant" | a BI-RADS string
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image with its label and the patient it belongs to.
+
+    ``label`` is 0/1 for the dataset's task; ``patient_id`` groups images that
+    must stay in the same split; ``extra`` holds dataset-specific facts as
+    ``(key, value)`` pairs (tissue, BI-RADS, official split...).
+    """
+
+    path: str
+    label: int
+    patient_id: str
+    laterality: str | None = None  # "L" | "R"
+    view: str | None = None  # "CC" | "MLO" | ...
+    lesions: tuple[Lesion, ...] = ()
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of ``key`` in :attr:`extra`, or ``default``."""
+        for name, value in self.extra:
+            if name == key:
+                return value
+        return default
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """A file that was left out, and why (one short phrase)."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DatasetRecords:
+    """What an adapter returns: usable records and excluded files."""
+
+    records: tuple[Record, ...]
+    excluded: tuple[Exclusion, ...] = field(default=())
+
+    def __post_init__(self):
+        # Accept lists from adapters but keep the object immutable.
+        object.__setattr__(self, "records", tuple(self.records))
+        object.__setattr__(self, "excluded", tuple(self.excluded))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def num_patients(self) -> int:
+        return len({r.patient_id for r in self.records})
+
+    def label_counts(self) -> dict[int, int]:
+        return dict(sorted(collections.Counter(r.label for r in self.records).items()))
+
+    def view_counts(self) -> dict[str, int]:
+        return _count(r.view for r in self.records)
+
+    def laterality_counts(self) -> dict[str, int]:
+        return _count(r.laterality for r in self.records)
+
+    def exclusion_counts(self) -> dict[str, int]:
+        """How many files were left out for each reason."""
+        return dict(collections.Counter(e.reason for e in self.excluded).most_common())
+
+    def summary(self) -> dict[str, Any]:
+        """Counts for reports and ``mammojax data summary --json``."""
+        return {
+            "images": len(self.records),
+            "patients": self.num_patients,
+            "labels": {str(k): v for k, v in self.label_counts().items()},
+            "views": self.view_counts(),
+            "laterality": self.laterality_counts(),
+            "excluded": len(self.excluded),
+            "exclusion_reasons": self.exclusion_counts(),
+        }
+
+
+def _count(values: Iterable[str | None]) -> dict[str, int]:
+    counts = collections.Counter("unknown" if v is None else v for v in values)
+    return dict(sorted(counts.items()))
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike, *, task: str = "default",
+                 **opts) -> DatasetRecords:
+    """Loads dataset ``name`` from ``data_dir`` through its adapter.
+
+    ``task`` picks the label definition ("default" is each dataset's usual
+    one); ``opts`` are adapter options (e.g. ``birads3="negative"``). Unknown
+    names, tasks or options and a missing ``data_dir`` raise ``MammojaxError``.
+    """
+    from mammojax.data.adapters import ADAPTERS  # adapters import this module
+
+    if name not in ADAPTERS:
+        raise MammojaxError(f"unknown dataset {name!r}; valid names: {', '.join(ADAPTERS)}")
+    adapter = ADAPTERS[name]
+    path = Path(os.path.expanduser(str(data_dir))) if str(data_dir) else None
+    if path is None and not adapter.data_dir_optional:
+        raise MammojaxError(f"dataset {name!r} needs a data directory (--data-dir / data.data_dir)")
+    if path is not None and not path.exists() and not adapter.data_dir_optional:
+        raise MammojaxError(f"{path}: data directory not found (dataset {name!r})")
+    if task in adapter.task_errors:
+        raise MammojaxError(f"dataset {name!r}, task {task!r}: {adapter.task_errors[task]}")
+    if task not in adapter.tasks:
+        raise MammojaxError(
+            f"dataset {name!r} has no task {task!r}; valid tasks: {', '.join(adapter.tasks)}")
+    unknown = sorted(set(opts) - set(adapter.options))
+    if unknown:
+        valid = ", ".join(adapter.options) or "none"
+        raise MammojaxError(
+            f"dataset {name!r} has no option {', '.join(unknown)}; valid options: {valid}")
+    return adapter.load(path, task=task, **opts)

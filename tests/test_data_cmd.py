@@ -1,0 +1,53 @@
+"""``mammojax data summary`` through click's test runner."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from mammojax.cli import main
+from mammojax.cli.data_cmd import data
+
+MIAS_ARCHIVE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mias" / "all-mias-dev.tar.gz"
+
+
+@pytest.mark.skipif(not MIAS_ARCHIVE.is_file(), reason=f"{MIAS_ARCHIVE} not available")
+def test_summary_json_on_mias(tmp_path):
+    result = CliRunner().invoke(data, ["summary", "--dataset", "mias", "--data-dir", str(MIAS_ARCHIVE),
+                                       "--task", "malignant", "-o", f"cache_dir={str(tmp_path)!r}", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["images"], report["patients"]) == (242, 121)
+    assert report["labels"] == {"0": 203, "1": 39}
+    assert report["views"] == {"MLO": 242} and report["laterality"] == {"L": 121, "R": 121}
+    assert report["excluded"] == 0 and report["exclusions"] == []
+
+
+def test_summary_text_and_screening_on_phantoms(tmp_path):
+    runner = CliRunner()
+    args = ["summary", "--dataset", "synthetic", "--data-dir", str(tmp_path), "-o", "count=8", "-o", "size=48"]
+    result = runner.invoke(data, args)
+    assert result.exit_code == 0, result.output
+    assert "8 images, 2 patients" in result.output and "CC: 4  MLO: 4" in result.output
+    # Break one phantom: screening must exclude it with a reason.
+    broken = tmp_path / "phantoms-seed0-n8-48px" / "images" / "phantom_00003.png"
+    Image.fromarray(np.zeros((48, 48), np.uint16)).save(broken)
+    result = runner.invoke(data, args + ["--screen", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["images"] == 7 and report["excluded"] == 1
+    assert report["exclusions"][0]["path"] == str(broken)
+    assert "constant" in report["exclusions"][0]["reason"]
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    assert main(["data", "summary", "--dataset", "mias", "--data-dir", str(tmp_path / "none")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "none" in err and err.startswith("mammojax: error:")
+    assert main(["data", "summary", "--dataset", "csv", "--data-dir", str(tmp_path), "-o", "x"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err

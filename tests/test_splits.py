@@ -1,0 +1,87 @@
+"""Patient-wise stratified splits and k-fold."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from mammojax.data.records import Record
+from mammojax.data.splits import check_no_leakage, kfold_patients, patient_labels, split_patients
+from mammojax.errors import MammojaxError
+
+
+def _records(num_patients=100, positive_every=4, images=4):
+    """Patients with ``images`` images each; every 4th patient has one positive image."""
+    records = []
+    for p in range(num_patients):
+        for i in range(images):
+            label = int(p % positive_every == 0 and i == 0)
+            records.append(Record(f"p{p}_{i}.png", label, f"patient{p:03d}"))
+    return records
+
+
+def _positive_share(records):
+    labels = patient_labels(records)
+    return sum(labels.values()) / len(labels)
+
+
+def test_split_keeps_patients_together_and_stratifies():
+    records = _records()
+    splits = split_patients(records, val_fraction=0.2, test_fraction=0.2, seed=3)
+    check_no_leakage(splits)
+    assert sum(len(v) for v in splits.values()) == len(records)
+    for part in splits.values():
+        assert len(part) % 4 == 0  # whole patients only
+        assert abs(_positive_share(part) - 0.25) <= 0.05
+    assert len(patient_labels(splits["test"])) == 20 and len(patient_labels(splits["val"])) == 20
+
+
+def test_split_is_deterministic_and_order_independent():
+    records = _records()
+    first = split_patients(records, val_fraction=0.15, test_fraction=0.15, seed=7)
+    shuffled = records[:]
+    random.Random(0).shuffle(shuffled)
+    again = split_patients(shuffled, val_fraction=0.15, test_fraction=0.15, seed=7)
+    for name in first:
+        assert set(first[name]) == set(again[name])
+    other = split_patients(records, val_fraction=0.15, test_fraction=0.15, seed=8)
+    assert set(other["test"]) != set(first["test"])
+
+
+def test_zero_fractions_and_bad_fractions():
+    records = _records(10)
+    splits = split_patients(records, val_fraction=0.0, test_fraction=0.0, seed=0)
+    assert splits["val"] == [] and splits["test"] == [] and splits["train"] == records
+    with pytest.raises(MammojaxError):
+        split_patients(records, val_fraction=0.6, test_fraction=0.5, seed=0)
+
+
+def test_kfold_covers_every_patient_once():
+    records = _records(23)
+    folds = kfold_patients(records, k=5, seed=1)
+    assert len(folds) == 5
+    held_out = [p for _, test in folds for p in patient_labels(test)]
+    assert sorted(held_out) == sorted(patient_labels(records))
+    sizes = [len(patient_labels(test)) for _, test in folds]
+    assert max(sizes) - min(sizes) <= 1
+    for train, test in folds:
+        check_no_leakage((train, test))
+        assert len(train) + len(test) == len(records)
+        positives = sum(patient_labels(test).values())
+        assert positives in (1, 2)  # 6 positive patients over 5 folds
+    assert folds == kfold_patients(records, k=5, seed=1)
+
+
+def test_kfold_rejects_bad_k():
+    with pytest.raises(MammojaxError, match="k >= 2"):
+        kfold_patients(_records(5), k=1, seed=0)
+    with pytest.raises(MammojaxError, match="at least 6 patients"):
+        kfold_patients(_records(5), k=6, seed=0)
+
+
+def test_leakage_names_the_patient():
+    a = Record("a.png", 0, "shared-patient")
+    b = Record("b.png", 1, "shared-patient")
+    with pytest.raises(MammojaxError, match="shared-patient"):
+        check_no_leakage({"train": [a], "test": [b]})
