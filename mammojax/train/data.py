@@ -1,0 +1,71 @@
+"""The data a training run needs: records -> patient-wise split -> decoded caches."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+
+from mammojax.errors import MammojaxError
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingData:
+    train: object  # mammojax.data.cache.Cache
+    val: object
+    steps_per_epoch: int
+
+    def class_weights(self, num_classes: int) -> np.ndarray:
+        from mammojax.train.losses import inverse_frequency_weights
+
+        return inverse_frequency_weights(self.train.labels, num_classes)
+
+
+def dataset_options(config) -> tuple[str, dict]:
+    """``(data_dir, adapter options)`` for ``load_dataset``."""
+    options = {}
+    if config.data.dataset == "synthetic":
+        # Phantoms come from the seed. Drawn at twice the input size (at least 64 px)
+        # so resizing still smooths them as it would a real mammogram; without a
+        # data_dir they go to the user cache and are reused by later runs.
+        options.update(count=int(config.data.synthetic_count), seed=int(config.seed),
+                       size=max(64, 2 * int(config.data.image_size)))
+    return config.data.data_dir, options
+
+
+def split_records(records, config):
+    """The (train, val) record lists of a fixed split or of the configured k-fold."""
+    from mammojax.data import splits
+
+    if int(config.data.num_folds) > 0:
+        folds = splits.kfold_patients(records, k=int(config.data.num_folds), seed=int(config.seed))
+        fold = int(config.data.fold)
+        if not 0 <= fold < len(folds):
+            raise MammojaxError(f"data.fold={fold} is outside 0..{len(folds) - 1}")
+        # The held-out fold validates (model selection, tau, temperature).
+        train, held_out = folds[fold]
+        return list(train), list(held_out)
+    chosen = splits.split_patients(records, val_fraction=float(config.data.val_fraction),
+                                   test_fraction=float(config.data.test_fraction), seed=int(config.seed))
+    return list(chosen["train"]), list(chosen["val"])
+
+
+def prepare_training_data(config, workdir: Path, *, progress: bool = True) -> TrainingData:
+    from mammojax.data.cache import prepare_cache
+    from mammojax.data.pipeline import steps_per_epoch
+    from mammojax.data.records import load_dataset
+
+    data_dir, options = dataset_options(config)
+    loaded = load_dataset(config.data.dataset, data_dir, task=config.data.task, **options)
+    train_records, val_records = split_records(loaded.records, config)
+    if not val_records:
+        raise MammojaxError(f"dataset {config.data.dataset!r}: the validation split is empty; "
+                            "raise data.val_fraction or add data")
+    cache_dir = config.data.cache_dir or str(workdir / "cache")
+    cache_options = dict(cache_dir=cache_dir, image_size=int(config.data.image_size),
+                         orient=bool(config.data.orient), crop_breast=bool(config.data.crop_breast),
+                         max_pixels=int(config.data.max_pixels), progress=progress)
+    train = prepare_cache(train_records, **cache_options)
+    val = prepare_cache(val_records, **cache_options)
+    return TrainingData(train=train, val=val, steps_per_epoch=steps_per_epoch(train, config))

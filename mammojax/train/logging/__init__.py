@@ -1,0 +1,1 @@
+"""What a training run reports: a progress bar, metrics.jsonl and TensorBoard events."""

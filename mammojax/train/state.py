@@ -1,0 +1,84 @@
+"""The train state and the jitted steps that advance and evaluate it."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax.training import train_state
+
+from mammojax.train.losses import cross_entropy
+from mammojax.train.sharding import batch_sharded, replicated
+
+
+class TrainState(train_state.TrainState):
+    """Flax's TrainState plus BatchNorm statistics and a dropout key.
+
+    ``rng`` is a raw ``uint32[2]`` key (checkpointable as a plain array); the
+    key for step ``n`` is ``fold_in(rng, n)``, so a resumed run draws exactly
+    what an uninterrupted one would.
+    """
+
+    batch_stats: Any
+    rng: jax.Array
+
+
+def create_train_state(model, tx, *, rng: jax.Array, image_size: int, mesh) -> TrainState:
+    """Initializes parameters and optimizer state directly in their replicated placement."""
+    init_key, dropout_key = jax.random.split(rng)
+
+    def init():
+        x = jnp.zeros((1, image_size, image_size, model.in_channels), jnp.float32)
+        variables = model.init(init_key, x, train=False)
+        return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                                 batch_stats=variables.get("batch_stats", {}),
+                                 rng=jax.random.key_data(dropout_key))
+
+    abstract = jax.eval_shape(init)
+    shardings = jax.tree_util.tree_map(lambda _: replicated(mesh), abstract)
+    return jax.jit(init, out_shardings=shardings)()
+
+
+def train_step(state: TrainState, batch: dict, class_weights: jax.Array | None,
+               label_smoothing: float = 0.0) -> tuple[TrainState, dict]:
+    """One optimizer step on a (globally sharded) batch; returns the new state and metrics."""
+    dropout_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+    def loss_fn(params):
+        (logits, _), updates = state.apply_fn(
+            {"params": params, "batch_stats": state.batch_stats}, batch["image"], train=True,
+            mutable=["batch_stats"], rngs={"dropout": dropout_key})
+        loss = cross_entropy(logits, batch["label"], label_smoothing=label_smoothing,
+                             class_weights=class_weights)
+        return loss, updates["batch_stats"]
+
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
+    grad_norm = jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32)))
+                             for g in jax.tree_util.tree_leaves(grads)))
+    return new_state, {"loss": loss, "grad_norm": grad_norm}
+
+
+def eval_step(state: TrainState, batch: dict) -> jax.Array:
+    """Float32 logits ``(B, num_classes)`` in inference mode (running BN statistics)."""
+    logits, _ = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats},
+                               batch["image"], train=False)
+    return logits.astype(jnp.float32)
+
+
+def jit_steps(state: TrainState, mesh, *, label_smoothing: float):
+    """Jitted ``train_step(state, batch, class_weights)`` and ``eval_step(state, batch)``.
+
+    The state is donated (its buffers are reused for the new state) and stays
+    replicated; batches are split over ``data``; outputs every process needs
+    (metrics, logits) come back replicated.
+    """
+    rep, split = replicated(mesh), batch_sharded(mesh)
+    state_sharding = jax.tree_util.tree_map(lambda _: rep, state)
+    train = jax.jit(functools.partial(train_step, label_smoothing=label_smoothing),
+                    in_shardings=(state_sharding, split, rep),
+                    out_shardings=(state_sharding, rep), donate_argnums=0)
+    evaluate = jax.jit(eval_step, in_shardings=(state_sharding, split), out_shardings=rep)
+    return train, evaluate

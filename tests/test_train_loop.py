@@ -1,0 +1,77 @@
+"""`mammojax train` end to end: outputs of a run, divergence handling, CLI errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from train_support import checkpoint_steps, run_train
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("train") / "run"
+    # Every optimizer option at once: AdamW, warmup + cosine, clipping, smoothing, class weights.
+    result = run_train(workdir, "--config.optim.name=adamw", "--config.optim.weight_decay=1e-4",
+                       "--config.optim.schedule=cosine", "--config.optim.warmup_epochs=0.5",
+                       "--config.optim.grad_clip_norm=1.0", "--config.optim.label_smoothing=0.1",
+                       "--config.optim.class_weighting=true", "--config.optim.lr=1e-3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir, result
+
+
+def test_run_writes_logs_curves_config_and_best_checkpoint(run):
+    workdir, result = run
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    for key in ("val_auc", "val_sensitivity", "val_specificity", "val_accuracy", "val_f1", "train_loss"):
+        assert key in epochs[-1]
+    # 48 phantoms = 12 patients; 15% of each class for validation = 2 patients = 8 images,
+    # evaluated in one padded batch of 8: each counted exactly once.
+    assert epochs[-1]["val_n"] == 8
+    train = [r for r in records if r["kind"] == "train"]
+    lrs = [r["lr"] for r in train]
+    assert lrs[0] < lrs[1] and lrs[-1] < max(lrs)  # warmup, then cosine decay
+    assert all(r["images_per_second"] is None or r["images_per_second"] > 0 for r in train)
+    assert (workdir / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+    assert json.loads((workdir / "config.json").read_text())["optim"]["name"] == "adamw"
+    assert "best epoch" in result.stdout and "train:" in result.stderr  # summary + progress bar
+
+    from mammojax.checkpoint import load_checkpoint
+
+    best = load_checkpoint(workdir)
+    assert best.model_name == "resnet18" and best.image_size == 32
+    val = best.meta["val_metrics"]
+    assert best.tau == pytest.approx(val["tau"]) and best.temperature == pytest.approx(val["temperature"])
+    assert best.meta["epoch"] in (1, 2)
+
+
+def test_diverging_run_stops_naming_the_step_and_keeps_last_good_checkpoint(tmp_path):
+    workdir = tmp_path / "nan"
+    result = run_train(workdir, "--config.optim.lr=1e30", "--config.train.checkpoint_every_steps=1")
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("mammojax: error: training diverged: loss is")
+    import re
+
+    step = int(re.search(r"at step (\d+)", last).group(1))
+    saved = checkpoint_steps(workdir)
+    assert saved and max(saved) < step and f"step {max(saved)}" in last
+
+
+def test_unknown_config_key_is_one_line_error(tmp_path, capsys):
+    from mammojax.cli import main
+
+    from train_support import REPO
+
+    code = main(["train", "--config", str(REPO / "configs" / "default.py"), "--workdir", str(tmp_path / "w"),
+                 "--config.optim.lrr=1"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "unknown config key 'optim.lrr'" in err and "optim.lr" in err
+    assert not (tmp_path / "w").exists()
