@@ -1,0 +1,70 @@
+"""`mammojax eval`: metrics with confidence intervals and a report for a checkpoint.
+
+A thin layer over :func:`mammojax.evaluation.evaluate.evaluate_checkpoint`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+_POLICIES = ("fixed", "youden", "sensitivity", "specificity")
+
+
+@click.command("eval")
+@click.option("--checkpoint", required=True, type=click.Path(),
+              help="Checkpoint directory or training workdir (its best/ is used).")
+@click.option("--dataset", required=True, help="Dataset name (mias, inbreast, synthetic, ...).")
+@click.option("--data-dir", default="", help="Dataset root directory.")
+@click.option("--task", default=None, help="Label definition; default: the checkpoint's own task.")
+@click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="test",
+              show_default=True, help="Which patients to evaluate (the checkpoint's split settings).")
+@click.option("--seed", type=int, default=None, help="Split and bootstrap seed; default: the checkpoint's.")
+@click.option("--tta-hflip", is_flag=True, default=None,
+              help="Average over the image and its mirror (default: the checkpoint's eval.tta_hflip).")
+@click.option("--threshold-policy", type=click.Choice(_POLICIES), default=None,
+              help="Recompute tau on the evaluated data (optimistic; flagged in the report). "
+                   "Default: the checkpoint's tau, chosen on validation data.")
+@click.option("--target", type=float, default=None,
+              help="Target sensitivity/specificity for those policies.")
+@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(0, 100_000), default=None,
+              help="Bootstrap resamples for the AUC CI (default: the checkpoint's eval.bootstrap).")
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=None)
+@click.option("--out", "out_dir", type=click.Path(), default=None,
+              help="Output directory for metrics.json, scores.csv, report.html/.md "
+                   "(default: ./eval-<dataset>-<split>).")
+@click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout.")
+def eval_(checkpoint, dataset, data_dir, task, split, seed, tta_hflip, threshold_policy, target,
+          n_bootstrap, batch_size, out_dir, as_json):
+    """Evaluate a checkpoint on a dataset split: AUC with a patient-bootstrap CI,
+    sensitivity/specificity/PPV/NPV/F1 at image, breast and patient level,
+    calibration, and a self-contained HTML + Markdown report."""
+    from mammojax import runtime
+
+    runtime.setup()
+    from mammojax.evaluation.evaluate import evaluate_checkpoint
+
+    out_dir = out_dir or f"eval-{dataset}-{split}"
+    result = evaluate_checkpoint(checkpoint, dataset, data_dir, task=task, split=split, seed=seed,
+                                 tta_hflip=tta_hflip, out_dir=out_dir,
+                                 threshold_policy=threshold_policy, target=target,
+                                 batch_size=batch_size, n_bootstrap=n_bootstrap,
+                                 progress=not as_json)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    levels = result["levels"]
+    for name in ("image", "breast", "patient"):
+        m, ci = levels[name], levels[name]["auc_ci"]
+        click.echo(f"{name:>8}: AUC {_f(m['auc'])} [{_f(ci['low'])}, {_f(ci['high'])}]  "
+                   f"sens {_f(m['sensitivity'])}  spec {_f(m['specificity'])}  "
+                   f"n={m['n']} pos={m['n_pos']}")
+    if result["tau_optimistic"]:
+        click.echo("note: tau was chosen on the evaluated data: thresholded metrics are optimistic",
+                   err=True)
+    click.echo(f"report: {out_dir}/report.html", err=True)
+
+
+def _f(value) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

@@ -1,0 +1,55 @@
+"""`mammojax predict`: score image files, folders or a CSV manifest.
+
+A thin layer over :mod:`mammojax.predict` (row format documented there).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+@click.command("predict")
+@click.option("--checkpoint", required=True, type=click.Path(),
+              help="Checkpoint directory or training workdir (its best/ is used).")
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", default=None, type=click.Path(),
+              help="Output file (.csv, or .jsonl for JSON Lines); default: stdout.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("--json", "as_json", is_flag=True, help="Write JSON Lines instead of CSV.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--tta-hflip", is_flag=True, help="Average over the image and its mirror.")
+def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
+    """Score INPUTS (image files, folders searched recursively, or .csv manifests
+    with a `path` column) and write one row per image, one error row per
+    unreadable file, then one row per patient (kind=patient, max over her
+    images). Exit code 0 even when some files fail; a summary goes to stderr."""
+    from mammojax import predict as lib
+
+    # Cheap checks first: a missing input or an existing --out fails in
+    # milliseconds, before JAX loads.
+    items = lib.collect_inputs(inputs)
+    lib.check_output(out, overwrite=overwrite)
+    fmt = lib.output_format(out, as_json)
+
+    from mammojax import runtime
+
+    runtime.setup()
+    from mammojax.checkpoint import load_checkpoint
+    from mammojax.inference import Predictor
+
+    ckpt = load_checkpoint(checkpoint)
+    tta = tta_hflip or lib.config_tta(ckpt.meta)
+    predictor = Predictor(ckpt, batch_size=batch_size, tta_hflip=tta)
+    stream = lib.open_output(out, overwrite=overwrite)
+    progress = lib.Progress(len(items))
+    try:
+        summary = lib.run_predict(predictor, items, stream, fmt, progress=progress)
+    finally:
+        progress.close()
+        if stream is not sys.stdout:
+            stream.close()
+    rate = summary.scored / summary.seconds if summary.seconds > 0 else 0.0
+    click.echo(f"{summary.scored} scored, {summary.failed} failed, {summary.patients} patients "
+               f"({rate:.1f} images/s)", err=True)

@@ -1,0 +1,231 @@
+"""Evaluation reports: one self-contained HTML page and a Markdown twin.
+
+Both are rendered from the same ``metrics.json`` dict, so they can never
+disagree. Figures are PNGs written to ``figures/`` (linked from the Markdown)
+and embedded as base64 in the HTML, which therefore loads nothing from
+anywhere: it can be mailed or archived as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+
+FIGURES = ("roc", "pr", "confusion", "histogram", "reliability")
+_ROWS = (("auc", "AUC"), ("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
+         ("ppv", "PPV (precision)"), ("npv", "NPV"), ("f1", "F1"), ("accuracy", "Accuracy"),
+         ("tp", "TP"), ("fp", "FP"), ("tn", "TN"), ("fn", "FN"), ("n", "N"), ("n_pos", "Positives"))
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return str(int(value))
+    return f"{float(value):.{digits}f}"
+
+
+def _auc_with_ci(level: dict) -> str:
+    ci = level.get("auc_ci") or {}
+    text = _fmt(level.get("auc"))
+    if ci.get("low") is not None and ci.get("high") is not None:
+        pct = int(round(100 * ci.get("confidence", 0.95)))
+        text += f" ({pct}% CI {_fmt(ci['low'])}-{_fmt(ci['high'])})"
+    return text
+
+
+def metrics_table(result: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the metrics table (levels as columns)."""
+    levels = result["levels"]
+    header = ["Metric"] + [f"{name.capitalize()} level" for name in levels]
+    rows = []
+    for key, label in _ROWS:
+        cells = [_auc_with_ci(levels[name]) if key == "auc" else _fmt(levels[name].get(key))
+                 for name in levels]
+        rows.append([label] + cells)
+    return header, rows
+
+
+def _summary_lines(result: dict) -> list[str]:
+    cal = result["calibration"]
+    lines = [
+        f"Checkpoint: {result.get('checkpoint', '?')} (model {result.get('model', '?')})",
+        f"Data: {result.get('dataset', '?')} / task {result.get('task', '?')} / split "
+        f"{result.get('split', '?')} (seed {result.get('seed', '?')}): {result['n_images']} images, "
+        f"{result['n_patients']} patients, {result['n_excluded']} unreadable files excluded",
+        f"Threshold tau = {_fmt(result['tau'])} ({result['tau_source']}); a case is called "
+        f"positive when its probability >= tau; patient score = {result['patient_aggregate']} "
+        f"over her images; flip TTA: {'on' if result.get('tta_hflip') else 'off'}",
+        f"AUC confidence intervals: percentile bootstrap, {result['bootstrap']['resamples']} "
+        f"resamples of patients (seed {result['bootstrap']['seed']})",
+        f"Calibration: temperature {_fmt(cal['temperature'])}; ECE {_fmt(cal['ece_before'])} "
+        f"before (T = 1) -> {_fmt(cal['ece_after'])} after; NLL {_fmt(cal['nll_before'])} -> "
+        f"{_fmt(cal['nll_after'])}",
+    ]
+    return lines
+
+
+def _warning(result: dict) -> str | None:
+    if result.get("tau_optimistic"):
+        return ("Warning: the threshold was chosen on the data being evaluated; sensitivity, "
+                "specificity and the other thresholded metrics are optimistic.")
+    return None
+
+
+# ---------------------------------------------------------------------------
+# Figures
+
+
+def render_figures(result: dict, curves: dict) -> dict[str, bytes]:
+    """PNG bytes of every figure in :data:`FIGURES`."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    labels, probs = np.asarray(curves["labels"]), np.asarray(curves["probs"])
+    image = result["levels"]["image"]
+    pngs = {}
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot(curves["roc"]["fpr"], curves["roc"]["tpr"], lw=2, label=f"AUC {_auc_with_ci(image)}")
+    ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
+    spec, sens = image.get("specificity"), image.get("sensitivity")
+    if spec is not None and sens is not None:
+        ax.plot([1 - spec], [sens], "o", c="crimson", label=f"tau = {_fmt(result['tau'])}")
+    _finish(ax, "False positive rate (1 - specificity)", "Sensitivity", "ROC (image level)")
+    pngs["roc"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    pr = curves["pr"]
+    ax.step(pr["recall"], pr["precision"], where="post", lw=2,
+            label=f"AP {_fmt(pr['average_precision'])}")
+    if labels.size:
+        ax.axhline(labels.mean(), ls="--", c="grey", lw=1, label="prevalence")
+    _finish(ax, "Recall (sensitivity)", "Precision (PPV)", "Precision-recall (image level)")
+    pngs["pr"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(4, 3.6))
+    matrix = np.array([[image["tn"], image["fp"]], [image["fn"], image["tp"]]])
+    ax.imshow(matrix, cmap="Blues")
+    for (r, c), v in np.ndenumerate(matrix):
+        ax.text(c, r, str(v), ha="center", va="center",
+                color="white" if v > matrix.max() / 2 else "black", fontsize=14)
+    ax.set_xticks([0, 1], ["normal", "cancer"])
+    ax.set_yticks([0, 1], ["normal", "cancer"])
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("True")
+    ax.set_title(f"Confusion matrix at tau = {_fmt(result['tau'])}")
+    pngs["confusion"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    bins = np.linspace(0, 1, 21)
+    for cls, name, color in ((0, "normal", "tab:blue"), (1, "cancer", "tab:red")):
+        ax.hist(probs[labels == cls], bins=bins, alpha=0.6, color=color,
+                label=f"{name} (n={int(np.sum(labels == cls))})")
+    ax.axvline(result["tau"], c="black", ls="--", lw=1, label="tau")
+    ax.set_xlabel("Predicted cancer probability")
+    ax.set_ylabel("Images")
+    ax.set_title("Scores by true class")
+    ax.legend(fontsize=8)
+    pngs["histogram"] = _png(fig)
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    cal = result["calibration"]
+    for key, name, color in (("reliability_before", f"T = 1 (ECE {_fmt(cal['ece_before'])})", "tab:grey"),
+                             ("reliability_after", f"T = {_fmt(cal['temperature'], 2)} "
+                                                   f"(ECE {_fmt(cal['ece_after'])})", "tab:green")):
+        b = curves[key]
+        used = b["count"] > 0
+        ax.plot(b["mean_prob"][used], b["frac_pos"][used], "o-", color=color, label=name)
+    ax.plot([0, 1], [0, 1], ls="--", c="black", lw=1)
+    _finish(ax, "Mean predicted probability", "Observed fraction of cancers", "Reliability diagram")
+    pngs["reliability"] = _png(fig)
+    return pngs
+
+
+def _finish(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+# ---------------------------------------------------------------------------
+# Documents
+
+
+def render_markdown(result: dict) -> str:
+    header, rows = metrics_table(result)
+    out = ["# mammojax evaluation report", ""]
+    warning = _warning(result)
+    if warning:
+        out += [f"> **{warning}**", ""]
+    out += [f"- {line}" for line in _summary_lines(result)] + [""]
+    out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+    out += [f"![{name}](figures/{name}.png)" for name in FIGURES] + [""]
+    return "\n".join(out)
+
+
+def render_html(result: dict, pngs: dict[str, bytes]) -> str:
+    header, rows = metrics_table(result)
+    esc = html.escape
+    parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+             "<title>mammojax evaluation report</title>",
+             "<style>body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;"
+             "padding:0 1em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+             "padding:4px 10px;text-align:right}td:first-child,th:first-child{text-align:left}"
+             ".warn{background:#fff3cd;border:1px solid #e0b000;padding:0.6em}"
+             "img{max-width:48%;margin:0.5%}</style></head><body>",
+             "<h1>mammojax evaluation report</h1>"]
+    warning = _warning(result)
+    if warning:
+        parts.append(f'<p class="warn"><strong>{esc(warning)}</strong></p>')
+    parts.append("<ul>" + "".join(f"<li>{esc(line)}</li>" for line in _summary_lines(result)) + "</ul>")
+    parts.append("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header)
+                 + "</tr></thead><tbody>")
+    parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows]
+    parts.append("</tbody></table><h2>Figures</h2><div>")
+    for name in FIGURES:
+        if name in pngs:
+            data = base64.b64encode(pngs[name]).decode("ascii")
+            parts.append(f'<img alt="{name}" src="data:image/png;base64,{data}">')
+    parts.append("</div></body></html>")
+    return "\n".join(parts)
+
+
+def write_report(out_dir: str | Path, result: dict, curves: dict) -> dict[str, Path]:
+    """Writes ``report.html``, ``report.md`` and ``figures/*.png``; returns their paths."""
+    out = Path(out_dir)
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    pngs = render_figures(result, curves)
+    written = {}
+    for name, data in pngs.items():
+        path = figures / f"{name}.png"
+        path.write_bytes(data)
+        written[f"figure_{name}"] = path
+    written["html"] = out / "report.html"
+    written["html"].write_text(render_html(result, pngs), encoding="utf-8")
+    written["markdown"] = out / "report.md"
+    written["markdown"].write_text(render_markdown(result), encoding="utf-8")
+    return written

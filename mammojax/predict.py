@@ -1,0 +1,272 @@
+"""``mammojax predict`` as a library: inputs -> streamed rows -> CSV or JSONL.
+
+Inputs are image files, folders (searched recursively) or CSV manifests with a
+``path`` column (optional ``patient_id`` and ``label`` columns). Rows are
+written as soon as each batch is scored, so a long run can be watched and a
+crash keeps what was done.
+
+Rows (the same fields in CSV and JSONL):
+
+* ``kind=image``: ``path, patient_id, probability, decision`` (1 when
+  ``probability >= tau``), ``label`` (the class name of the decision).
+* ``kind=error``: ``path, patient_id, error``: the file could not be read; the
+  run goes on with the next file.
+* ``kind=patient``, written after every image: one per patient,
+  ``probability`` = the maximum over that patient's scored images (a lesion
+  seen on any view flags the woman), ``decision`` and ``label`` at ``tau``,
+  ``n_images``; ``path`` is empty.
+
+Patient ids come from the manifest; otherwise from the file name, never from
+DICOM headers (which hold real names): the stem with trailing laterality/view
+tokens removed, so ``P001_L_CC.dcm`` and ``P001_R_MLO.dcm`` share ``P001``;
+a name without such tokens is its own patient.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+from mammojax.errors import MammojaxError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".dcm", ".dicom"}
+FIELDS = ("kind", "path", "patient_id", "probability", "decision", "label", "n_images", "error")
+# Laterality/view tokens dropped from the end of a file stem to find the patient.
+_VIEW_TOKENS = {"l", "r", "left", "right", "cc", "mlo", "ml", "lm", "xccl", "at", "spot",
+                "lcc", "rcc", "lmlo", "rmlo"}
+_SEPARATORS = re.compile(r"[_\-. ]+")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputItem:
+    path: str
+    patient_id: str
+
+
+def patient_from_path(path: str | os.PathLike) -> str:
+    """A patient id from a file name (see the module docstring); never from DICOM."""
+    stem = Path(path).name
+    suffix = Path(stem).suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        stem = stem[: -len(suffix)]
+    tokens = [t for t in _SEPARATORS.split(stem) if t]
+    while len(tokens) > 1 and tokens[-1].lower() in _VIEW_TOKENS:
+        tokens.pop()
+    return "_".join(tokens) if tokens else stem
+
+
+def _is_dicom_by_magic(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
+
+
+def _scan_folder(folder: Path) -> list[Path]:
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith("."):
+                continue
+            path = Path(root) / name
+            suffix = path.suffix.lower()
+            if suffix in IMAGE_SUFFIXES or (suffix == "" and _is_dicom_by_magic(path)):
+                found.append(path)
+    return found
+
+
+def _read_manifest(manifest: Path) -> list[InputItem]:
+    try:
+        with open(manifest, newline="", encoding="utf-8-sig") as f:
+            reader = csv.DictReader(f)
+            columns = [c.strip().lower() for c in (reader.fieldnames or [])]
+            if "path" not in columns:
+                found = ", ".join(columns) or "none"
+                raise MammojaxError(f"{manifest}: manifest has no 'path' column (columns: {found})")
+            rows = [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise MammojaxError(f"{manifest}: cannot read manifest ({err})") from None
+    items = []
+    for row in rows:
+        if not row.get("path"):
+            continue
+        path = Path(row["path"])
+        if not path.is_absolute():
+            path = manifest.parent / path  # relative to the manifest, not the cwd
+        patient = row.get("patient_id") or patient_from_path(path)
+        items.append(InputItem(str(path), patient))
+    return items
+
+
+def collect_inputs(inputs: Iterable[str | os.PathLike]) -> list[InputItem]:
+    """Expands files, folders and ``.csv`` manifests into a list of images.
+
+    A missing input is a user error; a listed file that turns out unreadable
+    is not (it becomes an error row when scored).
+    """
+    items: list[InputItem] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            items.extend(InputItem(str(p), patient_from_path(p)) for p in _scan_folder(path))
+        elif path.suffix.lower() == ".csv" and path.is_file():
+            items.extend(_read_manifest(path))
+        elif path.exists():
+            items.append(InputItem(str(path), patient_from_path(path)))
+        else:
+            raise MammojaxError(f"{path}: input not found")
+    return items
+
+
+class Progress:
+    """A one-line progress report with images/s on stderr (silent when not a TTY)."""
+
+    def __init__(self, total: int, *, label: str = "images", stream: IO | None = None,
+                 enabled: bool | None = None):
+        self.total, self.label, self.done = total, label, 0
+        self.stream = stream or sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.start = time.perf_counter()
+        self._last = 0.0
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.perf_counter() - self.start
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.perf_counter()
+        if self.enabled and (now - self._last > 0.2 or self.done >= self.total):
+            self._last = now
+            self.stream.write(f"\r{self.done}/{self.total} {self.label} "
+                              f"{self.rate:.1f} {self.label}/s")
+            self.stream.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class RowWriter:
+    """Writes rows as CSV (header first) or JSON Lines, flushing each batch."""
+
+    def __init__(self, stream: IO, fmt: str):
+        self.stream, self.fmt = stream, fmt
+        if fmt == "csv":
+            self._csv = csv.DictWriter(stream, fieldnames=FIELDS, extrasaction="ignore")
+            self._csv.writeheader()
+
+    def write(self, row: dict) -> None:
+        if self.fmt == "csv":
+            self._csv.writerow({k: ("" if row.get(k) is None else row[k]) for k in FIELDS})
+        else:
+            self.stream.write(json.dumps({k: row.get(k) for k in FIELDS}) + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def output_format(out: str | None, as_json: bool) -> str:
+    if as_json or (out and out.lower().endswith((".jsonl", ".json"))):
+        return "jsonl"
+    return "csv"
+
+
+def config_tta(meta: dict) -> bool:
+    """Whether the checkpoint's training config asked for flip TTA at evaluation."""
+    return bool(meta.get("config", {}).get("eval", {}).get("tta_hflip", False))
+
+
+def check_output(out: str | None, *, overwrite: bool) -> None:
+    """Refuses an existing ``out`` (without ``overwrite``) or a directory."""
+    if not out or out == "-":
+        return
+    path = Path(out)
+    if path.is_dir():
+        raise MammojaxError(f"{path}: is a directory; pass a file name to --out")
+    if path.exists() and not overwrite:
+        raise MammojaxError(f"{path}: already exists; pass --overwrite to replace it")
+
+
+def open_output(out: str | None, *, overwrite: bool) -> IO:
+    """The output stream: stdout, or a new file (existing ones need ``overwrite``)."""
+    if not out or out == "-":
+        return sys.stdout
+    path = Path(out)
+    if path.is_dir():
+        raise MammojaxError(f"{path}: is a directory; pass a file name to --out")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return open(path, "w" if overwrite else "x", newline="", encoding="utf-8")
+    except FileExistsError:
+        raise MammojaxError(f"{path}: already exists; pass --overwrite to replace it") from None
+    except OSError as err:
+        raise MammojaxError(f"{path}: cannot write ({err.strerror or err})") from None
+
+
+@dataclasses.dataclass
+class PredictSummary:
+    scored: int = 0
+    failed: int = 0
+    patients: int = 0
+    seconds: float = 0.0
+
+
+def predict_rows(predictor, items: list[InputItem]) -> Iterator[dict]:
+    """Image and error rows in input order, then one patient row per patient."""
+    tau = predictor.tau
+    names = predictor.class_names
+    patient_scores: dict[str, list[float]] = {}
+    by_path = [item.patient_id for item in items]
+    for item_patient, result in zip(by_path, predictor.predict_paths([i.path for i in items])):
+        if not result.ok:
+            yield {"kind": "error", "path": result.path, "patient_id": item_patient,
+                   "error": result.error}
+            continue
+        decision = int(result.probability >= tau)
+        patient_scores.setdefault(item_patient, []).append(result.probability)
+        yield {"kind": "image", "path": result.path, "patient_id": item_patient,
+               "probability": round(result.probability, 6), "decision": decision,
+               "label": names[decision]}
+    for patient, scores in patient_scores.items():
+        score = max(scores)
+        decision = int(score >= tau)
+        yield {"kind": "patient", "path": "", "patient_id": patient,
+               "probability": round(score, 6), "decision": decision, "label": names[decision],
+               "n_images": len(scores)}
+
+
+def run_predict(predictor, items: list[InputItem], stream: IO, fmt: str, *,
+                progress: Progress | None = None) -> PredictSummary:
+    """Scores ``items`` and writes every row to ``stream``; returns the counts."""
+    writer = RowWriter(stream, fmt)
+    summary = PredictSummary()
+    start = time.perf_counter()
+    for row in predict_rows(predictor, items):
+        writer.write(row)
+        if row["kind"] == "patient":
+            summary.patients += 1
+            continue
+        if row["kind"] == "image":
+            summary.scored += 1
+        else:
+            summary.failed += 1
+        if progress is not None:
+            progress.update()
+        if (summary.scored + summary.failed) % predictor.batch_size == 0:
+            writer.flush()
+    writer.flush()
+    summary.seconds = time.perf_counter() - start
+    return summary

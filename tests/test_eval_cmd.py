@@ -1,0 +1,68 @@
+"""`mammojax eval` end to end on phantoms with a tiny checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from eval_support import TAU, make_tiny_checkpoint
+
+PHANTOMS = 24  # 6 women x 4 views
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A training-workdir look-alike: WORKDIR/best holds the checkpoint."""
+    root = tmp_path_factory.mktemp("workdir")
+    make_tiny_checkpoint(root / "best", overrides={"data.synthetic_count": PHANTOMS,
+                                                   "data.val_fraction": 0.2,
+                                                   "data.test_fraction": 0.35})
+    return root
+
+
+def _cli():
+    from mammojax.cli import cli
+
+    return cli
+
+
+def test_eval_all_writes_metrics_and_report(workdir, tmp_path, monkeypatch):
+    monkeypatch.setenv("MAMMOJAX_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(_cli(), ["eval", "--checkpoint", str(workdir), "--dataset", "synthetic",
+                                         "--data-dir", str(tmp_path / "phantoms"), "--split", "all",
+                                         "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    stored = json.loads((out / "metrics.json").read_text())
+    assert printed == stored
+    assert stored["n_images"] == PHANTOMS and stored["n_patients"] == PHANTOMS // 4
+    assert stored["tau"] == pytest.approx(TAU) and stored["tau_source"] == "checkpoint"
+    levels = stored["levels"]
+    assert (levels["image"]["n"], levels["breast"]["n"], levels["patient"]["n"]) == (24, 12, 6)
+    assert levels["image"]["auc_ci"]["n_resamples"] == 50  # the checkpoint's eval.bootstrap
+    assert levels["image"]["tp"] + levels["image"]["fn"] == levels["image"]["n_pos"]
+    for name in ("report.html", "report.md", "scores.csv", "figures/roc.png"):
+        assert (out / name).is_file()
+
+
+def test_eval_test_split_matches_the_training_split(workdir, tmp_path, monkeypatch):
+    from mammojax.data.records import load_dataset
+    from mammojax.data.splits import split_patients
+
+    monkeypatch.setenv("MAMMOJAX_CACHE_DIR", str(tmp_path / "cache"))
+    phantoms = tmp_path / "phantoms"
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(_cli(), ["eval", "--checkpoint", str(workdir), "--dataset", "synthetic",
+                                         "--data-dir", str(phantoms), "--split", "test",
+                                         "--threshold-policy", "youden", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    records = load_dataset("synthetic", phantoms, count=PHANTOMS, seed=0).records
+    expected = split_patients(records, val_fraction=0.2, test_fraction=0.35, seed=0)["test"]
+    assert metrics["n_images"] == len(expected) > 0
+    assert metrics["tau_optimistic"] and "optimistic" in result.stderr
+    assert "optimistic" in (out / "report.html").read_text()

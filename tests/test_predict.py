@@ -1,0 +1,143 @@
+"""Predictor and `mammojax predict` on a tiny checkpoint and files written here."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from eval_support import TAU, make_tiny_checkpoint
+from mammojax.cli import main
+from mammojax.predict import collect_inputs, patient_from_path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return make_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "best")
+
+
+def _write_png(path: Path, seed: int, size=(48, 40)) -> Path:
+    rng = np.random.default_rng(seed)
+    pixels = (rng.random(size) * 200 + 20).astype(np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+@pytest.fixture()
+def image_folder(tmp_path) -> Path:
+    folder = tmp_path / "images"
+    (folder / "sub").mkdir(parents=True)
+    _write_png(folder / "P001_L_CC.png", 1)
+    _write_png(folder / "P001_R_MLO.png", 2)
+    _write_png(folder / "sub" / "P002_L_CC.png", 3)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
+    (folder / "notes.txt").write_text("ignored: not an image")
+    return folder
+
+
+def test_patient_ids_from_names_never_from_headers():
+    assert patient_from_path("/x/P001_L_CC.png") == "P001"
+    assert patient_from_path("/x/P001-R-MLO.dcm") == "P001"
+    assert patient_from_path("/x/mdb001.pgm") == "mdb001"
+    assert patient_from_path("/x/R.png") == "R"  # nothing left to strip
+
+
+def test_collect_inputs_folders_manifest_and_missing(tmp_path, image_folder):
+    found = collect_inputs([image_folder])
+    assert [Path(i.path).name for i in found] == ["P001_L_CC.png", "P001_R_MLO.png", "broken.png",
+                                                  "P002_L_CC.png"]
+    manifest = tmp_path / "list.csv"
+    manifest.write_text("path,patient_id\nimages/P001_L_CC.png,woman-7\n")
+    items = collect_inputs([manifest])
+    assert items[0].patient_id == "woman-7" and Path(items[0].path).is_file()
+    from mammojax.errors import MammojaxError
+
+    with pytest.raises(MammojaxError, match="input not found"):
+        collect_inputs([tmp_path / "nope.png"])
+
+
+def test_predictor_pads_batches_and_matches_one_by_one(checkpoint):
+    from mammojax.checkpoint import load_checkpoint
+    from mammojax.inference import Predictor
+
+    ckpt = load_checkpoint(checkpoint)
+    predictor = Predictor(ckpt, batch_size=4)
+    images = np.random.default_rng(0).normal(size=(6, 32, 32, 1)).astype(np.float32)
+    probs = predictor.predict_images(images)  # one full batch + a padded partial one
+    assert probs.shape == (6,) and np.all((probs >= 0) & (probs <= 1))
+    single = np.concatenate([predictor.predict_images(images[i:i + 1]) for i in range(6)])
+    np.testing.assert_allclose(probs, single, atol=1e-5)
+    assert predictor._jitted._cache_size() == 1  # padding kept one compiled program
+    logits = predictor.predict_logits(images)
+    z = logits[:, 0, :] / ckpt.temperature
+    expected = np.exp(z[:, 1]) / np.exp(z).sum(1)
+    np.testing.assert_allclose(probs, expected, atol=1e-5)  # temperature before softmax
+    tta = Predictor(ckpt, batch_size=4, tta_hflip=True).predict_images(images)
+    mirrored = predictor.predict_images(images[:, :, ::-1])
+    np.testing.assert_allclose(tta, (probs + mirrored) / 2, atol=1e-5)
+
+
+def test_predict_cli_scores_files_and_reports_bad_ones(checkpoint, image_folder, tmp_path, capsys):
+    out = tmp_path / "scores.csv"
+    runner = CliRunner()
+    result = runner.invoke(main_cli(), ["predict", "--checkpoint", str(checkpoint), "--batch-size", "2",
+                                        "--out", str(out), str(image_folder)])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    images = [r for r in rows if r["kind"] == "image"]
+    errors = [r for r in rows if r["kind"] == "error"]
+    patients = {r["patient_id"]: r for r in rows if r["kind"] == "patient"}
+    assert len(images) == 3 and len(errors) == 1 and errors[0]["path"].endswith("broken.png")
+    assert errors[0]["error"]
+    for r in images:
+        assert r["decision"] == str(int(float(r["probability"]) >= TAU))
+        assert r["label"] == ["normal", "cancer"][int(r["decision"])]
+    p001 = [float(r["probability"]) for r in images if r["patient_id"] == "P001"]
+    assert float(patients["P001"]["probability"]) == pytest.approx(max(p001), abs=1e-6)
+    assert patients["P001"]["n_images"] == "2" and set(patients) == {"P001", "P002"}
+    assert "3 scored, 1 failed" in result.stderr
+
+    # Through the real entry point: one clear error line, non-zero exit.
+    code = main(["predict", "--checkpoint", str(checkpoint), "--out", str(out), str(image_folder)])
+    err = capsys.readouterr().err
+    assert code != 0 and "already exists" in err and "--overwrite" in err
+    assert len(err.strip().splitlines()) == 1
+    assert len(list(csv.DictReader(out.open()))) == len(rows)  # untouched
+
+
+def test_predict_cli_jsonl_to_stdout(checkpoint, image_folder):
+    result = CliRunner().invoke(main_cli(), ["predict", "--checkpoint", str(checkpoint), "--json",
+                                             str(image_folder / "P001_L_CC.png")])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in io.StringIO(result.stdout) if line.strip()]
+    assert [r["kind"] for r in rows] == ["image", "patient"]
+    assert 0.0 <= rows[0]["probability"] <= 1.0
+
+
+def main_cli():
+    """The click group, so CliRunner captures stdout and stderr separately."""
+    from mammojax.cli import cli
+
+    return cli
+
+
+def test_score_records_without_cache_skips_unreadable(checkpoint, image_folder):
+    from mammojax.checkpoint import load_checkpoint
+    from mammojax.data.records import Record
+    from mammojax.evaluation.evaluate import score_records
+    from mammojax.inference import Predictor
+
+    paths = sorted(image_folder.rglob("*.png"))
+    records = [Record(path=str(p), label=i % 2, patient_id=patient_from_path(p), laterality="L")
+               for i, p in enumerate(paths)]
+    predictor = Predictor(load_checkpoint(checkpoint), batch_size=2)
+    scored = score_records(predictor, records, cache_dir=None, progress=False)
+    assert len(scored.paths) == 3 and [Path(p).name for p, _ in scored.excluded] == ["broken.png"]
+    direct = predictor.predict_images(np.stack([predictor.load_image(p)[0] for p in scored.paths]))
+    np.testing.assert_allclose(scored.probabilities(predictor.temperature), direct, atol=1e-5)
