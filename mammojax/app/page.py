@@ -1,0 +1,195 @@
+"""The clinical web page: upload mammograms, see the score, the decision and Grad-CAM.
+
+Started by ``mammojax app --checkpoint DIR`` (which runs
+``streamlit run page.py -- --checkpoint DIR``). Streamlit re-executes this
+script on every interaction; the model is loaded once per server
+(``st.cache_resource``) and each upload is analysed once per browser session
+(kept in ``st.session_state``, in memory only), so moving the opacity slider
+only re-blends the overlay.
+
+Patients: all uploads of a session count as one patient (the clinician
+uploads one exam at a time). Each image has a "Patient / exam" label; give
+uploads different labels to score several patients side by side. The patient
+score is the max (or the checkpoint's configured aggregate) of her images'
+probabilities, compared with the same threshold tau.
+
+All computation is in :mod:`mammojax.app.logic`; this file is layout only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+from mammojax.app import logic
+from mammojax.errors import MammojaxError
+
+TITLE = "mammojax — mammogram analysis"
+DEFAULT_OPACITY = 0.45
+CHECKPOINT_ENV = "MAMMOJAX_CHECKPOINT"
+
+
+def checkpoint_argument() -> str | None:
+    """``--checkpoint`` after ``--`` on the streamlit command line, else $MAMMOJAX_CHECKPOINT."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--checkpoint")
+    args, _ = parser.parse_known_args(sys.argv[1:])
+    return args.checkpoint or os.environ.get(CHECKPOINT_ENV) or None
+
+
+@st.cache_resource(show_spinner="Loading the model (once per server)…")
+def get_model(path: str) -> logic.AppModel:
+    return logic.load_app_model(path)
+
+
+def show_guidance(problem: str) -> None:
+    st.error(f"No usable model: {problem}")
+    st.markdown(logic.GUIDANCE)
+
+
+def show_sidebar(model: logic.AppModel) -> None:
+    facts = model.describe()
+    with st.sidebar:
+        st.header("Model")
+        st.markdown(
+            f"- **Network:** {facts['model']} ({facts['image_size']}×{facts['image_size']} input)\n"
+            f"- **Checkpoint:** {facts['checkpoint']}\n"
+            f"- **Trained on:** {facts['trained_on'] or 'unknown'}\n"
+            f"- **Decision threshold τ:** {facts['tau']:.3f}"
+            f" ({facts['threshold_policy'] or 'fixed'} policy)\n"
+            f"- **Temperature:** {facts['temperature']:.3f}\n"
+            f"- **Heatmap:** {facts['cam_method']} at {facts['cam_layer']}")
+        st.header("How to read this page")
+        st.markdown(
+            "- **Cancer probability** is the model's calibrated score for the image.\n"
+            f"- **Decision:** *{logic.SUSPICIOUS_TEXT}* when the probability is at least τ,"
+            f" otherwise *{logic.NEGATIVE_TEXT}*.\n"
+            "- **Heatmap (Grad-CAM):** where the image pushed the score towards cancer;"
+            " colours are relative within each image, not probabilities.\n"
+            "- **Patient:** all uploads count as one patient (one exam) unless you give them"
+            f" different *Patient / exam* labels; the patient score is the {model.patient_aggregate}"
+            " over her images.\n"
+            "- Uploads stay in memory and are never stored; DICOM patient identifiers are never shown.")
+
+
+def analyse_new_uploads(model: logic.AppModel, files) -> dict:
+    """Analyses each upload once per session; results keyed by the upload's id."""
+    results = st.session_state.setdefault("analyses", {})
+    current = {f.file_id for f in files}
+    for key in [k for k in results if k not in current]:
+        del results[key]  # the user removed the file: forget it
+    for upload in files:
+        if upload.file_id in results:
+            continue
+        with st.spinner(f"Analysing {upload.name}…"):
+            try:
+                results[upload.file_id] = logic.analyse_upload(model, upload.name, upload.getvalue())
+            except MammojaxError as err:
+                results[upload.file_id] = str(err)
+            except Exception as err:  # a bug must not take the other uploads down
+                results[upload.file_id] = f"{upload.name}: could not be analysed ({type(err).__name__})"
+    return results
+
+
+def show_analysis(key: str, analysis: logic.ImageAnalysis, model: logic.AppModel) -> str:
+    """One image's panel; returns the patient label the user gave it."""
+    with st.container(border=True):
+        st.subheader(analysis.name)
+        info, original, heat = st.columns([1.1, 1, 1])
+        with info:
+            colour = "red" if analysis.suspicious else "green"
+            st.markdown(f"#### :{colour}[{analysis.decision}]")
+            st.metric("Cancer probability", f"{analysis.probability:.3f}")
+            relation = "≥" if analysis.suspicious else "<"
+            st.caption(f"probability {analysis.probability:.3f} {relation} decision threshold "
+                       f"τ = {analysis.tau:.3f}")
+            st.markdown(describe_image(analysis.meta))
+            label = st.text_input("Patient / exam", value=logic.DEFAULT_PATIENT, key=f"patient-{key}",
+                                  help="Uploads with the same label are scored as one patient.")
+        with original:
+            st.image(analysis.model_input, caption="Model input (preprocessed, as the network sees it)",
+                     width="stretch")
+        with heat:
+            opacity = st.slider("Heatmap opacity", 0.0, 1.0, DEFAULT_OPACITY, 0.05, key=f"opacity-{key}")
+            overlay = analysis.overlay(opacity)
+            caption = ("Grad-CAM heatmap over the original image" if analysis.heatmap.max() > 0 else
+                       "Grad-CAM: no region pushed the score towards cancer (empty heatmap)")
+            st.image(overlay, caption=caption, width="stretch")
+            st.download_button("Download overlay (PNG)", data=logic.png_bytes(overlay),
+                               file_name=f"{Path(analysis.name).stem}-gradcam.png", mime="image/png",
+                               key=f"png-{key}", on_click="ignore")
+    return label
+
+
+def describe_image(meta: dict) -> str:
+    """Safe image facts as one markdown line (unknown fields say so)."""
+    height, width = meta.get("original_shape") or (0, 0)
+    facts = {
+        "Laterality": meta.get("laterality") or "unknown",
+        "View": meta.get("view") or "unknown",
+        "Manufacturer": meta.get("manufacturer") or "unknown",
+        "Format": (meta.get("format") or "?").upper(),
+        "Size": f"{width}×{height} px",
+    }
+    if meta.get("for_processing"):
+        facts["Note"] = "raw FOR PROCESSING image: the model expects FOR PRESENTATION images"
+    return "  \n".join(f"**{name}:** {value}" for name, value in facts.items())
+
+
+def show_patients(model: logic.AppModel, labelled: list[tuple[str, logic.ImageAnalysis]]) -> None:
+    patients = logic.summarise_patients(labelled, aggregate=model.patient_aggregate, tau=model.tau)
+    st.header("Patient-level result")
+    for patient in patients:
+        colour = "red" if patient.suspicious else "green"
+        st.markdown(f"**{patient.label}** — {len(patient.image_names)} image(s), "
+                    f"{patient.aggregate} probability **{patient.score:.3f}** (τ = {patient.tau:.3f}): "
+                    f":{colour}[**{patient.decision}**]")
+    report = logic.build_report(model.describe(), labelled, patients)
+    st.download_button("Download JSON report", data=logic.report_json(report),
+                       file_name=logic.report_file_name([a.name for _, a in labelled]),
+                       mime="application/json", key="report", on_click="ignore")
+
+
+def main() -> None:
+    st.set_page_config(page_title=TITLE, layout="wide")
+    st.title(TITLE)
+    st.warning(logic.DISCLAIMER, icon="⚠️")
+
+    path = checkpoint_argument()
+    problem = logic.checkpoint_problem(path)
+    if problem is not None:
+        show_guidance(problem)
+        return
+    try:
+        model = get_model(str(path))
+    except MammojaxError as err:
+        show_guidance(str(err))
+        return
+    show_sidebar(model)
+
+    limit_mb = st.get_option("server.maxUploadSize")
+    files = st.file_uploader(
+        "Mammograms of one exam: PNG, JPEG, TIFF, PGM or DICOM",
+        accept_multiple_files=True,
+        help=f"Up to {limit_mb} MB per file. Files are analysed in memory and never stored.")
+    if not files:
+        st.info("Upload one or more views (e.g. L-CC, L-MLO, R-CC, R-MLO) to analyse them.")
+        return
+
+    results = analyse_new_uploads(model, files)
+    labelled = []
+    for upload in files:
+        result = results.get(upload.file_id)
+        if isinstance(result, logic.ImageAnalysis):
+            labelled.append((show_analysis(upload.file_id, result, model), result))
+        elif result is not None:
+            st.error(result)
+    if labelled:
+        show_patients(model, labelled)
+
+
+main()
