@@ -1,0 +1,160 @@
+"""Predict + Grad-CAM per image against the hardware floor and PyTorch eager.
+
+    python scripts/bench_inference.py               # resnet18 (1-ch), 224 px, batch 1
+    python scripts/bench_inference.py --image-size 512
+    python scripts/bench_inference.py --quick       # smoke run, 64 px
+
+Prints two ratios (issue 7's targets):
+
+* floor ratio = mammojax time / (XLA's flop count of the jitted predict +
+  Grad-CAM program / this machine's measured float32 matmul rate); target <= 1.5;
+* torch ratio = mammojax time / PyTorch eager time for the same architecture,
+  the same weights and the same hook-based Grad-CAM; target < 1.
+
+PyTorch is a benchmark-only dependency (never imported by mammojax). Both run
+with the same thread count; run nothing else on the machine meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # torch_reference.py: the PyTorch twin of the zoo
+
+
+def torch_gradcam_program(torch_model, torch):
+    """Forward + hook-based Grad-CAM on layer4 for class 1, as a PyTorch user writes it."""
+    saved = {}
+
+    def keep(module, inputs, output):
+        saved["act"] = output
+        if output.requires_grad:  # the plain predict runs under no_grad
+            output.register_hook(lambda grad: saved.__setitem__("grad", grad))
+
+    torch_model.layer4.register_forward_hook(keep)
+
+    def run(x):
+        torch_model.zero_grad(set_to_none=True)
+        logits = torch_model(x)
+        probs = torch.softmax(logits, dim=1)[:, 1]
+        logits[:, 1].sum().backward()
+        weights = saved["grad"].mean(dim=(2, 3), keepdim=True)
+        cam = torch.relu((weights * saved["act"]).sum(dim=1))
+        cam = cam / (cam.flatten(1).amax(dim=1)[:, None, None] + 1e-8)
+        cam = torch.nn.functional.interpolate(cam[:, None], size=x.shape[-2:], mode="bilinear",
+                                              align_corners=False)[:, 0]
+        return probs.detach(), cam.detach()
+
+    return run
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()
+    fn()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.image_size, args.repeats = 64, 3
+
+    from mammojax import runtime
+
+    runtime.setup()
+    import jax
+    import numpy as np
+    import torch
+
+    from mammojax import benchmark as bench
+    from mammojax import models
+    from mammojax.weights import convert_state_dict
+    import torch_reference
+
+    threads = len(os.sched_getaffinity(0))
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    reference = torch_reference.resnet18(num_classes=2)
+    torch_reference.randomize_batchnorm(reference, torch.Generator().manual_seed(0))
+    reference.eval()
+    state = {k: v.detach().numpy() for k, v in reference.state_dict().items()}
+    # Same network in both: the 1-channel stem is the RGB stem summed over
+    # channels, and torch sees the grey image replicated to RGB.
+    variables = convert_state_dict(state, "resnet18", num_classes=2).variables
+    model = models.create_model("resnet18")
+
+    rng = np.random.default_rng(0)
+    images = rng.standard_normal((args.batch_size, args.image_size, args.image_size, 1)).astype(np.float32)
+    x_torch = torch.from_numpy(np.repeat(images.transpose(0, 3, 1, 2), 3, axis=1).copy())
+
+    predict, predict_cam = bench.make_programs(model, variables)
+    x_jax = jax.device_put(images)
+    compiled = predict_cam.lower(variables, x_jax).compile()
+    flops = bench.xla_flops(compiled)
+    start = time.perf_counter()
+    jax.block_until_ready(predict_cam(variables, x_jax))
+    first_call_s = time.perf_counter() - start
+    jax_predict_ms = median_ms(lambda: jax.block_until_ready(predict(variables, x_jax)), args.repeats)
+    jax_cam_ms = median_ms(lambda: jax.block_until_ready(predict_cam(variables, x_jax)), args.repeats)
+
+    run_torch = torch_gradcam_program(reference, torch)
+    with torch.no_grad():
+        torch_predict_ms = median_ms(lambda: reference(x_torch), args.repeats)
+    torch_cam_ms = median_ms(lambda: run_torch(x_torch), args.repeats)
+
+    # Sanity: the two pipelines compute the same thing.
+    p_jax, cam_jax = predict_cam(variables, x_jax)
+    p_torch, cam_torch = run_torch(x_torch)
+    prob_diff = float(np.max(np.abs(np.asarray(p_jax) - p_torch.numpy())))
+    cam_diff = float(np.max(np.abs(np.asarray(cam_jax) - cam_torch.numpy())))
+
+    rate = bench.matmul_gflops()
+    floor_ms = flops / (rate * 1e9) * 1000
+    result = {
+        "image_size": args.image_size, "batch_size": args.batch_size, "threads": threads,
+        "device": jax.devices()[0].device_kind, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "matmul_gflops": rate, "xla_gflops": flops / 1e9, "floor_ms": floor_ms,
+        "first_call_s": first_call_s,
+        "mammojax_predict_ms": jax_predict_ms, "mammojax_predict_cam_ms": jax_cam_ms,
+        "torch_predict_ms": torch_predict_ms, "torch_predict_cam_ms": torch_cam_ms,
+        "floor_ratio": jax_cam_ms / floor_ms, "torch_ratio": jax_cam_ms / torch_cam_ms,
+        "max_prob_diff": prob_diff, "max_cam_diff": cam_diff,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    b = args.batch_size
+    print(f"resnet18 (1-channel), {args.image_size}x{args.image_size}, batch {b}, {threads} threads, "
+          f"{result['device']}")
+    print(f"matmul rate {rate:.1f} GFLOP/s; XLA flops predict+Grad-CAM {flops / 1e9:.2f} GFLOP "
+          f"-> floor {floor_ms:.1f} ms/batch")
+    print(f"first call (compile or cache) {first_call_s:.2f} s")
+    print(f"{'':24}{'predict ms/img':>16}{'+Grad-CAM ms/img':>18}")
+    print(f"{'mammojax (XLA)':24}{jax_predict_ms / b:>16.1f}{jax_cam_ms / b:>18.1f}")
+    print(f"{'PyTorch eager':24}{torch_predict_ms / b:>16.1f}{torch_cam_ms / b:>18.1f}")
+    print(f"floor ratio {result['floor_ratio']:.2f} (target <= 1.5); "
+          f"torch ratio {result['torch_ratio']:.2f} (target < 1)")
+    print(f"agreement: max |dp| {prob_diff:.1e}, max |dCAM| {cam_diff:.1e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets up the environment (if needed) and runs the test suite. This is the
+# README's test command, and .ci/run calls exactly this script.
+#   scripts/test.sh [pytest args...]
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+source scripts/setup_env.sh
+# The end-to-end web test drives Debian's Chromium; install it when missing.
+bash scripts/install_browser.sh || echo "test: chromium unavailable; the browser test will skip" >&2
+exec python -m pytest -q "$@"
