@@ -6,19 +6,10 @@ DenseNet-121 (1-channel stem); few parameters, slow on CPU.
         --config.data.dataset=mias --config.data.data_dir=/path/to/all-mias
 """
 
-import importlib.util
-from pathlib import Path
-
-
-def _default():
-    # Load the sibling default.py by path: configs are files, not an installed package.
-    spec = importlib.util.spec_from_file_location("_mammojax_config_default", Path(__file__).with_name("default.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+from mammojax.config import base_config
 
 
 def get_config():
-    config = _default()
+    config = base_config()  # the paper's recipe, exactly as configs/default.py
     config.model.name = "densenet121"
     return config

@@ -16,7 +16,7 @@ import click
 DATASET_HELP = "synthetic | mias | inbreast | cbis_ddsm | vindr | rsna | csv"
 
 
-def _parse_options(pairs: tuple[str, ...]) -> dict:
+def parse_adapter_options(pairs: tuple[str, ...]) -> dict:
     """``("birads3=negative", "count=64")`` -> ``{"birads3": "negative", "count": 64}``."""
     from mammojax.errors import MammojaxError
 
@@ -60,7 +60,7 @@ def summary(dataset, data_dir, task, adapter_options, screen, max_pixels, as_jso
     """Images, patients, label/view/side counts and excluded files of a dataset."""
     from mammojax.data.records import load_dataset
 
-    loaded = load_dataset(dataset, data_dir, task=task, **_parse_options(adapter_options))
+    loaded = load_dataset(dataset, data_dir, task=task, **parse_adapter_options(adapter_options))
     if screen:
         loaded = _screen(loaded, max_pixels)
     report = {"dataset": dataset, "data_dir": data_dir, "task": task, **loaded.summary(),
@@ -126,7 +126,7 @@ def prepare(dataset, data_dir, task, adapter_options, cache_dir, image_size, ori
     from mammojax.data.cache import prepare_cache
     from mammojax.data.records import load_dataset
 
-    loaded = load_dataset(dataset, data_dir, task=task, **_parse_options(adapter_options))
+    loaded = load_dataset(dataset, data_dir, task=task, **parse_adapter_options(adapter_options))
     cache = prepare_cache(loaded.records, cache_dir=cache_dir, image_size=image_size, orient=orient,
                           crop_breast=crop_breast, max_pixels=max_pixels)
     click.echo(f"{cache.path}: {cache.num_examples} images cached, "

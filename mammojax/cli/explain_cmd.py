@@ -56,7 +56,9 @@ def explain(checkpoint, inputs, out, method, layer, alpha, colormap, overwrite, 
         raise MammojaxError("nothing to explain: give INPUTS and/or --evaluate --dataset NAME")
     if evaluate and not dataset:
         raise MammojaxError("--evaluate needs --dataset NAME (and --data-dir PATH for real datasets)")
-    options = _parse_options(dataset_options)
+    from mammojax.cli.data_cmd import parse_adapter_options
+
+    options = parse_adapter_options(dataset_options)
     items = collect_inputs(inputs) if inputs else []
     paths = [item.path for item in items]
     stems = lib.output_stems(paths)
@@ -107,21 +109,3 @@ def explain(checkpoint, inputs, out, method, layer, alpha, colormap, overwrite, 
             click.echo(lib.dumps_line({"localization": report["summary"]}))
     if failed and not evaluate and failed == len(paths):
         sys.exit(1)
-
-
-def _parse_options(items) -> dict:
-    """``KEY=VALUE`` strings as a dict; values are Python literals where they parse."""
-    import ast
-
-    from mammojax.errors import MammojaxError
-
-    options = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise MammojaxError(f"--option {item!r} is not of the form KEY=VALUE")
-        try:
-            options[key] = ast.literal_eval(raw)
-        except (ValueError, SyntaxError):
-            options[key] = raw
-    return options
