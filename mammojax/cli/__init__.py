@@ -68,6 +68,12 @@ def main(argv=None) -> int:
     except MammojaxError as err:
         click.echo(f"mammojax: error: {err}", err=True)
         return err.exit_code
+    except OSError as err:
+        # A full disk, a read-only folder, a vanished file: the user's
+        # environment, not a bug in mammojax, so one line and no traceback.
+        where = f"{err.filename}: " if err.filename else ""
+        click.echo(f"mammojax: error: {where}{err.strerror or err}", err=True)
+        return 1
     except click.exceptions.Abort:
         click.echo("mammojax: aborted", err=True)
         return 130

@@ -79,6 +79,10 @@ class TrainCheckpoints:
         ])
         options = ocp.CheckpointManagerOptions(
             preservation_policy=preserve, create=True,
+            # best_fn makes orbax write each step's metrics to disk; without it
+            # they are kept in memory only and a resumed run forgets which
+            # checkpoint was best (and lets BestN delete it).
+            best_fn=lambda m: m["value"], best_mode=best_mode,
             # Synchronous: a step's checkpoint is complete before the state is donated
             # to the next step, and a SIGKILL leaves either a whole one or none.
             enable_async_checkpointing=False)
