@@ -330,13 +330,10 @@ def overlay_heatmap(gray: np.ndarray, heatmap: np.ndarray, opacity: float) -> np
     mammogram shows through untouched, so the overlay never hides tissue the
     model found unremarkable.
     """
-    from matplotlib import colormaps
+    from mammojax.explain.overlay import blend
 
-    heat = np.clip(np.asarray(heatmap, np.float32), 0.0, 1.0)
-    colours = colormaps["jet"](heat)[..., :3].astype(np.float32)
-    base = np.repeat(np.asarray(gray, np.float32)[..., None] / 255.0, 3, axis=-1)
-    weight = float(np.clip(opacity, 0.0, 1.0)) * heat[..., None]
-    return _to_uint8((1.0 - weight) * base + weight * colours)
+    return blend(np.asarray(gray, np.float32) / 255.0, heatmap, alpha=float(np.clip(opacity, 0.0, 1.0)),
+                 weight_by_heat=True)
 
 
 def png_bytes(image: np.ndarray) -> bytes:

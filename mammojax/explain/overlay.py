@@ -44,15 +44,20 @@ def colorize(heatmap: np.ndarray, colormap: str = "jet") -> np.ndarray:
 
 
 def blend(pixels: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.4,
-          colormap: str = "jet") -> np.ndarray:
-    """``(1 - alpha) * grey + alpha * colour`` for same-sized (H, W) image and heatmap."""
+          colormap: str = "jet", weight_by_heat: bool = False) -> np.ndarray:
+    """``(1 - w) * grey + w * colour`` for same-sized (H, W) image and heatmap.
+
+    ``w = alpha`` everywhere, or with ``weight_by_heat`` ``w = alpha * heatmap``:
+    cold regions then show the mammogram untouched (the web page's overlay).
+    """
     if not 0.0 <= alpha <= 1.0:
         raise MammojaxError(f"overlay alpha must be in [0, 1], got {alpha}")
     pixels, heatmap = np.asarray(pixels), np.asarray(heatmap)
     if pixels.shape != heatmap.shape:
         raise ValueError(f"image {pixels.shape} and heatmap {heatmap.shape} differ in shape")
-    mixed = (1.0 - alpha) * to_gray_rgb(pixels).astype(np.float32) \
-        + alpha * colorize(heatmap, colormap).astype(np.float32)
+    weight = alpha * np.clip(heatmap.astype(np.float32), 0.0, 1.0)[..., None] if weight_by_heat else alpha
+    mixed = (1.0 - weight) * to_gray_rgb(pixels).astype(np.float32) \
+        + weight * colorize(heatmap, colormap).astype(np.float32)
     return np.round(mixed).astype(np.uint8)
 
 
