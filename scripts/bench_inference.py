@@ -31,18 +31,26 @@ sys.path.insert(0, str(REPO / "tests"))  # torch_reference.py: the PyTorch twin 
 
 
 def torch_gradcam_program(torch_model, torch):
-    """Forward + hook-based Grad-CAM on layer4 for class 1, as a PyTorch user writes it."""
+    """Forward + hook-based Grad-CAM on layer4 for class 1, PyTorch's fastest eager form.
+
+    Parameters are frozen and only layer4's output asks for a gradient, so the
+    backward pass runs through the head alone (as in mammojax), not the
+    whole network.
+    """
     saved = {}
+    torch_model.requires_grad_(False)
 
     def keep(module, inputs, output):
+        if not torch.is_grad_enabled():  # the plain predict runs under no_grad
+            return output
+        output = output.detach().requires_grad_(True)
         saved["act"] = output
-        if output.requires_grad:  # the plain predict runs under no_grad
-            output.register_hook(lambda grad: saved.__setitem__("grad", grad))
+        output.register_hook(lambda grad: saved.__setitem__("grad", grad))
+        return output  # replaces layer4's output for the rest of the forward
 
     torch_model.layer4.register_forward_hook(keep)
 
     def run(x):
-        torch_model.zero_grad(set_to_none=True)
         logits = torch_model(x)
         probs = torch.softmax(logits, dim=1)[:, 1]
         logits[:, 1].sum().backward()
