@@ -1,0 +1,306 @@
+"""Patient-wise k-fold cross-validation of the mini-MIAS recipe.
+
+For each fold the held-out women are the *test* set and are touched only to be
+scored. The remaining women are split again, patient-wise, into an inner
+training part (patch training) and an inner validation part that fixes the
+temperature and the decision thresholds (image level, and patient level on the
+max over a woman's views). No fold's test images influence any choice.
+
+Results pool the folds' test predictions (every woman scored exactly once, by
+the model that never saw her): AUC with a 95% bootstrap interval that resamples
+women, and sensitivity/specificity at each fold's validation-chosen threshold.
+Outputs in ``workdir``: ``results.json``, ``table.md``, ``roc.png``,
+``predictions.csv`` and one inference checkpoint per fold (``fold<k>/``), whose
+metadata names the fold so ``mammojax eval --split val`` re-scores its test women.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from mammojax.errors import MammojaxError
+
+PURPOSE_INNER_SPLIT = 303
+
+
+def hardware_summary() -> dict:
+    """CPU model and core count (from /proc/cpuinfo where present) and the JAX backend."""
+    model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 0
+    import jax
+
+    return {"cpu": model, "cores": int(cores), "jax_backend": jax.default_backend(),
+            "jax_devices": [str(d) for d in jax.devices()]}
+
+
+def run_mias_cv(config, data_dir: str | os.PathLike, workdir: str | os.PathLike, *,
+                log: Callable[[str], None] = print) -> dict:
+    """Runs the k-fold CV of ``config`` (configs/mias.py) and writes the report.
+
+    ``config.data.num_folds`` folds (>= 2), inner validation share
+    ``config.data.val_fraction``. Returns the dict written to ``results.json``.
+    """
+    from mammojax.data.cache import prepare_cache
+    from mammojax.data.records import load_dataset
+    from mammojax.data.splits import check_no_leakage, kfold_patients, split_patients
+    from mammojax.models import create_model
+    from mammojax.recipes.patches import (PatchSettings, patches_per_epoch, score_images,
+                                          train_patch_classifier)
+
+    started = time.time()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    k = int(config.data.num_folds)
+    if k < 2:
+        raise MammojaxError(f"data.num_folds must be at least 2 for cross-validation (got {k})")
+    seed = int(config.seed)
+    loaded = load_dataset("mias", data_dir, task=config.data.task)
+    # Decoding and resizing learn nothing from labels: one cache serves every fold.
+    cache = prepare_cache(loaded.records, cache_dir=config.data.cache_dir or str(workdir / "cache"),
+                          image_size=int(config.data.image_size), orient=bool(config.data.orient),
+                          crop_breast=bool(config.data.crop_breast), max_pixels=int(config.data.max_pixels),
+                          progress=False)
+    images, labels = cache.load_arrays()
+    position = {record.path: i for i, record in enumerate(cache.records)}
+    patients = np.asarray(cache.patient_ids)
+    settings = PatchSettings.from_config(config.patch)
+    model = create_model(config.model.name, num_classes=int(config.model.num_classes),
+                         head_pooling=config.model.head_pooling, dtype=config.model.dtype)
+    log(f"mini-MIAS: {len(labels)} images, {len(set(patients))} women, {int(labels.sum())} abnormal; "
+        f"{k} folds, input {config.data.image_size} px, patches {settings.size} px")
+
+    # One schedule length for every fold (the folds differ by a few lesions):
+    # the optimizer, and so the compiled training step, is then shared by all.
+    share = (k - 1) / k * (1.0 - float(config.data.val_fraction))
+    per_epoch = patches_per_epoch(labels, cache.lesions_input, settings) * share
+    total_steps = max(1, int(per_epoch // settings.batch_size)) * settings.epochs
+    folds = []
+    predictions = []
+    for fold, (train_records, test_records) in enumerate(kfold_patients(list(cache.records), k=k, seed=seed)):
+        fold_started = time.time()
+        inner = split_patients(train_records, val_fraction=float(config.data.val_fraction), test_fraction=0.0,
+                               seed=seed * 1000 + PURPOSE_INNER_SPLIT + fold)
+        # Guard, not hope: the women who fix tau/temperature are none of the test women.
+        check_no_leakage({"inner train": inner["train"], "inner val": inner["val"], "test": test_records})
+        fit_idx = np.array([position[r.path] for r in inner["train"]])
+        val_idx = np.array([position[r.path] for r in inner["val"]])
+        test_idx = np.array([position[r.path] for r in test_records])
+        log(f"fold {fold + 1}/{k}: train {len(fit_idx)} images, inner val {len(val_idx)}, test {len(test_idx)}")
+        variables = train_patch_classifier(
+            model, images[fit_idx], labels[fit_idx], [cache.lesions_input[i] for i in fit_idx], settings,
+            seed=seed * 1000 + fold, total_steps=total_steps, log=log)
+        tta = bool(config.eval.tta_hflip)
+        val_logits = score_images(model, variables, images[val_idx], tta_hflip=tta)
+        test_logits = score_images(model, variables, images[test_idx], tta_hflip=tta)
+        operating = choose_operating_point(val_logits, labels[val_idx], patients[val_idx], config)
+        fold_result = score_fold(test_logits, labels[test_idx], patients[test_idx], operating,
+                                 n_boot=int(config.eval.bootstrap), seed=seed)
+        fold_result.update(fold=fold, seconds=time.time() - fold_started, train_images=int(len(fit_idx)),
+                           val_images=int(len(val_idx)), val_auc=operating["val_auc"], **{
+                               k_: operating[k_] for k_ in ("tau_image", "tau_patient", "temperature")})
+        folds.append(fold_result)
+        _save_fold_checkpoint(workdir / f"fold{fold}", variables, config, fold, operating)
+        probs = _probabilities(test_logits, operating["temperature"])
+        for j, i in enumerate(test_idx):
+            predictions.append({"fold": fold, "path": Path(cache.records[i].path).name,
+                                "patient_id": patients[i], "label": int(labels[i]),
+                                "probability": float(probs[j]), "tau_image": operating["tau_image"],
+                                "tau_patient": operating["tau_patient"]})
+        log(f"fold {fold + 1}: test AUC image {fold_result['image']['auc']:.3f}, "
+            f"patient {fold_result['patient']['auc']:.3f} (inner val AUC {operating['val_auc']:.3f}); "
+            f"{fold_result['seconds']:.0f} s")
+
+    result = {
+        "task": config.data.task, "folds": folds, "pooled": pool_folds(predictions, int(config.eval.bootstrap), seed),
+        "settings": {"image_size": int(config.data.image_size), "patch": vars(settings),
+                     "model": config.model.name, "head_pooling": config.model.head_pooling,
+                     "num_folds": k, "inner_val_fraction": float(config.data.val_fraction),
+                     "tta_hflip": bool(config.eval.tta_hflip), "seed": seed,
+                     "threshold_policy": config.eval.threshold_policy},
+        "images": int(len(labels)), "patients": int(len(set(patients))),
+        "wall_seconds": time.time() - started, "hardware": hardware_summary(),
+    }
+    write_outputs(workdir, result, predictions)
+    return result
+
+
+def _probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
+    from mammojax.evaluation.calibration import apply_temperature
+
+    return apply_temperature(logits, temperature)[:, 1]
+
+
+def patient_max(labels: np.ndarray, scores: np.ndarray, patients) -> tuple[np.ndarray, np.ndarray, list]:
+    """Per-woman label (any positive view) and score (max over her views)."""
+    ids = list(dict.fromkeys(patients))
+    index = {p: i for i, p in enumerate(ids)}
+    y = np.zeros(len(ids), np.int64)
+    s = np.full(len(ids), -np.inf)
+    for label, score, patient in zip(labels, scores, patients):
+        i = index[patient]
+        y[i] = max(y[i], int(label))
+        s[i] = max(s[i], float(score))
+    return y, s, ids
+
+
+def choose_operating_point(val_logits: np.ndarray, val_labels: np.ndarray, val_patients, config) -> dict:
+    """Temperature (image NLL) and thresholds (config policy) from inner-validation data only."""
+    from mammojax.evaluation.calibration import fit_temperature
+    from mammojax.evaluation.metrics import roc_auc
+    from mammojax.evaluation.thresholds import choose_threshold
+
+    temperature = fit_temperature(val_logits, val_labels) if config.eval.calibrate else 1.0
+    probs = _probabilities(val_logits, temperature)
+    policy = dict(policy=config.eval.threshold_policy, tau=float(config.eval.tau), target=float(config.eval.target))
+    tau_image = choose_threshold(val_labels, probs, policy.pop("policy"), **policy)
+    y_pat, s_pat, _ = patient_max(val_labels, probs, val_patients)
+    tau_patient = choose_threshold(y_pat, s_pat, config.eval.threshold_policy, tau=float(config.eval.tau),
+                                   target=float(config.eval.target))
+    return {"temperature": float(temperature), "tau_image": float(tau_image), "tau_patient": float(tau_patient),
+            "val_auc": float(roc_auc(val_labels, probs))}
+
+
+def _level_metrics(labels, scores, groups, tau: float, n_boot: int, seed: int) -> dict:
+    from mammojax.evaluation.bootstrap import bootstrap_ci
+    from mammojax.evaluation.metrics import classification_metrics
+
+    metrics = classification_metrics(labels, scores, tau)
+    ci = bootstrap_ci(labels, scores, groups, n_resamples=n_boot, seed=seed)
+    metrics.update(auc_low=ci["low"], auc_high=ci["high"])
+    return {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in metrics.items()}
+
+
+def score_fold(test_logits, test_labels, test_patients, operating: dict, *, n_boot: int, seed: int) -> dict:
+    """Image- and patient-level test metrics at the validation-chosen thresholds."""
+    probs = _probabilities(test_logits, operating["temperature"])
+    y_pat, s_pat, _ = patient_max(test_labels, probs, test_patients)
+    return {"image": _level_metrics(test_labels, probs, list(test_patients), operating["tau_image"], n_boot, seed),
+            "patient": _level_metrics(y_pat, s_pat, None, operating["tau_patient"], n_boot, seed)}
+
+
+def pool_folds(predictions: list[dict], n_boot: int, seed: int) -> dict:
+    """Metrics over every fold's test predictions, each at its own fold's thresholds.
+
+    Decisions are pooled as made (``probability >= tau`` of that fold); the
+    pooled AUC ranks calibrated probabilities of different fold models together.
+    """
+    from mammojax.evaluation.bootstrap import bootstrap_ci
+    from mammojax.evaluation.metrics import confusion_counts, rates_from_counts, roc_auc
+
+    labels = np.array([p["label"] for p in predictions])
+    probs = np.array([p["probability"] for p in predictions])
+    patients = [p["patient_id"] for p in predictions]
+    calls = probs >= np.array([p["tau_image"] for p in predictions])
+    image = {"auc": float(roc_auc(labels, probs)), **rates_from_counts(**confusion_counts(labels, calls))}
+    ci = bootstrap_ci(labels, probs, patients, n_resamples=n_boot, seed=seed)
+    image.update(auc_low=ci["low"], auc_high=ci["high"], n=int(labels.size), n_pos=int(labels.sum()))
+
+    tau_patient = {p["patient_id"]: p["tau_patient"] for p in predictions}
+    y_pat, s_pat, ids = patient_max(labels, probs, patients)
+    pat_calls = s_pat >= np.array([tau_patient[i] for i in ids])
+    patient = {"auc": float(roc_auc(y_pat, s_pat)), **rates_from_counts(**confusion_counts(y_pat, pat_calls))}
+    ci = bootstrap_ci(y_pat, s_pat, None, n_resamples=n_boot, seed=seed)
+    patient.update(auc_low=ci["low"], auc_high=ci["high"], n=int(y_pat.size), n_pos=int(y_pat.sum()))
+    return {"image": image, "patient": patient}
+
+
+def _save_fold_checkpoint(directory: Path, variables: dict, config, fold: int, operating: dict) -> None:
+    """An inference checkpoint whose config names this fold (``eval --split val`` = its test women)."""
+    from mammojax.checkpoint import make_meta, save_checkpoint
+
+    fold_config = config.copy_and_resolve_references()
+    fold_config.data.fold = fold
+    extra = {"cv": {"fold": fold, "tau_patient": operating["tau_patient"], "inner_val_auc": operating["val_auc"]}}
+    save_checkpoint(directory, variables, make_meta(fold_config, tau=operating["tau_image"],
+                                                    temperature=operating["temperature"], extra=extra),
+                    overwrite=True)
+
+
+# ---------------------------------------------------------------------------
+# Report
+
+
+def _fmt(value, digits: int = 3) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.{digits}f}"
+
+
+def _auc_cell(level: dict) -> str:
+    return f"{_fmt(level['auc'])} ({_fmt(level['auc_low'], 2)}-{_fmt(level['auc_high'], 2)})"
+
+
+def render_table(result: dict) -> str:
+    """The Markdown table: one row per fold and a pooled row, image and patient level."""
+    header = ("| fold | test images (abn.) | image AUC (95% CI) | image sens | image spec | "
+              "patient AUC (95% CI) | patient sens | patient spec |")
+    lines = [header, "|" + "---|" * 8]
+    rows = [(f"{f['fold'] + 1}", f["image"], f["patient"]) for f in result["folds"]]
+    rows.append(("**pooled**", result["pooled"]["image"], result["pooled"]["patient"]))
+    for name, image, patient in rows:
+        lines.append(f"| {name} | {image['n']} ({image['n_pos']}) | {_auc_cell(image)} | "
+                     f"{_fmt(image['sensitivity'], 2)} | {_fmt(image['specificity'], 2)} | {_auc_cell(patient)} | "
+                     f"{_fmt(patient['sensitivity'], 2)} | {_fmt(patient['specificity'], 2)} |")
+    hw, s = result["hardware"], result["settings"]
+    lines += ["", f"mini-MIAS {result['task']} vs normal, {result['images']} images / {result['patients']} women, "
+                  f"{s['num_folds']}-fold patient-wise CV; {s['model']} ({s['head_pooling']} pooling) trained on "
+                  f"{s['patch']['size']} px lesion patches at {s['image_size']} px input, "
+                  f"{s['patch']['epochs']} epochs; thresholds ({s.get('threshold_policy', 'youden')}) and temperature from an inner "
+                  f"validation split of the training women. 95% CI: bootstrap over women. "
+                  f"Wall time {result['wall_seconds'] / 60:.1f} min on {hw['cores']} cores of {hw['cpu']}."]
+    return "\n".join(lines) + "\n"
+
+
+def plot_roc(result: dict, predictions: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from mammojax.evaluation.metrics import roc_curve
+
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
+    for fold in result["folds"]:
+        part = [p for p in predictions if p["fold"] == fold["fold"]]
+        curve = roc_curve([p["label"] for p in part], [p["probability"] for p in part])
+        ax.plot(curve["fpr"], curve["tpr"], lw=1, alpha=0.5, label=f"fold {fold['fold'] + 1} ({_fmt(fold['image']['auc'])})")
+    curve = roc_curve([p["label"] for p in predictions], [p["probability"] for p in predictions])
+    ax.plot(curve["fpr"], curve["tpr"], lw=2.5, color="black",
+            label=f"pooled ({_fmt(result['pooled']['image']['auc'])})")
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", xlim=(0, 1), ylim=(0, 1),
+           title="mini-MIAS, image level, cross-validation")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def write_outputs(workdir: Path, result: dict, predictions: list[dict]) -> None:
+    (workdir / "results.json").write_text(json.dumps(result, indent=1, default=float))
+    (workdir / "table.md").write_text(render_table(result))
+    with open(workdir / "predictions.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(predictions[0]))
+        writer.writeheader()
+        writer.writerows(predictions)
+    plot_roc(result, predictions, workdir / "roc.png")
+
+
+__all__ = ["run_mias_cv", "choose_operating_point", "score_fold", "pool_folds", "render_table",
+           "hardware_summary", "patient_max"]

@@ -1,0 +1,240 @@
+"""Lesion-centred patch training, then whole-image scoring with the same network.
+
+Why patches: a whole-image label on ~200 films is too weak a signal to learn
+mammographic features from scratch (shared/docs/QUALITY.md); a lesion covers
+under 1% of the film. Patches cut around the annotated lesion centres
+(positives) and from the breast of normal films (negatives) give the network
+the lesion itself to learn from. The ResNet is fully convolutional and its
+``topk``/``max`` head applies the same Dense layer at every position of
+``stage4``, so the patch classifier runs unchanged over a whole image at the
+same pixel scale and pools its score map: no fine-tuning step that could
+dilute what the patches taught.
+
+Everything here works on images already preprocessed into a
+:class:`mammojax.data.cache.Cache` (z-scored, ``(S, S, 1)``); patches are cut
+from those arrays, so patch and whole-image scale match exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable, Sequence
+
+import numpy as np
+
+PURPOSE_PATCH_SAMPLING = 301  # np.random.default_rng([seed, purpose, ...])
+PURPOSE_PATCH_INIT = 302
+
+# A pixel belongs to the breast when it is this many standard deviations above
+# the image minimum (the background after z-scoring); negatives are centred there.
+BREAST_MARGIN = 0.5
+
+
+@dataclasses.dataclass(frozen=True)  # frozen: hashable, a cache key for the optimizer
+class PatchSettings:
+    """How the patch classifier is trained (the ``patch`` section of configs/mias.py)."""
+
+    size: int = 64  # patch side in model-input pixels (the image is cfg.data.image_size)
+    positives_per_lesion: int = 2  # jittered crops of each annotated lesion per epoch
+    negatives_per_positive: float = 1.0  # balanced classes by default
+    jitter_fraction: float = 0.25  # centre jitter, as a fraction of the patch side
+    epochs: int = 20
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 1.0
+
+    @classmethod
+    def from_config(cls, section) -> "PatchSettings":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: section[k] for k in section.keys() if k in names})
+
+
+def lesion_centres(lesions_input: Sequence[dict]) -> list[tuple[float, float]]:
+    """Centres ``(row, col)`` of the lesions that have one (MIAS ``*NOTE 3*`` rows have none)."""
+    return [(float(l["row"]), float(l["col"])) for l in lesions_input
+            if l.get("row") is not None and l.get("col") is not None]
+
+
+def crop(image: np.ndarray, row: float, col: float, size: int) -> np.ndarray:
+    """The ``size`` square centred near ``(row, col)``, moved inside the image."""
+    height, width = image.shape[:2]
+    top = int(np.clip(round(row - size / 2), 0, height - size))
+    left = int(np.clip(round(col - size / 2), 0, width - size))
+    return image[top:top + size, left:left + size]
+
+
+def breast_pixels(image: np.ndarray) -> np.ndarray:
+    """``(n, 2)`` row/col of breast pixels (bright enough above the background)."""
+    plane = image[..., 0]
+    rows, cols = np.nonzero(plane > plane.min() + BREAST_MARGIN)
+    return np.stack([rows, cols], axis=1) if rows.size else np.array([[plane.shape[0] // 2, plane.shape[1] // 2]])
+
+
+def sample_epoch(images: np.ndarray, labels: np.ndarray, lesions: Sequence[Sequence[dict]],
+                 settings: PatchSettings, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One epoch of patches ``(N, P, P, 1)`` and labels, shuffled.
+
+    Positives: every lesion centre of a positive image, ``positives_per_lesion``
+    times with a random shift. Negatives: random breast positions of negative
+    images, images drawn evenly. Each patch gets a random flip/transpose
+    (the 8 symmetries of the square: tissue has no preferred orientation at
+    this scale).
+    """
+    size = settings.size
+    jitter = settings.jitter_fraction * size
+    patches, patch_labels = [], []
+    for index in np.flatnonzero(labels == 1):
+        for row, col in lesion_centres(lesions[index]):
+            for _ in range(settings.positives_per_lesion):
+                shift = rng.uniform(-jitter, jitter, size=2)
+                patches.append(crop(images[index], row + shift[0], col + shift[1], size))
+                patch_labels.append(1)
+    negatives = np.flatnonzero(labels == 0)
+    count = int(round(settings.negatives_per_positive * max(1, len(patches))))
+    if negatives.size:
+        breast = {}
+        for index in rng.choice(negatives, size=count, replace=True):
+            if index not in breast:
+                breast[index] = breast_pixels(images[index])
+            row, col = breast[index][rng.integers(len(breast[index]))]
+            patches.append(crop(images[index], row, col, size))
+            patch_labels.append(0)
+    if not patches:
+        return np.zeros((0, size, size, 1), np.float32), np.zeros(0, np.int32)
+    batch = np.stack([_random_symmetry(p, rng) for p in patches]).astype(np.float32)
+    order = rng.permutation(len(batch))
+    return batch[order], np.asarray(patch_labels, np.int32)[order]
+
+
+def _random_symmetry(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    if rng.random() < 0.5:
+        patch = patch[:, ::-1]
+    if rng.random() < 0.5:
+        patch = patch[::-1]
+    if rng.random() < 0.5:
+        patch = np.swapaxes(patch, 0, 1)
+    return patch
+
+
+def train_patch_classifier(model, images: np.ndarray, labels: np.ndarray,
+                           lesions: Sequence[Sequence[dict]], settings: PatchSettings, *, seed: int,
+                           total_steps: int | None = None,
+                           log: Callable[[str], None] | None = None) -> dict:
+    """Trains ``model`` on lesion patches; returns ``{"params", "batch_stats"}``.
+
+    AdamW with linear warmup and cosine decay over a fixed number of steps: no
+    epoch is *selected* (with ~40 validation films the "best epoch" is mostly
+    noise), so the model is the one at the end of the schedule. ``total_steps``
+    defaults to ``settings.epochs`` epochs of these images; cross-validation
+    passes one number for every fold so the optimizer, and with it the
+    compiled step, is shared by all folds.
+    """
+    import jax
+
+    steps_per_epoch = max(1, patches_per_epoch(labels, lesions, settings) // settings.batch_size)
+    total_steps = int(total_steps or steps_per_epoch * settings.epochs)
+    tx = make_optimizer(settings, total_steps)
+    state = _create_state(model, tx, seed, settings.size)
+    step_fn = _train_step_fn()
+    sampler = np.random.default_rng([seed, PURPOSE_PATCH_SAMPLING])
+    step, epoch = 0, 0
+    while step < total_steps:
+        patches, patch_labels = sample_epoch(images, labels, lesions, settings, sampler)
+        if len(patches) < settings.batch_size:
+            raise ValueError(f"only {len(patches)} patches per epoch; batch size is {settings.batch_size}")
+        losses = []
+        for start in range(0, len(patches) - settings.batch_size + 1, settings.batch_size):
+            if step == total_steps:
+                break
+            batch = {"image": patches[start:start + settings.batch_size],
+                     "label": patch_labels[start:start + settings.batch_size]}
+            state, metrics = step_fn(state, batch)
+            losses.append(metrics["loss"])
+            step += 1
+        epoch += 1
+        if log:
+            log(f"  patch epoch {epoch}: loss {float(np.mean(jax.device_get(losses))):.3f} "
+                f"(step {step}/{total_steps}, {len(patches)} patches)")
+    return {"params": jax.device_get(state.params), "batch_stats": jax.device_get(state.batch_stats)}
+
+
+def patches_per_epoch(labels, lesions, settings: PatchSettings) -> int:
+    """How many patches :func:`sample_epoch` draws from these images."""
+    positives = sum(len(lesion_centres(lesions[i])) for i in np.flatnonzero(np.asarray(labels) == 1))
+    positives *= settings.positives_per_lesion
+    return int(positives + round(settings.negatives_per_positive * max(1, positives)))
+
+
+@functools.lru_cache(maxsize=8)
+def make_optimizer(settings: PatchSettings, total_steps: int):
+    """AdamW, warmup + cosine; cached so equal settings give the *same* object (one compile)."""
+    import optax
+
+    warmup = max(1, int(settings.warmup_epochs * total_steps / max(1, settings.epochs)))
+    schedule = optax.warmup_cosine_decay_schedule(0.0, settings.lr, warmup, max(total_steps, warmup + 1))
+    return optax.adamw(schedule, weight_decay=settings.weight_decay)
+
+
+def _create_state(model, tx, seed: int, size: int):
+    import jax
+
+    from mammojax.train.state import TrainState
+
+    key = jax.random.key(seed)
+    variables = _init_fn(model, size)(jax.random.fold_in(key, PURPOSE_PATCH_INIT))
+    return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
+                             batch_stats=variables["batch_stats"],
+                             rng=jax.random.key_data(jax.random.fold_in(key, PURPOSE_PATCH_INIT + 1)))
+
+
+@functools.lru_cache(maxsize=None)
+def _init_fn(model, size: int):
+    """Jitted parameter initialisation, traced once per (model, patch size)."""
+    import jax
+    import jax.numpy as jnp
+
+    def init(key):
+        x = jnp.zeros((1, size, size, model.in_channels), jnp.float32)
+        variables = model.init(key, x, train=False)
+        return {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
+
+    return jax.jit(init)
+
+
+@functools.lru_cache(maxsize=None)
+def _train_step_fn():
+    """One jitted step shared by every fold (same shapes and optimizer: compiled once per run)."""
+    import jax
+
+    from mammojax.train.state import train_step
+
+    return jax.jit(functools.partial(train_step, class_weights=None), donate_argnums=0)
+
+
+def score_images(model, variables: dict, images: np.ndarray, *, batch_size: int = 32,
+                 tta_hflip: bool = True) -> np.ndarray:
+    """Whole-image logits ``(N, num_classes)`` (pooled score map), mirror-averaged when ``tta_hflip``."""
+    import jax
+
+    apply = _apply_fn(model)
+    variables = jax.device_put(variables)  # once, not at every call
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        batch = np.asarray(images[start:start + batch_size], np.float32)
+        real = len(batch)
+        if real < batch_size:  # one compiled shape for every batch
+            batch = np.concatenate([batch, np.zeros((batch_size - real, *batch.shape[1:]), np.float32)])
+        logits = np.asarray(apply(variables, batch), np.float64)
+        if tta_hflip:
+            logits = (logits + np.asarray(apply(variables, batch[:, :, ::-1]), np.float64)) / 2
+        outputs.append(logits[:real])
+    return np.concatenate(outputs) if outputs else np.zeros((0, model.num_classes))
+
+
+@functools.lru_cache(maxsize=None)
+def _apply_fn(model):
+    import jax
+
+    return jax.jit(lambda variables, x: model.apply(variables, x, train=False)[0])
