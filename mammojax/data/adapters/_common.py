@@ -92,6 +92,17 @@ def birads_label(category: int | None, birads3: str) -> int | None:
     return 0
 
 
+def label_from_birads(value: str, birads3: str) -> tuple[int | None, str | None]:
+    """``(label, None)`` for a usable BI-RADS cell, else ``(None, exclusion reason)``."""
+    category = birads_category(value)
+    label = birads_label(category, birads3)
+    if label is not None:
+        return label, None
+    if category == 3:
+        return None, "BI-RADS 3 excluded (birads3='exclude')"
+    return None, f"no usable BI-RADS ({value!r})"
+
+
 def find_file(data_dir: Path, names: Iterable[str], *, max_depth: int = 2) -> Path | None:
     """The first file called one of ``names`` in ``data_dir`` or a few levels below it.
 

@@ -18,7 +18,7 @@ import plistlib
 import re
 from pathlib import Path
 
-from mammojax.data.adapters._common import (Adapter, birads_category, birads_label, find_file,
+from mammojax.data.adapters._common import (Adapter, find_file, label_from_birads,
                                             read_csv_rows)
 from mammojax.data.records import DatasetRecords, Exclusion, Lesion, Record
 from mammojax.errors import MammojaxError
@@ -50,11 +50,8 @@ def load(data_dir: Path, *, task: str = "default", birads3: str = "exclude") -> 
                                       f"INbreast.csv line {line}: no matching DICOM"))
             continue
         path, parts = found
-        category = birads_category(row["Bi-Rads"])
-        label = birads_label(category, birads3)
+        label, reason = label_from_birads(row["Bi-Rads"], birads3)
         if label is None:
-            reason = ("BI-RADS 3 excluded (birads3='exclude')" if category == 3
-                      else f"no usable BI-RADS ({row['Bi-Rads']!r})")
             excluded.append(Exclusion(str(path), reason))
             continue
         view = "MLO" if parts["view"].startswith("ML") else parts["view"]

@@ -18,7 +18,7 @@ import ast
 import math
 from pathlib import Path
 
-from mammojax.data.adapters._common import (Adapter, birads_category, birads_label, find_file,
+from mammojax.data.adapters._common import (Adapter, find_file, label_from_birads,
                                             first_existing, read_csv_rows)
 from mammojax.data.records import DatasetRecords, Exclusion, Lesion, Record
 from mammojax.errors import MammojaxError
@@ -41,11 +41,8 @@ def load(data_dir: Path, *, task: str = "default", birads3: str = "exclude") -> 
         if path is None:
             excluded.append(Exclusion(str(base) + ".dicom", "image file not found"))
             continue
-        category = birads_category(row["breast_birads"])
-        label = birads_label(category, birads3)
+        label, reason = label_from_birads(row["breast_birads"], birads3)
         if label is None:
-            reason = ("BI-RADS 3 excluded (birads3='exclude')" if category == 3
-                      else f"no usable BI-RADS ({row['breast_birads']!r})")
             excluded.append(Exclusion(str(path), reason))
             continue
         extra = (("split", row.get("split", "")), ("birads", row["breast_birads"]),
