@@ -112,7 +112,12 @@ def save_checkpoint(directory: str | os.PathLike, variables: dict, meta: dict, *
     try:
         state = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {})}
         state = jax.device_get(state)
-        with ocp.StandardCheckpointer() as ckptr:
+        # Host arrays written by the calling process alone: in a multi-host run
+        # only process 0 exports, so orbax must not wait for the others.
+        me = jax.process_index()
+        solo = ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me},
+                                                  barrier_sync_key_prefix=f"mammojax_export_{me}")
+        with ocp.StandardCheckpointer(multiprocessing_options=solo) as ckptr:
             ckptr.save(tmp / VARIABLES_DIR, state)
             ckptr.wait_until_finished()
         (tmp / META_FILE).write_text(json.dumps(_jsonable(meta), indent=2, sort_keys=True))
