@@ -25,7 +25,7 @@ def run_quickstart(workdir: str | Path, *, overrides=(), echo=print) -> dict:
     runtime.setup()
     from mammojax.config import apply_override
     from mammojax.data.records import load_dataset
-    from mammojax.evaluation.evaluate import _dataset_options, evaluate_checkpoint, select_split
+    from mammojax.evaluation.evaluate import dataset_options_for, evaluate_checkpoint, select_split
     from mammojax.checkpoint import load_checkpoint
     from mammojax.explain import explain as explain_lib
     from mammojax.train.loop import train_and_evaluate
@@ -45,7 +45,7 @@ def run_quickstart(workdir: str | Path, *, overrides=(), echo=print) -> dict:
 
     echo(f"[3/3] Grad-CAM ({config.explain.method}, {config.explain.layer}) on the test phantoms")
     ckpt = load_checkpoint(workdir / "train")
-    data_dir, options = _dataset_options("synthetic", "", ckpt, ckpt.meta["config"], int(config.seed))
+    data_dir, options = dataset_options_for("synthetic", "", ckpt, ckpt.meta["config"], int(config.seed))
     records = select_split(load_dataset("synthetic", data_dir, **options).records,
                            ckpt.meta["config"], "test", int(config.seed))
     explainer = explain_lib.Explainer(ckpt, method=config.explain.method, layer=config.explain.layer)

@@ -22,7 +22,8 @@ from pathlib import Path
 # wins.
 XLA_CPU_DEFAULT_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",)
 
-_done = False
+_flags_done = False
+_cache_done = False
 
 
 def default_cache_dir() -> Path:
@@ -32,21 +33,23 @@ def default_cache_dir() -> Path:
 
 
 def setup(*, compilation_cache: bool = True) -> None:
-    """Idempotent; safe to call before or after other setup, but before JAX loads."""
-    global _done
-    if _done:
-        return
-    _done = True
-    if os.environ.get("MAMMOJAX_XLA_DEFAULTS", "1") != "0":
-        flags = os.environ.get("XLA_FLAGS", "")
-        for flag in XLA_CPU_DEFAULT_FLAGS:
-            key = flag.split("=")[0]
-            if key not in flags:
-                flags = f"{flags} {flag}".strip()
-        os.environ["XLA_FLAGS"] = flags
-    # TensorFlow only feeds tf.data on the host; it must not grab GPU memory.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if compilation_cache and os.environ.get("MAMMOJAX_COMPILATION_CACHE", "1") != "0":
+    """Idempotent; call before JAX loads (the XLA flags are read at import)."""
+    global _flags_done, _cache_done
+    if not _flags_done:
+        _flags_done = True
+        if os.environ.get("MAMMOJAX_XLA_DEFAULTS", "1") != "0":
+            flags = os.environ.get("XLA_FLAGS", "")
+            for flag in XLA_CPU_DEFAULT_FLAGS:
+                key = flag.split("=")[0]
+                if key not in flags:
+                    flags = f"{flags} {flag}".strip()
+            os.environ["XLA_FLAGS"] = flags
+        # TensorFlow only feeds tf.data on the host; it must not grab GPU memory.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # Tracked apart from the flags: an early setup(compilation_cache=False)
+    # (importing TensorFlow for tf.data) must not switch the cache off for good.
+    if compilation_cache and not _cache_done and os.environ.get("MAMMOJAX_COMPILATION_CACHE", "1") != "0":
+        _cache_done = True
         import jax
 
         cache = default_cache_dir() / "xla"

@@ -79,3 +79,13 @@ def test_benchmark_json_reports_flops_and_latency(tmp_path):
     assert rows[0]["gflops_per_image"] == pytest.approx(rows[1]["gflops_per_image"], rel=1e-3)
     # The persistent compilation cache was written, so a rerun need not recompile.
     assert any((tmp_path / "cache" / "xla").iterdir())
+
+
+def test_compilation_cache_survives_an_earlier_setup_without_it(tmp_path):
+    # import_tensorflow() runs setup(compilation_cache=False); a later setup()
+    # must still turn the persistent cache on.
+    code = ("from mammojax import runtime; runtime.setup(compilation_cache=False); runtime.setup(); "
+            "import jax; print(jax.config.jax_compilation_cache_dir)")
+    env = {**ENV, "MAMMOJAX_CACHE_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env).stdout
+    assert out.strip() == str(tmp_path / "xla")

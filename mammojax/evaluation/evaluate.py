@@ -221,7 +221,7 @@ def _empty_logits(predictor) -> np.ndarray:
     return np.zeros((0, views, int(predictor.checkpoint.meta["model"]["num_classes"])), np.float32)
 
 
-def _dataset_options(dataset: str, data_dir, ckpt, config: dict, seed: int) -> tuple[str, dict]:
+def dataset_options_for(dataset: str, data_dir, ckpt, config: dict, seed: int) -> tuple[str, dict]:
     """Synthetic phantoms are regenerated exactly as the trainer made them."""
     if dataset != "synthetic":
         return str(data_dir or ""), {}
@@ -266,7 +266,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
     batch_size = int(batch_size or config.get("train", {}).get("eval_batch_size", 32))
     aggregate_how = ckpt.meta.get("patient_aggregate", eval_cfg.get("patient_aggregate", "max"))
 
-    data_dir, options = _dataset_options(dataset, data_dir, ckpt, config, seed)
+    data_dir, options = dataset_options_for(dataset, data_dir, ckpt, config, seed)
     loaded = load_dataset(dataset, data_dir, task=task, **options)
     records = select_split(loaded.records, config, split, seed)
     if not records:
