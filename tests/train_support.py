@@ -51,16 +51,18 @@ def assert_same_training(a: Path, b: Path) -> None:
 
     Adam turns float-rounding noise in near-zero gradients into updates of
     about one learning rate (1e-4) on a handful of elements, so parameters are
-    compared by their worst element (a fraction of one lr step) and by how
-    many elements differ at all (almost none).
+    compared by their worst element (at most one lr step) and by how many
+    elements differ at all (almost none). Losses agree to float32
+    rounding of sums taken in another order (BatchNorm statistics are summed
+    per device, then across devices and processes): 2e-5 relative was seen.
     """
     x, y = np.load(a), np.load(b)
-    np.testing.assert_allclose(x["losses"], y["losses"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(x["losses"], y["losses"], rtol=5e-5, atol=1e-5)
     np.testing.assert_allclose(x["grad_norms"], y["grad_norms"], rtol=1e-4)
     keys = [k for k in x.files if k not in META_KEYS]
     assert keys and set(keys) == {k for k in y.files if k not in META_KEYS}
     diff = np.concatenate([np.abs(x[k] - y[k]).ravel() for k in keys])
-    assert diff.max() < 6e-5, f"largest parameter difference {diff.max():.3g}"
+    assert diff.max() < 1e-4, f"largest parameter difference {diff.max():.3g}"
     assert (diff > 1e-6).mean() < 1e-3, f"{(diff > 1e-6).mean():.2%} of elements differ by more than 1e-6"
     # And training really moved the parameters (the comparison is not vacuous).
     assert not np.allclose(x["losses"][0], x["losses"][-1])
