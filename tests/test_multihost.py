@@ -29,11 +29,8 @@ def test_two_process_cli_training_exports_one_best_checkpoint(tmp_path):
     from mammojax.checkpoint import load_checkpoint
     from train_support import subprocess_env
 
-    from mammojax.data.records import load_dataset
-
-    # Write the phantoms first: two processes generating the same set at once
-    # race (a known gap: the loop does not yet let process 0 write them alone).
-    load_dataset("synthetic", str(tmp_path / "phantoms"), count=64, seed=0, size=64)
+    # Neither process finds the phantoms: process 0 writes them while the other waits.
+    assert not (tmp_path / "phantoms").exists()
     coordinator = f"127.0.0.1:{free_port()}"
     workdir = tmp_path / "wd"
     procs = [subprocess.Popen(
@@ -47,3 +44,4 @@ def test_two_process_cli_training_exports_one_best_checkpoint(tmp_path):
     for proc in procs:
         finish(proc)
     assert load_checkpoint(workdir).model_name == "resnet18"
+    assert len([f for f in (tmp_path / "phantoms").rglob("*.png") if f.parent.name == "images"]) == 64

@@ -51,13 +51,29 @@ def split_records(records, config):
     return list(chosen["train"]), list(chosen["val"])
 
 
+def _load_once_per_run(load, *, writes_files: bool):
+    """``load()``; when it writes files (synthetic phantoms) and several processes
+    share the run, process 0 writes them first and the others read what it wrote,
+    instead of all writing the same files at once."""
+    import jax
+
+    if not writes_files or jax.process_count() == 1:
+        return load()
+    from jax.experimental import multihost_utils
+
+    loaded = load() if jax.process_index() == 0 else None
+    multihost_utils.sync_global_devices("mammojax: dataset files written")
+    return loaded if loaded is not None else load()
+
+
 def prepare_training_data(config, workdir: Path, *, progress: bool = True) -> TrainingData:
     from mammojax.data.cache import prepare_cache
     from mammojax.data.pipeline import steps_per_epoch
     from mammojax.data.records import load_dataset
 
     data_dir, options = dataset_options(config)
-    loaded = load_dataset(config.data.dataset, data_dir, task=config.data.task, **options)
+    loaded = _load_once_per_run(lambda: load_dataset(config.data.dataset, data_dir, task=config.data.task,
+                                                     **options), writes_files=config.data.dataset == "synthetic")
     train_records, val_records = split_records(loaded.records, config)
     if not val_records:
         raise MammojaxError(f"dataset {config.data.dataset!r}: the validation split is empty; "
