@@ -5,9 +5,10 @@
 
 Both sides run the same model (1-channel ResNet-18, 2 classes), loss
 (cross-entropy) and optimizer (Adam 1e-4) on the same random batch, with 2
-threads each. Compilation (jit) is timed separately from the steady state:
-after warm-up steps, ``--steps`` timed steps each, images/s reported with the
-ratio. Run it on a quiet machine: other processes skew both numbers.
+threads each. Compilation (jit) is timed separately from the steady state.
+After warm-up, the two sides alternate ``--rounds`` times, ``--steps`` steps
+each; the median images/s of each side and the median per-round ratio are
+printed. Run it on a quiet machine: other processes skew both numbers.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from statistics import median
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def bench_jax(args) -> dict:
+def build_jax(args):
+    """A compiled mammojax training step and its inputs; returns ``(run(n) -> seconds, compile_s)``."""
     from mammojax import runtime
 
     # Cold compile on purpose: the compile time is part of the report.
@@ -47,18 +50,23 @@ def bench_jax(args) -> dict:
     start = time.perf_counter()
     compiled = train_step.lower(state, batch, weights).compile()
     compile_s = time.perf_counter() - start
-    for _ in range(args.warmup):
-        state, metrics = compiled(state, batch, weights)
-    jax.block_until_ready(metrics)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        state, metrics = compiled(state, batch, weights)
-    jax.block_until_ready(metrics)
-    elapsed = time.perf_counter() - start
-    return {"images_per_second": args.steps * args.batch_size / elapsed, "compile_s": compile_s}
+    holder = {"state": state}
+
+    def run(steps: int) -> float:
+        state = holder["state"]
+        start = time.perf_counter()
+        for _ in range(steps):
+            state, metrics = compiled(state, batch, weights)
+        jax.block_until_ready(metrics)
+        holder["state"] = state
+        return time.perf_counter() - start
+
+    run(args.warmup)
+    return run, compile_s
 
 
-def bench_torch(args) -> dict:
+def build_torch(args):
+    """The same step in PyTorch eager; returns ``run(n) -> seconds``."""
     import torch
 
     sys.path.insert(0, str(REPO / "tests"))
@@ -71,20 +79,17 @@ def bench_torch(args) -> dict:
     images = torch.randn(args.batch_size, 1, args.image_size, args.image_size)
     labels = torch.randint(0, 2, (args.batch_size,))
 
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(images), labels)
-        loss.backward()
-        optimizer.step()
-        return loss
+    def run(steps: int) -> float:
+        start = time.perf_counter()
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(images), labels)
+            loss.backward()
+            optimizer.step()
+        return time.perf_counter() - start
 
-    for _ in range(args.warmup):
-        step()
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    elapsed = time.perf_counter() - start
-    return {"images_per_second": args.steps * args.batch_size / elapsed, "compile_s": 0.0}
+    run(args.warmup)
+    return run
 
 
 def main(argv=None) -> int:
@@ -92,25 +97,36 @@ def main(argv=None) -> int:
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per side per round")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 px, 1 warm-up, 2 timed steps")
     args = parser.parse_args(argv)
     if args.quick:
-        args.image_size, args.warmup, args.steps = 64, 1, 2
+        args.image_size, args.warmup, args.steps, args.rounds = 64, 1, 2, 2
     # XLA's CPU client has no thread-count flag: it uses every core (2 on the
     # project machines), so torch gets the same number.
     import torch
 
     torch.set_num_threads(args.threads)
     print(f"training step, 1-channel ResNet-18, batch {args.batch_size}, {args.image_size}x{args.image_size}, "
-          f"Adam, {args.threads} threads, {args.steps} timed steps after {args.warmup} warm-up")
-    jax_result = bench_jax(args)
-    torch_result = bench_torch(args)
-    print(f"mammojax (jit):  {jax_result['images_per_second']:7.2f} images/s   "
-          f"(compile {jax_result['compile_s']:.1f} s, not included)")
-    print(f"PyTorch eager:   {torch_result['images_per_second']:7.2f} images/s")
-    print(f"ratio mammojax / PyTorch: {jax_result['images_per_second'] / torch_result['images_per_second']:.2f}")
+          f"Adam, {args.threads} threads; {args.rounds} interleaved rounds of {args.steps} steps each side "
+          f"after {args.warmup} warm-up")
+    jax_run, compile_s = build_jax(args)
+    torch_run = build_torch(args)
+    # Interleaved rounds: this shared machine's speed drifts by +-15% over
+    # minutes, so each ratio compares two neighbouring measurements.
+    rows = []
+    for index in range(args.rounds):
+        jax_ips = args.steps * args.batch_size / jax_run(args.steps)
+        torch_ips = args.steps * args.batch_size / torch_run(args.steps)
+        rows.append((jax_ips, torch_ips, jax_ips / torch_ips))
+        print(f"  round {index + 1}: mammojax {jax_ips:6.2f} img/s, PyTorch {torch_ips:6.2f} img/s, "
+              f"ratio {jax_ips / torch_ips:.2f}", flush=True)
+    jax_ips, torch_ips, ratios = (sorted(column) for column in zip(*rows))
+    print(f"mammojax (jit):  {median(jax_ips):7.2f} images/s median   (compile {compile_s:.1f} s, not included)")
+    print(f"PyTorch eager:   {median(torch_ips):7.2f} images/s median")
+    print(f"ratio mammojax / PyTorch: {median(ratios):.2f} median (rounds {ratios[0]:.2f}-{ratios[-1]:.2f})")
     return 0
 
 
