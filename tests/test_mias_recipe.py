@@ -103,3 +103,74 @@ def test_quick_cross_validation_on_real_mias(tmp_path):
     assert meta["config"]["data"]["fold"] == 2 and meta["config"]["data"]["num_folds"] == 5
     assert meta["tau"] == pytest.approx(result["folds"][2]["tau_image"])
     assert meta["temperature"] == pytest.approx(result["folds"][2]["temperature"])
+
+
+def test_background_of_abnormal_images_keeps_away_from_the_lesion():
+    from mammojax.recipes.patches import background_pixels
+
+    images, _, lesions = _phantoms()
+    pixels = background_pixels(images[0], lesions[0], size=16)
+    assert len(pixels) > 0
+    # Every centre is farther than radius + half a patch from the lesion (Chebyshev distance).
+    assert np.all(np.max(np.abs(pixels - [40, 20]), axis=1) > 4 + 8)
+    # A lesion without a centre (MIAS *NOTE 3*) makes the whole image unusable as background.
+    assert len(background_pixels(images[0], ({"kind": "calc", "row": None, "col": None, "radius": None},), 16)) == 0
+
+
+def test_negatives_from_abnormal_images_never_hold_the_lesion():
+    images, labels, lesions = _phantoms()
+    settings = PatchSettings(size=16, positives_per_lesion=4, negatives_per_positive=4.0, jitter_fraction=0.1,
+                             background_from_abnormal=True)
+    patches, patch_labels = sample_epoch(images, labels, lesions, settings, np.random.default_rng(1))
+    assert (patch_labels == 0).sum() == 16
+    assert all(patches[i].max() < 5.0 for i in np.flatnonzero(patch_labels == 0))
+
+
+def test_hard_negatives_are_the_highest_scoring_of_a_larger_draw():
+    images, labels, lesions = _phantoms()
+    images = images.copy()
+    rows, cols = np.mgrid[:64, :64]
+    images[1, :, :48, 0] = (cols[:, :48] / 48.0)  # normal image: brighter towards the right of the breast
+    settings = PatchSettings(size=16, positives_per_lesion=8, negatives_per_positive=1.0, jitter_fraction=0.1,
+                             background_from_abnormal=False, hard_negative_fraction=1.0, hard_negative_pool=4)
+    scorer = lambda batch: batch.mean(axis=(1, 2, 3))  # "looks like a lesion" = bright
+    hard, hard_labels = sample_epoch(images, labels, lesions, settings, np.random.default_rng(2),
+                                     negative_scorer=scorer)
+    easy, easy_labels = sample_epoch(images, labels, lesions, settings, np.random.default_rng(2))
+    assert (hard_labels == 0).sum() == (easy_labels == 0).sum() == 8
+    assert hard[hard_labels == 0].mean() > easy[easy_labels == 0].mean() + 0.05
+
+
+def test_windows_cover_the_breast_and_score_the_best_window():
+    from mammojax.recipes.patches import score_images_by_windows, window_positions
+
+    images, _, _ = _phantoms()
+    positions = window_positions(images[1], size=16, stride=8)
+    # Centres fall on breast pixels (columns < 48); the last column of windows is flush with the edge.
+    assert np.all(positions[:, 1] + 8 < 48) and positions[:, 0].max() == 64 - 16
+
+    class BrightnessModel:  # stands in for the network: lesion margin = mean brightness of the window
+        num_classes = 2
+
+    import mammojax.recipes.patches as patches
+
+    original = patches._lesion_score_fn
+    patches._lesion_score_fn = lambda model: (lambda variables, x: np.asarray(x).mean(axis=(1, 2, 3)))
+    try:
+        scores = score_images_by_windows(BrightnessModel(), {}, images, size=16, stride=8, top_k=1,
+                                         tta_hflip=False)
+    finally:
+        patches._lesion_score_fn = original
+    assert scores.shape == (2, 2) and np.all(scores[:, 0] == 0)
+    assert scores[0, 1] > scores[1, 1]  # the lesion's window wins
+    window = images[0, 32:48, 16:32].mean()  # a window that holds the whole lesion disc
+    assert scores[0, 1] >= window - 1e-6
+
+
+def test_contralateral_score_subtracts_the_other_breast():
+    from mammojax.recipes.mias_cv import contralateral_logits
+
+    logits = np.array([[0.0, 2.0], [0.0, 0.5], [1.0, 1.0], [0.0, 3.0]])
+    out = contralateral_logits(logits, ["a", "a", "b", "c"], weight=1.0)
+    np.testing.assert_allclose(out[:, 1], [1.5, -1.5, 0.0, 3.0])  # "c" has no partner: its own margin
+    np.testing.assert_allclose(contralateral_logits(logits, ["a", "a", "b", "c"], weight=0.0)[:, 1], [2, 0.5, 0, 3])

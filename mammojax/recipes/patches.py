@@ -44,6 +44,18 @@ class PatchSettings:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     warmup_epochs: float = 1.0
+    # Negatives also from the tissue of abnormal films, away from every lesion:
+    # the classifier must call the lesion, not "a film of a woman with cancer".
+    background_from_abnormal: bool = True
+    # Hard-negative mining (Shen et al. 2019): once ``hard_negative_start`` of
+    # the schedule is done, each epoch draws ``hard_negative_pool`` times the
+    # negatives needed, scores them with the current network and keeps the
+    # ``hard_negative_fraction`` that look most like lesions (the rest random).
+    # Whole films are scored by their *top* positions, so those are the
+    # negatives that decide the image-level AUC.
+    hard_negative_fraction: float = 0.0
+    hard_negative_pool: int = 4
+    hard_negative_start: float = 0.5
 
     @classmethod
     def from_config(cls, section) -> "PatchSettings":
@@ -72,15 +84,36 @@ def breast_pixels(image: np.ndarray) -> np.ndarray:
     return np.stack([rows, cols], axis=1) if rows.size else np.array([[plane.shape[0] // 2, plane.shape[1] // 2]])
 
 
+def background_pixels(image: np.ndarray, lesions_input: Sequence[dict], size: int) -> np.ndarray:
+    """Breast pixels where a ``size`` patch centred there holds none of ``lesions_input``.
+
+    A lesion without a radius keeps a ``size``-wide margin; an image with a
+    lesion that has no centre (MIAS ``*NOTE 3*``) offers no background at all.
+    """
+    if any(l.get("row") is None or l.get("col") is None for l in lesions_input):
+        return np.zeros((0, 2), np.int64)
+    pixels = breast_pixels(image)
+    keep = np.ones(len(pixels), bool)
+    for lesion in lesions_input:
+        reach = float(lesion.get("radius") or size / 2) + size / 2  # patch half-diagonal would be stricter
+        keep &= np.max(np.abs(pixels - [lesion["row"], lesion["col"]]), axis=1) > reach
+    return pixels[keep]
+
+
 def sample_epoch(images: np.ndarray, labels: np.ndarray, lesions: Sequence[Sequence[dict]],
-                 settings: PatchSettings, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+                 settings: PatchSettings, rng: np.random.Generator, *,
+                 negative_scorer: Callable[[np.ndarray], np.ndarray] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """One epoch of patches ``(N, P, P, 1)`` and labels, shuffled.
 
     Positives: every lesion centre of a positive image, ``positives_per_lesion``
     times with a random shift. Negatives: random breast positions of negative
-    images, images drawn evenly. Each patch gets a random flip/transpose
-    (the 8 symmetries of the square: tissue has no preferred orientation at
-    this scale).
+    images and (``background_from_abnormal``) lesion-free breast of positive
+    images, images drawn evenly. With ``negative_scorer`` (patches -> lesion
+    score) and ``hard_negative_fraction`` > 0, that share of the negatives is
+    the highest-scoring of a ``hard_negative_pool`` times larger draw. Each
+    patch gets a random flip/transpose (the 8 symmetries of the square: tissue
+    has no preferred orientation at this scale).
     """
     size = settings.size
     jitter = settings.jitter_fraction * size
@@ -91,21 +124,44 @@ def sample_epoch(images: np.ndarray, labels: np.ndarray, lesions: Sequence[Seque
                 shift = rng.uniform(-jitter, jitter, size=2)
                 patches.append(crop(images[index], row + shift[0], col + shift[1], size))
                 patch_labels.append(1)
-    negatives = np.flatnonzero(labels == 0)
     count = int(round(settings.negatives_per_positive * max(1, len(patches))))
-    if negatives.size:
-        breast = {}
-        for index in rng.choice(negatives, size=count, replace=True):
-            if index not in breast:
-                breast[index] = breast_pixels(images[index])
-            row, col = breast[index][rng.integers(len(breast[index]))]
-            patches.append(crop(images[index], row, col, size))
-            patch_labels.append(0)
+    hard = int(round(settings.hard_negative_fraction * count)) if negative_scorer is not None else 0
+    negatives = _draw_negatives(images, labels, lesions, settings, rng, count - hard)
+    if hard:
+        pool = _draw_negatives(images, labels, lesions, settings, rng, hard * max(1, settings.hard_negative_pool))
+        if len(pool):
+            scores = np.asarray(negative_scorer(np.stack(pool).astype(np.float32)))
+            negatives += [pool[i] for i in np.argsort(-scores, kind="stable")[:hard]]
+    patches += negatives
+    patch_labels += [0] * len(negatives)
     if not patches:
         return np.zeros((0, size, size, 1), np.float32), np.zeros(0, np.int32)
     batch = np.stack([_random_symmetry(p, rng) for p in patches]).astype(np.float32)
     order = rng.permutation(len(batch))
     return batch[order], np.asarray(patch_labels, np.int32)[order]
+
+
+def _draw_negatives(images, labels, lesions, settings: PatchSettings, rng: np.random.Generator,
+                    count: int) -> list[np.ndarray]:
+    """``count`` lesion-free breast patches, source images drawn evenly."""
+    size = settings.size
+    sources = {int(i): None for i in np.flatnonzero(labels == 0)}
+    if settings.background_from_abnormal:
+        sources.update({int(i): None for i in np.flatnonzero(labels == 1)})
+    if count <= 0 or not sources:
+        return []
+    positions = {}
+    for index in sources:
+        pixels = breast_pixels(images[index]) if labels[index] == 0 else \
+            background_pixels(images[index], lesions[index], size)
+        if len(pixels):
+            positions[index] = pixels
+    candidates = np.array(sorted(positions))
+    out = []
+    for index in rng.choice(candidates, size=count, replace=True):
+        row, col = positions[index][rng.integers(len(positions[index]))]
+        out.append(crop(images[index], row, col, size))
+    return out
 
 
 def _random_symmetry(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -139,9 +195,14 @@ def train_patch_classifier(model, images: np.ndarray, labels: np.ndarray,
     state = _create_state(model, tx, seed, settings.size)
     step_fn = _train_step_fn()
     sampler = np.random.default_rng([seed, PURPOSE_PATCH_SAMPLING])
+    score_patches = _lesion_score_fn(model)
     step, epoch = 0, 0
     while step < total_steps:
-        patches, patch_labels = sample_epoch(images, labels, lesions, settings, sampler)
+        scorer = None
+        if settings.hard_negative_fraction > 0 and step >= settings.hard_negative_start * total_steps:
+            variables = {"params": state.params, "batch_stats": state.batch_stats}
+            scorer = functools.partial(_batched, score_patches, variables, batch_size=settings.batch_size * 4)
+        patches, patch_labels = sample_epoch(images, labels, lesions, settings, sampler, negative_scorer=scorer)
         if len(patches) < settings.batch_size:
             raise ValueError(f"only {len(patches)} patches per epoch; batch size is {settings.batch_size}")
         losses = []
@@ -233,8 +294,78 @@ def score_images(model, variables: dict, images: np.ndarray, *, batch_size: int 
     return np.concatenate(outputs) if outputs else np.zeros((0, model.num_classes))
 
 
+def _batched(fn, variables, patches: np.ndarray, *, batch_size: int) -> np.ndarray:
+    """``fn(variables, batch)`` over ``patches`` in fixed-size (zero-padded) batches."""
+    out = []
+    for start in range(0, len(patches), batch_size):
+        batch = patches[start:start + batch_size]
+        real = len(batch)
+        if real < batch_size:
+            batch = np.concatenate([batch, np.zeros((batch_size - real, *batch.shape[1:]), batch.dtype)])
+        out.append(np.asarray(fn(variables, batch))[:real])
+    return np.concatenate(out)
+
+
+def lesion_margins(model, variables: dict, patches: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+    """Lesion margin (logit 1 - logit 0) of each patch, inference-mode BatchNorm."""
+    import jax
+
+    return _batched(_lesion_score_fn(model), jax.device_put(variables), np.asarray(patches, np.float32),
+                    batch_size=batch_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _lesion_score_fn(model):
+    """Jitted patch -> lesion margin (logit 1 - logit 0), inference-mode BatchNorm."""
+    import jax
+
+    def score(variables, x):
+        logits = model.apply(variables, x, train=False)[0]
+        return logits[:, 1] - logits[:, 0]
+
+    return jax.jit(score)
+
+
 @functools.lru_cache(maxsize=None)
 def _apply_fn(model):
     import jax
 
     return jax.jit(lambda variables, x: model.apply(variables, x, train=False)[0])
+
+
+def window_positions(image: np.ndarray, size: int, stride: int) -> np.ndarray:
+    """Top-left ``(row, col)`` of the ``size`` windows on a ``stride`` grid whose centre is breast."""
+    height, width = image.shape[:2]
+    tops = np.unique(np.r_[np.arange(0, max(1, height - size + 1), stride), max(0, height - size)])
+    lefts = np.unique(np.r_[np.arange(0, max(1, width - size + 1), stride), max(0, width - size)])
+    plane = image[..., 0]
+    breast = plane > plane.min() + BREAST_MARGIN
+    grid = np.array([(t, l) for t in tops for l in lefts])
+    keep = breast[grid[:, 0] + size // 2, grid[:, 1] + size // 2]
+    return grid[keep] if keep.any() else grid
+
+
+def score_images_by_windows(model, variables: dict, images: np.ndarray, *, size: int, stride: int,
+                            top_k: int = 3, tta_hflip: bool = True, batch_size: int = 64) -> np.ndarray:
+    """Whole-film logits ``[0, s]``: ``s`` is the mean of the ``top_k`` highest window lesion margins.
+
+    The patch classifier is run on exactly what it was trained on: ``size``
+    px windows of the film (every ``stride`` px, centred on breast), not on the
+    whole film, whose positions would see context and no zero padding, a
+    different input than any training patch. ``tta_hflip`` averages each
+    window with its mirror image.
+    """
+    import jax
+
+    score = _lesion_score_fn(model)
+    variables = jax.device_put(variables)
+    out = np.zeros((len(images), 2), np.float64)
+    for n, image in enumerate(images):
+        positions = window_positions(image, size, stride)
+        windows = np.stack([image[t:t + size, l:l + size] for t, l in positions]).astype(np.float32)
+        margins = _batched(score, variables, windows, batch_size=batch_size).astype(np.float64)
+        if tta_hflip:
+            margins = (margins + _batched(score, variables, np.ascontiguousarray(windows[:, :, ::-1]),
+                                          batch_size=batch_size)) / 2
+        out[n, 1] = np.sort(margins)[::-1][:top_k].mean()
+    return out
