@@ -153,6 +153,15 @@ def main() -> None:
     p_torch, cam_torch = run_torch(x_torch)
     prob_diff = float(np.max(np.abs(np.asarray(p_jax) - p_torch.numpy())))
     cam_diff = float(np.max(np.abs(np.asarray(cam_jax) - cam_torch.numpy())))
+    # Probabilities of random weights saturate and a CAM can be all zero, which
+    # would make the two lines above agree vacuously: compare logits too, and
+    # show how much of the CAM is non-zero.
+    logits_jax = np.asarray(model.apply(variables, x_jax, train=False)[0])
+    with torch.no_grad():
+        logits_torch = reference(x_torch).numpy()
+    logit_diff = float(np.max(np.abs(logits_jax - logits_torch)))
+    logit_scale = float(np.max(np.abs(logits_torch)))
+    cam_nonzero = float(np.mean(np.asarray(cam_jax) > 1e-6))
 
     floor_ms = flops / (rate * 1e9) * 1000
     result = {
@@ -165,7 +174,8 @@ def main() -> None:
         "floor_ratio": pick("floor_ratio"), "torch_ratio": pick("torch_ratio"),
         "floor_ratio_range": spread("floor_ratio"), "torch_ratio_range": spread("torch_ratio"),
         "rounds": rounds,
-        "max_prob_diff": prob_diff, "max_cam_diff": cam_diff,
+        "max_prob_diff": prob_diff, "max_cam_diff": cam_diff, "max_logit_diff": logit_diff,
+        "max_abs_logit": logit_scale, "cam_nonzero_fraction": cam_nonzero,
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -183,7 +193,8 @@ def main() -> None:
     print(f"floor ratio {result['floor_ratio']:.2f} (rounds {f_lo:.2f}-{f_hi:.2f}; target <= 1.5); "
           f"torch ratio {result['torch_ratio']:.2f} (rounds {t_lo:.2f}-{t_hi:.2f}; target < 1)")
     print(f"medians of {args.rounds} interleaved rounds, each the median of {args.repeats} calls")
-    print(f"agreement: max |dp| {prob_diff:.1e}, max |dCAM| {cam_diff:.1e}")
+    print(f"agreement: max |dp| {prob_diff:.1e}, max |dCAM| {cam_diff:.1e} (CAM non-zero on "
+          f"{cam_nonzero:.0%} of pixels), max |dlogit| {logit_diff:.1e} (|logit| up to {logit_scale:.1f})")
 
 
 if __name__ == "__main__":
