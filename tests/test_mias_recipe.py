@@ -174,3 +174,43 @@ def test_contralateral_score_subtracts_the_other_breast():
     out = contralateral_logits(logits, ["a", "a", "b", "c"], weight=1.0)
     np.testing.assert_allclose(out[:, 1], [1.5, -1.5, 0.0, 3.0])  # "c" has no partner: its own margin
     np.testing.assert_allclose(contralateral_logits(logits, ["a", "a", "b", "c"], weight=0.0)[:, 1], [2, 0.5, 0, 3])
+
+
+@pytest.mark.skipif(not MIAS.is_file(), reason=f"mini-MIAS archive not found at {MIAS}")
+def test_mias_config_trains_then_eval_and_predict_work_without_edits(tmp_path, monkeypatch):
+    """Issue 10, item 3, at smoke size: train stores tau/temperature; eval and predict take the checkpoint."""
+    import tarfile
+
+    from click.testing import CliRunner
+
+    from mammojax.cli import cli
+
+    monkeypatch.setenv("MAMMOJAX_CACHE_DIR", str(tmp_path / "cache"))
+    workdir = tmp_path / "wd"
+    result = CliRunner().invoke(cli, ["train", "--config", str(REPO / "configs" / "mias.py"), "--workdir", str(workdir),
+                                      f"--config.data.data_dir={MIAS}", "--config.data.image_size=32",
+                                      "--config.train.epochs=1", "--config.eval.bootstrap=20"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((workdir / "best" / "mammojax.json").read_text())
+    assert 0.0 <= meta["tau"] <= 1.0 and meta["temperature"] > 0
+    assert meta["config"]["data"]["dataset"] == "mias" and meta["config"]["data"]["image_size"] == 32
+
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(cli, ["eval", "--checkpoint", str(workdir), "--dataset", "mias", "--data-dir", str(MIAS),
+                                      "--split", "all", "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_images"] == 242 and metrics["n_patients"] == 121
+
+    films = tmp_path / "films"
+    with tarfile.open(MIAS) as archive:
+        members = sorted((m for m in archive.getmembers() if m.name.endswith(".pgm")), key=lambda m: m.name)[:3]
+        for member in members:
+            member.name = Path(member.name).name
+            archive.extract(member, films, filter="data")
+    result = CliRunner().invoke(cli, ["predict", "--checkpoint", str(workdir), str(films), "--out",
+                                      str(tmp_path / "pred.csv")])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "pred.csv") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["kind"] == "image"]
+    assert len(rows) == 3 and all(0.0 <= float(r["probability"]) <= 1.0 and not r["error"] for r in rows)
