@@ -13,15 +13,11 @@ from mammojax.models.common import small_map_conv
 NHWC = jax.lax.conv_dimension_numbers((1, 4, 4, 3), (3, 3, 3, 5), ("NHWC", "HWIO", "NHWC"))
 
 
-@pytest.mark.parametrize("size,kernel,stride,pad", [(2, 3, 1, 1), (1, 3, 1, 1), (4, 3, 2, 1), (3, 3, 2, 1),
-                                                    (5, 7, 2, 3), (2, 1, 1, 0), (6, 3, 1, 1)])
-def test_matches_lax_convolution_and_its_gradients(size, kernel, stride, pad):
-    rng = np.random.default_rng(size * 100 + kernel * 10 + stride)
-    x = jnp.asarray(rng.normal(size=(3, size, size, 4)), jnp.float32)
-    w = jnp.asarray(rng.normal(size=(kernel, kernel, 4, 6)), jnp.float32)
-    args = ((stride, stride), ((pad, pad), (pad, pad)))
-    kwargs = dict(dimension_numbers=NHWC, lhs_dilation=(1, 1), rhs_dilation=(1, 1))
+def assert_same_as_lax(x, w, rng, *args, **kwargs):
+    """``small_map_conv(x, w, *args, **kwargs)`` equals lax's convolution, values and both gradients.
 
+    Returns the wrapped ``ours(x, w)`` for further checks.
+    """
     def ours(x, w):
         return small_map_conv(x, w, *args, **kwargs)
 
@@ -30,10 +26,19 @@ def test_matches_lax_convolution_and_its_gradients(size, kernel, stride, pad):
 
     np.testing.assert_allclose(ours(x, w), reference(x, w), rtol=1e-5, atol=1e-5)
     cotangent = jnp.asarray(rng.normal(size=reference(x, w).shape), jnp.float32)
-    got = jax.vjp(ours, x, w)[1](cotangent)
-    want = jax.vjp(reference, x, w)[1](cotangent)
-    for g, r in zip(got, want):
+    for g, r in zip(jax.vjp(ours, x, w)[1](cotangent), jax.vjp(reference, x, w)[1](cotangent)):
         np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+    return ours
+
+
+@pytest.mark.parametrize("size,kernel,stride,pad", [(2, 3, 1, 1), (1, 3, 1, 1), (4, 3, 2, 1), (3, 3, 2, 1),
+                                                    (5, 7, 2, 3), (2, 1, 1, 0), (6, 3, 1, 1)])
+def test_matches_lax_convolution_and_its_gradients(size, kernel, stride, pad):
+    rng = np.random.default_rng(size * 100 + kernel * 10 + stride)
+    x = jnp.asarray(rng.normal(size=(3, size, size, 4)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(kernel, kernel, 4, 6)), jnp.float32)
+    assert_same_as_lax(x, w, rng, (stride, stride), ((pad, pad), (pad, pad)),
+                       dimension_numbers=NHWC, lhs_dilation=(1, 1), rhs_dilation=(1, 1))
 
 
 def test_resnet_on_a_64px_input_takes_the_im2col_route_for_stage4():
@@ -52,18 +57,7 @@ def test_depthwise_route_matches_a_grouped_lax_convolution(size, stride):
     channels = 5
     x = jnp.asarray(rng.normal(size=(2, size, size, channels)), jnp.float32)
     w = jnp.asarray(rng.normal(size=(3, 3, 1, channels)), jnp.float32)
-    args = ((stride, stride), ((1, 1), (1, 1)))
     numbers = jax.lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
-    kwargs = dict(dimension_numbers=numbers, feature_group_count=channels)
-
-    def ours(x, w):
-        return small_map_conv(x, w, *args, **kwargs)
-
-    def reference(x, w):
-        return jax.lax.conv_general_dilated(x, w, *args, **kwargs)
-
-    np.testing.assert_allclose(ours(x, w), reference(x, w), rtol=1e-5, atol=1e-5)
-    cotangent = jnp.asarray(rng.normal(size=reference(x, w).shape), jnp.float32)
-    for g, r in zip(jax.vjp(ours, x, w)[1](cotangent), jax.vjp(reference, x, w)[1](cotangent)):
-        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+    ours = assert_same_as_lax(x, w, rng, (stride, stride), ((1, 1), (1, 1)),
+                              dimension_numbers=numbers, feature_group_count=channels)
     assert "convolution" not in jax.jit(ours).lower(x, w).as_text()

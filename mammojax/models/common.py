@@ -60,29 +60,36 @@ def small_map_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dil
     calls it through its ``conv_general_dilated`` field.
     """
     kh, kw = rhs.shape[0], rhs.shape[1]
-    if (feature_group_count > 1 and feature_group_count == lhs.shape[-1] == rhs.shape[-1] and kh * kw > 1
-            and not kwargs and not isinstance(padding, str) and _nhwc_hwio(dimension_numbers)
-            and all(d == 1 for d in (lhs_dilation or (1, 1))) and all(d == 1 for d in (rhs_dilation or (1, 1)))):
+    # Both detours handle exactly this case: channels-last, explicit padding, no dilation, a real window.
+    plain_window = (not kwargs and not isinstance(padding, str) and _nhwc_hwio(dimension_numbers) and kh * kw > 1
+                    and all(d == 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))))
+    if plain_window and feature_group_count > 1 and feature_group_count == lhs.shape[-1] == rhs.shape[-1]:
         return depthwise_conv(lhs, rhs, window_strides, padding)
-    plain = (feature_group_count != 1 or kwargs or kh * kw == 1 or isinstance(padding, str)
-             or any(d != 1 for d in (lhs_dilation or (1, 1))) or any(d != 1 for d in (rhs_dilation or (1, 1)))
-             or not _nhwc_hwio(dimension_numbers))
-    if not plain:
-        (top, bottom), (left, right) = padding
-        sh, sw = window_strides
-        out_h = (lhs.shape[1] + top + bottom - kh) // sh + 1
-        out_w = (lhs.shape[2] + left + right - kw) // sw + 1
-        plain = min(out_h, out_w) > SMALL_MAP_MAX_SIDE or min(out_h, out_w) < 1
-    if plain:
-        return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-                                            rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-                                            feature_group_count=feature_group_count, precision=precision,
-                                            **kwargs)
+    if plain_window and feature_group_count == 1 and 1 <= min(_window_output(lhs, rhs, window_strides,
+                                                                               padding)) <= SMALL_MAP_MAX_SIDE:
+        columns = jnp.concatenate(list(_window_taps(lhs, rhs, window_strides, padding)),
+                                  axis=-1)  # (B, out_h, out_w, kh*kw*C): HWIO order
+        return jnp.dot(columns, rhs.reshape(-1, rhs.shape[-1]), precision=precision)
+    return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+                                        rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                                        feature_group_count=feature_group_count, precision=precision, **kwargs)
+
+
+def _window_output(lhs, rhs, window_strides, padding) -> tuple[int, int]:
+    """Output height and width of a ``rhs``-sized window over padded ``lhs``."""
+    (top, bottom), (left, right) = padding
+    return ((lhs.shape[1] + top + bottom - rhs.shape[0]) // window_strides[0] + 1,
+            (lhs.shape[2] + left + right - rhs.shape[1]) // window_strides[1] + 1)
+
+
+def _window_taps(lhs, rhs, window_strides, padding):
+    """For each kernel offset ``(i, j)`` in row-major order, the strided (zero-padded) input each output sees there."""
+    (top, bottom), (left, right) = padding
     padded = jnp.pad(lhs, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    taps = [padded[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw, :]
-            for i in range(kh) for j in range(kw)]
-    columns = jnp.concatenate(taps, axis=-1)  # (B, out_h, out_w, kh*kw*C): HWIO order
-    return jnp.dot(columns, rhs.reshape(-1, rhs.shape[-1]), precision=precision)
+    (sh, sw), (out_h, out_w) = window_strides, _window_output(lhs, rhs, window_strides, padding)
+    for i in range(rhs.shape[0]):
+        for j in range(rhs.shape[1]):
+            yield padded[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw, :]
 
 
 def depthwise_conv(lhs, rhs, window_strides, padding):
@@ -93,18 +100,9 @@ def depthwise_conv(lhs, rhs, window_strides, padding):
     GFLOP, five times ResNet-18's 3.2 GFLOP). Written as kh*kw multiply-adds
     of strided window taps, it becomes one fused elementwise loop.
     """
-    kh, kw = rhs.shape[0], rhs.shape[1]
-    (top, bottom), (left, right) = padding
-    sh, sw = window_strides
-    padded = jnp.pad(lhs, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    out_h = (padded.shape[1] - kh) // sh + 1
-    out_w = (padded.shape[2] - kw) // sw + 1
-    out = None
-    for i in range(kh):
-        for j in range(kw):
-            tap = padded[:, i:i + sh * (out_h - 1) + 1:sh, j:j + sw * (out_w - 1) + 1:sw, :] * rhs[i, j, 0]
-            out = tap if out is None else out + tap
-    return out
+    kw = rhs.shape[1]
+    taps = _window_taps(lhs, rhs, window_strides, padding)
+    return sum(tap * rhs[index // kw, index % kw, 0] for index, tap in enumerate(taps))
 
 
 def Conv(features: int, kernel: int, *, stride: int = 1, pad: int | None = None, groups: int = 1,
