@@ -102,8 +102,8 @@ def background_pixels(image: np.ndarray, lesions_input: Sequence[dict], size: in
 
 def sample_epoch(images: np.ndarray, labels: np.ndarray, lesions: Sequence[Sequence[dict]],
                  settings: PatchSettings, rng: np.random.Generator, *,
-                 negative_scorer: Callable[[np.ndarray], np.ndarray] | None = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 negative_scorer: Callable[[np.ndarray], np.ndarray] | None = None,
+                 sites: dict[int, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """One epoch of patches ``(N, P, P, 1)`` and labels, shuffled.
 
     Positives: every lesion centre of a positive image, ``positives_per_lesion``
@@ -111,7 +111,8 @@ def sample_epoch(images: np.ndarray, labels: np.ndarray, lesions: Sequence[Seque
     images and (``background_from_abnormal``) lesion-free breast of positive
     images, images drawn evenly. With ``negative_scorer`` (patches -> lesion
     score) and ``hard_negative_fraction`` > 0, that share of the negatives is
-    the highest-scoring of a ``hard_negative_pool`` times larger draw. Each
+    the highest-scoring of a ``hard_negative_pool`` times larger draw.
+    ``sites`` (from :func:`negative_sites`) saves recomputing them. Each
     patch gets a random flip/transpose (the 8 symmetries of the square: tissue
     has no preferred orientation at this scale).
     """
@@ -126,9 +127,11 @@ def sample_epoch(images: np.ndarray, labels: np.ndarray, lesions: Sequence[Seque
                 patch_labels.append(1)
     count = int(round(settings.negatives_per_positive * max(1, len(patches))))
     hard = int(round(settings.hard_negative_fraction * count)) if negative_scorer is not None else 0
-    negatives = _draw_negatives(images, labels, lesions, settings, rng, count - hard)
+    if sites is None:
+        sites = negative_sites(images, labels, lesions, settings)
+    negatives = _draw_negatives(images, sites, size, rng, count - hard)
     if hard:
-        pool = _draw_negatives(images, labels, lesions, settings, rng, hard * max(1, settings.hard_negative_pool))
+        pool = _draw_negatives(images, sites, size, rng, hard * max(1, settings.hard_negative_pool))
         if len(pool):
             scores = np.asarray(negative_scorer(np.stack(pool).astype(np.float32)))
             negatives += [pool[i] for i in np.argsort(-scores, kind="stable")[:hard]]
@@ -141,25 +144,33 @@ def sample_epoch(images: np.ndarray, labels: np.ndarray, lesions: Sequence[Seque
     return batch[order], np.asarray(patch_labels, np.int32)[order]
 
 
-def _draw_negatives(images, labels, lesions, settings: PatchSettings, rng: np.random.Generator,
-                    count: int) -> list[np.ndarray]:
-    """``count`` lesion-free breast patches, source images drawn evenly."""
-    size = settings.size
-    sources = {int(i): None for i in np.flatnonzero(labels == 0)}
+def negative_sites(images, labels, lesions, settings: PatchSettings) -> dict[int, np.ndarray]:
+    """Per source image, the ``(row, col)`` centres a negative patch may take.
+
+    Normal films offer their breast; abnormal films (with
+    ``background_from_abnormal``) their lesion-free breast. Depends only on the
+    images, so a training run computes it once, not once per epoch.
+    """
+    sources = list(np.flatnonzero(labels == 0))
     if settings.background_from_abnormal:
-        sources.update({int(i): None for i in np.flatnonzero(labels == 1)})
-    if count <= 0 or not sources:
-        return []
-    positions = {}
-    for index in sources:
+        sources += list(np.flatnonzero(labels == 1))
+    sites = {}
+    for index in sorted(int(i) for i in sources):
         pixels = breast_pixels(images[index]) if labels[index] == 0 else \
-            background_pixels(images[index], lesions[index], size)
+            background_pixels(images[index], lesions[index], settings.size)
         if len(pixels):
-            positions[index] = pixels
-    candidates = np.array(sorted(positions))
+            sites[index] = pixels
+    return sites
+
+
+def _draw_negatives(images, sites: dict[int, np.ndarray], size: int, rng: np.random.Generator,
+                    count: int) -> list[np.ndarray]:
+    """``count`` patches centred on ``sites``, source images drawn evenly."""
+    if count <= 0 or not sites:
+        return []
     out = []
-    for index in rng.choice(candidates, size=count, replace=True):
-        row, col = positions[index][rng.integers(len(positions[index]))]
+    for index in rng.choice(np.array(sorted(sites)), size=count, replace=True):
+        row, col = sites[index][rng.integers(len(sites[index]))]
         out.append(crop(images[index], row, col, size))
     return out
 
@@ -196,13 +207,15 @@ def train_patch_classifier(model, images: np.ndarray, labels: np.ndarray,
     step_fn = _train_step_fn()
     sampler = np.random.default_rng([seed, PURPOSE_PATCH_SAMPLING])
     score_patches = _lesion_score_fn(model)
+    sites = negative_sites(images, labels, lesions, settings)
     step, epoch = 0, 0
     while step < total_steps:
         scorer = None
         if settings.hard_negative_fraction > 0 and step >= settings.hard_negative_start * total_steps:
             variables = {"params": state.params, "batch_stats": state.batch_stats}
             scorer = functools.partial(_batched, score_patches, variables, batch_size=settings.batch_size * 4)
-        patches, patch_labels = sample_epoch(images, labels, lesions, settings, sampler, negative_scorer=scorer)
+        patches, patch_labels = sample_epoch(images, labels, lesions, settings, sampler, negative_scorer=scorer,
+                                             sites=sites)
         if len(patches) < settings.batch_size:
             raise ValueError(f"only {len(patches)} patches per epoch; batch size is {settings.batch_size}")
         losses = []
@@ -279,19 +292,16 @@ def score_images(model, variables: dict, images: np.ndarray, *, batch_size: int 
     """Whole-image logits ``(N, num_classes)`` (pooled score map), mirror-averaged when ``tta_hflip``."""
     import jax
 
+    if len(images) == 0:
+        return np.zeros((0, model.num_classes))
     apply = _apply_fn(model)
     variables = jax.device_put(variables)  # once, not at every call
-    outputs = []
-    for start in range(0, len(images), batch_size):
-        batch = np.asarray(images[start:start + batch_size], np.float32)
-        real = len(batch)
-        if real < batch_size:  # one compiled shape for every batch
-            batch = np.concatenate([batch, np.zeros((batch_size - real, *batch.shape[1:]), np.float32)])
-        logits = np.asarray(apply(variables, batch), np.float64)
-        if tta_hflip:
-            logits = (logits + np.asarray(apply(variables, batch[:, :, ::-1]), np.float64)) / 2
-        outputs.append(logits[:real])
-    return np.concatenate(outputs) if outputs else np.zeros((0, model.num_classes))
+    images = np.asarray(images, np.float32)
+    logits = _batched(apply, variables, images, batch_size=batch_size).astype(np.float64)
+    if tta_hflip:
+        mirrored = np.ascontiguousarray(images[:, :, ::-1])
+        logits = (logits + _batched(apply, variables, mirrored, batch_size=batch_size).astype(np.float64)) / 2
+    return logits
 
 
 def _batched(fn, variables, patches: np.ndarray, *, batch_size: int) -> np.ndarray:
