@@ -76,6 +76,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.log_every_steps = 10
     c.train.checkpoint_every_epochs = 1
     c.train.checkpoint_every_steps = 0  # also checkpoint every N steps (0: epoch ends only)
+    # whole_image: the loop below; patches: lesion-patch training scored by windows
+    # (mammojax.recipes.patch_train; needs a config with a ``patch`` section, e.g. configs/mias.py).
+    c.train.recipe = "whole_image"
 
     c.eval = ml_collections.ConfigDict()
     c.eval.threshold_policy = "youden"  # fixed | youden | sensitivity | specificity

@@ -6,6 +6,9 @@ padded), so XLA compiles once per predictor, not once per batch length. The
 checkpoint's temperature divides the logits before the softmax; with
 ``tta_hflip`` the cancer probability is the mean over the image and its
 left-right mirror (a breast seen from the other side is still the same breast).
+A checkpoint of the patch recipe (``scoring`` in its metadata, see
+:mod:`mammojax.recipes.patch_train`) scores a film by patch-sized windows
+instead of one pass over the whole film, as its tau and temperature were fitted.
 
 Decoding files (:meth:`Predictor.predict_paths`) overlaps with the model: the
 next batch is read by worker threads while the current one runs.
@@ -53,6 +56,39 @@ def _forward(model, variables, images, temperature, tta_hflip: bool):
     return logits, probs.mean(axis=1)
 
 
+def window_scorer(checkpoint, *, tta_hflip: bool):
+    """``images (N, S, S, 1) -> logits (N, 1, 2)`` for a window-scored checkpoint, else None.
+
+    The logits are ``[0, s]``, ``s`` the film's window score (mirror-averaged
+    inside when ``tta_hflip``), so temperature and softmax apply as to any logits.
+    """
+    scoring = checkpoint.meta.get("scoring")
+    if not scoring:
+        return None
+    if scoring.get("kind") != "windows":
+        from mammojax.errors import CheckpointError
+
+        raise CheckpointError(f"{checkpoint.path}: unknown film scoring {scoring.get('kind')!r} "
+                              "(written by a newer mammojax?)")
+    from mammojax.recipes.patches import score_images_by_windows
+
+    def score(images: np.ndarray) -> np.ndarray:
+        logits = score_images_by_windows(checkpoint.model, checkpoint.variables, images,
+                                         size=int(scoring["size"]), stride=int(scoring["stride"]),
+                                         top_k=int(scoring["top_k"]), tta_hflip=tta_hflip)
+        return logits[:, None, :].astype(np.float32)
+
+    return score
+
+
+def probabilities_from_logits(logits: np.ndarray, temperature: float) -> np.ndarray:
+    """Cancer probability ``(N,)`` from per-view logits ``(N, V, C)``, mean over views."""
+    z = np.asarray(logits, np.float64) / float(temperature)
+    z = z - z.max(axis=-1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
+    return p[..., POSITIVE_CLASS].mean(axis=1).astype(np.float32)
+
+
 class Predictor:
     """Cancer probabilities from a checkpoint, one compiled program per predictor.
 
@@ -80,6 +116,7 @@ class Predictor:
         self.max_pixels = max_pixels
         self._variables = jax.device_put(checkpoint.variables)
         self._jitted = jax.jit(functools.partial(_forward, checkpoint.model, tta_hflip=self.tta_hflip))
+        self._windows = window_scorer(checkpoint, tta_hflip=self.tta_hflip)
 
     @property
     def class_names(self) -> list[str]:
@@ -101,6 +138,9 @@ class Predictor:
         images = np.asarray(images, dtype=np.float32)
         if images.ndim != 4:
             raise ValueError(f"expected NHWC images, got shape {images.shape}")
+        if self._windows is not None and len(images):
+            logits = self._windows(images)
+            return logits, probabilities_from_logits(logits, self.temperature)
         n = images.shape[0]
         logits_parts, prob_parts = [], []
         for start in range(0, n, self.batch_size):

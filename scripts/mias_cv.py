@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", default="runs/mias_cv")
     parser.add_argument("--config", default=str(REPO / "configs" / "mias.py"))
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny images, one epoch")
-    parser.add_argument("--folds", type=int, default=None, help="override data.num_folds")
+    parser.add_argument("--folds", type=int, default=None, help="override cv.num_folds")
     args, overrides = parser.parse_known_args(argv)
 
     from mammojax import runtime
@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     if args.quick:
         config = module.quick(config)
     if args.folds is not None:
-        config.data.num_folds = args.folds
+        config.cv.num_folds = args.folds
     try:
         for item in overrides:
             apply_override(config, item)

@@ -28,8 +28,8 @@ MANUFACTURER = "ACME Imaging"
 MIAS_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mias" / "all-mias-dev.tar.gz"
 
 
-def make_tiny_checkpoint(directory: Path) -> Path:
-    """Saves a random-init resnet18 checkpoint at 64 px with tau = TAU."""
+def make_tiny_checkpoint(directory: Path, *, extra: dict | None = None) -> Path:
+    """Saves a random-init resnet18 checkpoint at 64 px with tau = TAU (``extra``: more metadata)."""
     import jax
 
     from mammojax import models
@@ -40,7 +40,7 @@ def make_tiny_checkpoint(directory: Path) -> Path:
     config.data.image_size = IMAGE_SIZE
     model = models.create_model(config.model.name)
     variables = models.init_variables(model, jax.random.key(config.seed), IMAGE_SIZE)
-    return save_checkpoint(directory, variables, make_meta(config, tau=TAU))
+    return save_checkpoint(directory, variables, make_meta(config, tau=TAU, extra=extra))
 
 
 def phantom_pixels(height: int = 120, width: int = 96, seed: int = 0) -> np.ndarray:

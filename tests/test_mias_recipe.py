@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mammojax.errors import MammojaxError
 from mammojax.recipes.patches import PatchSettings, crop, sample_epoch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,6 +105,23 @@ def test_quick_cross_validation_on_real_mias(tmp_path):
     assert meta["tau"] == pytest.approx(result["folds"][2]["tau_image"])
     assert meta["temperature"] == pytest.approx(result["folds"][2]["temperature"])
 
+    # Run again with two networks per fold: the first of each fold is read back, not retrained
+    # (a killed run resumes the same way), and the ensemble's scores are its own.
+    lines = []
+    config.cv.ensemble = 2
+    bigger = run_mias_cv(config, MIAS, tmp_path / "cv", log=lines.append)
+    reused = [line for line in lines if "trained network read from" in line]
+    assert len(reused) == 5 and all("member 1:" in line for line in reused)
+    assert sorted(p.name for p in (tmp_path / "cv" / "networks").iterdir()) == sorted(
+        f"fold{f}-member{m}" for f in range(5) for m in range(2))
+    assert bigger["settings"]["ensemble"] == 2 and "2 networks per fold" in (tmp_path / "cv" / "table.md").read_text()
+    assert [f["val_patch_auc"] for f in bigger["folds"]] != [f["val_patch_auc"] for f in result["folds"]]
+
+    # Networks of another configuration in the workdir are refused, not reused or overwritten.
+    config.patch.epochs = 3
+    with pytest.raises(MammojaxError, match="another configuration"):
+        run_mias_cv(config, MIAS, tmp_path / "cv", log=lambda _: None)
+
 
 def test_background_of_abnormal_images_keeps_away_from_the_lesion():
     from mammojax.recipes.patches import background_pixels
@@ -177,23 +195,39 @@ def test_contralateral_score_subtracts_the_other_breast():
 
 
 @pytest.mark.skipif(not MIAS.is_file(), reason=f"mini-MIAS archive not found at {MIAS}")
-def test_mias_config_trains_then_eval_and_predict_work_without_edits(tmp_path, monkeypatch):
-    """Issue 10, item 3, at smoke size: train stores tau/temperature; eval and predict take the checkpoint."""
+def test_mias_config_trains_then_eval_and_predict_work_without_edits(tmp_path, monkeypatch, capsys):
+    """Issue 10, item 3, at smoke size: train runs the patch recipe and stores tau/temperature and the
+    window scoring; eval and predict then score films by windows, as the cross-validation did."""
     import tarfile
 
     from click.testing import CliRunner
 
+    from mammojax.checkpoint import load_checkpoint
     from mammojax.cli import cli
+    from mammojax.inference import Predictor
+    from mammojax.recipes.patches import score_images_by_windows
 
     monkeypatch.setenv("MAMMOJAX_CACHE_DIR", str(tmp_path / "cache"))
     workdir = tmp_path / "wd"
-    result = CliRunner().invoke(cli, ["train", "--config", str(REPO / "configs" / "mias.py"), "--workdir", str(workdir),
-                                      f"--config.data.data_dir={MIAS}", "--config.data.image_size=32",
-                                      "--config.train.epochs=1", "--config.eval.bootstrap=20"])
+    train_args = ["train", "--config", str(REPO / "configs" / "mias.py"), "--workdir", str(workdir),
+                  f"--config.data.data_dir={MIAS}", "--config.data.image_size=64", "--config.patch.size=32",
+                  "--config.patch.epochs=1", "--config.patch.positives_per_lesion=1", "--config.eval.bootstrap=20"]
+    result = CliRunner().invoke(cli, train_args)
     assert result.exit_code == 0, result.output
+    assert "patches/s" in result.output and "best checkpoint" in result.output
     meta = json.loads((workdir / "best" / "mammojax.json").read_text())
     assert 0.0 <= meta["tau"] <= 1.0 and meta["temperature"] > 0
-    assert meta["config"]["data"]["dataset"] == "mias" and meta["config"]["data"]["image_size"] == 32
+    assert meta["config"]["data"]["dataset"] == "mias" and meta["config"]["data"]["image_size"] == 64
+    assert meta["scoring"] == {"kind": "windows", "size": 32, "stride": 16, "top_k": 3}
+    assert (workdir / "training_curves.png").stat().st_size > 0
+
+    # The same command again must not retrain over the model it made.
+    before = (workdir / "best" / "mammojax.json").read_bytes()
+    from mammojax.cli import main
+
+    assert main(train_args) != 0
+    assert "already holds a trained model" in capsys.readouterr().err
+    assert (workdir / "best" / "mammojax.json").read_bytes() == before
 
     out = tmp_path / "eval"
     result = CliRunner().invoke(cli, ["eval", "--checkpoint", str(workdir), "--dataset", "mias", "--data-dir", str(MIAS),
@@ -214,3 +248,25 @@ def test_mias_config_trains_then_eval_and_predict_work_without_edits(tmp_path, m
     with open(tmp_path / "pred.csv") as handle:
         rows = [r for r in csv.DictReader(handle) if r["kind"] == "image"]
     assert len(rows) == 3 and all(0.0 <= float(r["probability"]) <= 1.0 and not r["error"] for r in rows)
+
+    # predict's probability is the window score at the stored temperature, not a whole-film pass.
+    checkpoint = load_checkpoint(workdir)
+    predictor = Predictor(checkpoint, tta_hflip=True)
+    image = predictor.load_image(films / Path(rows[0]["path"]).name)[0][None]
+    margin = score_images_by_windows(checkpoint.model, checkpoint.variables, image, size=32, stride=16, top_k=3)[0, 1]
+    expected = 1.0 / (1.0 + np.exp(-margin / checkpoint.temperature))
+    assert float(rows[0]["probability"]) == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+def test_an_ensemble_scores_each_patch_by_its_members_mean_margin():
+    import jax
+
+    from mammojax.models import create_model, init_variables
+    from mammojax.recipes.patches import lesion_margins
+
+    model = create_model("resnet18", num_classes=2, head_pooling="topk")
+    first, second = (init_variables(model, jax.random.key(k), 32) for k in (1, 2))
+    patches = np.random.default_rng(0).normal(size=(5, 32, 32, 1)).astype(np.float32)
+    one, two = lesion_margins(model, first, patches), lesion_margins(model, second, patches)
+    assert np.abs(one - two).max() > 1e-3  # the members differ, so the mean is a real test
+    np.testing.assert_allclose(lesion_margins(model, [first, second], patches), (one + two) / 2, rtol=1e-6, atol=1e-6)

@@ -126,6 +126,7 @@ def load_app_model(path: str | os.PathLike, *, warm_up: bool = True) -> AppModel
     import jax
 
     from mammojax.checkpoint import load_checkpoint
+    from mammojax.inference import probabilities_from_logits, window_scorer
 
     checkpoint = load_checkpoint(path)
     explain = checkpoint.meta.get("config", {}).get("explain", {})
@@ -137,9 +138,13 @@ def load_app_model(path: str | os.PathLike, *, warm_up: bool = True) -> AppModel
     fn = jax.jit(functools.partial(_score_and_cam, checkpoint.model, method=method, layer=layer,
                                    temperature=checkpoint.temperature, tta_hflip=tta_hflip))
     variables = checkpoint.variables
+    windows = window_scorer(checkpoint, tta_hflip=tta_hflip)
 
     def score_and_cam(images: np.ndarray):
-        return fn(variables, images)
+        probability, heatmap = fn(variables, images)
+        if windows is not None:  # a patch-recipe model: the film's score is its windows' (as `predict`)
+            probability = probabilities_from_logits(windows(np.asarray(images)), checkpoint.temperature)[0]
+        return probability, heatmap
 
     model = AppModel(checkpoint=checkpoint, cam_method=method, cam_layer=layer,
                      score_and_cam=score_and_cam)

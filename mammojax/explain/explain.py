@@ -107,6 +107,11 @@ class Explainer:
         model = checkpoint.model
         self._cam = lambda x: cam_fn(self._variables, x)
         self._logits = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
+        # A patch-recipe model's probability is its window score, as in `predict` (the map stays whole-film).
+        from mammojax.inference import window_scorer
+
+        tta = bool(checkpoint.meta.get("config", {}).get("eval", {}).get("tta_hflip", False))
+        self._windows = window_scorer(checkpoint, tta_hflip=tta)
 
     def _probability(self, logits: np.ndarray) -> np.ndarray:
         z = np.asarray(logits, np.float64) / self.temperature
@@ -118,11 +123,15 @@ class Explainer:
         """``(heatmaps (N, S, S) float32, probabilities (N,))`` for inputs ``(N, S, S, 1)``."""
         images = np.asarray(images, np.float32)
         heatmaps, logits = _padded_batches(self._cam, images, self.batch_size)
+        if self._windows is not None:
+            return heatmaps.astype(np.float32), self.probabilities(images)
         return heatmaps.astype(np.float32), self._probability(logits)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """Cancer probabilities ``(N,)`` from a plain forward pass."""
         images = np.asarray(images, np.float32)
+        if self._windows is not None:
+            return self._probability(self._windows(images)[:, 0])
         (logits,) = _padded_batches(lambda x: (self._logits(self._variables, x),), images,
                                     self.batch_size)
         return self._probability(logits)

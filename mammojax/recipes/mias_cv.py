@@ -29,6 +29,7 @@ import numpy as np
 from mammojax.errors import MammojaxError
 
 PURPOSE_INNER_SPLIT = 303
+NETWORKS_DIR = "networks"
 
 
 def hardware_summary() -> dict:
@@ -55,7 +56,7 @@ def run_mias_cv(config, data_dir: str | os.PathLike, workdir: str | os.PathLike,
                 log: Callable[[str], None] = print) -> dict:
     """Runs the k-fold CV of ``config`` (configs/mias.py) and writes the report.
 
-    ``config.data.num_folds`` folds (>= 2), inner validation share
+    ``config.cv.num_folds`` folds (>= 2), inner validation share
     ``config.data.val_fraction``. Returns the dict written to ``results.json``.
     """
     from mammojax.data.cache import prepare_cache
@@ -67,10 +68,15 @@ def run_mias_cv(config, data_dir: str | os.PathLike, workdir: str | os.PathLike,
     started = time.time()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    k = int(config.data.num_folds)
+    k = int(config.cv.num_folds)
     if k < 2:
-        raise MammojaxError(f"data.num_folds must be at least 2 for cross-validation (got {k})")
+        raise MammojaxError(f"cv.num_folds must be at least 2 for cross-validation (got {k})")
     seed = int(config.seed)
+    ensemble = int(config.cv.get("ensemble", 1))
+    if ensemble < 1:
+        raise MammojaxError(f"cv.ensemble must be at least 1 (got {ensemble})")
+    if ensemble > 1 and config.eval.scoring != "windows":
+        raise MammojaxError("cv.ensemble > 1 needs eval.scoring='windows' (whole-film scoring takes one network)")
     loaded = load_dataset("mias", data_dir, task=config.data.task)
     # Decoding and resizing learn nothing from labels: one cache serves every fold.
     cache = prepare_cache(loaded.records, cache_dir=config.data.cache_dir or str(workdir / "cache"),
@@ -103,9 +109,19 @@ def run_mias_cv(config, data_dir: str | os.PathLike, workdir: str | os.PathLike,
         val_idx = np.array([position[r.path] for r in inner["val"]])
         test_idx = np.array([position[r.path] for r in test_records])
         log(f"fold {fold + 1}/{k}: train {len(fit_idx)} images, inner val {len(val_idx)}, test {len(test_idx)}")
-        variables = train_patch_classifier(
-            model, images[fit_idx], labels[fit_idx], [cache.lesions_input[i] for i in fit_idx], settings,
-            seed=seed * 1000 + fold, total_steps=total_steps, log=log)
+        members = []
+        for member in range(ensemble):
+            # Member 0 keeps the seed single-network runs used, so its network is theirs.
+            identity = {"fold": fold, "member": member, "seed": seed * 1000 + fold + 100 * member,
+                        "total_steps": total_steps, "settings": vars(settings), "model": config.model.name,
+                        "head_pooling": config.model.head_pooling, "image_size": int(config.data.image_size),
+                        "train_films": sorted(Path(cache.records[i].path).name for i in fit_idx)}
+            members.append(_trained_network(
+                workdir / NETWORKS_DIR / f"fold{fold}-member{member}", identity, config, log,
+                lambda: train_patch_classifier(
+                    model, images[fit_idx], labels[fit_idx], [cache.lesions_input[i] for i in fit_idx], settings,
+                    seed=identity["seed"], total_steps=total_steps, log=log)))
+        variables = members if ensemble > 1 else members[0]
         val_patch_auc = patch_auc(model, variables, images[val_idx], labels[val_idx],
                                   [cache.lesions_input[i] for i in val_idx], settings, seed=seed * 1000 + fold)
         tta = bool(config.eval.tta_hflip)
@@ -123,7 +139,8 @@ def run_mias_cv(config, data_dir: str | os.PathLike, workdir: str | os.PathLike,
                            val_images=int(len(val_idx)), val_auc=operating["val_auc"], val_patch_auc=val_patch_auc, **{
                                k_: operating[k_] for k_ in ("tau_image", "tau_patient", "temperature")})
         folds.append(fold_result)
-        _save_fold_checkpoint(workdir / f"fold{fold}", variables, config, fold, operating)
+        if ensemble == 1:  # one network = one inference checkpoint; an ensemble's members are in networks/
+            _save_fold_checkpoint(workdir / f"fold{fold}", variables, config, fold, k, operating)
         probs = _probabilities(test_logits, operating["temperature"])
         probs_single = _probabilities(test_raw, single["temperature"])
         for j, i in enumerate(test_idx):
@@ -141,7 +158,7 @@ def run_mias_cv(config, data_dir: str | os.PathLike, workdir: str | os.PathLike,
         "pooled_single_breast_auc": _single_breast_auc(predictions),
         "settings": {"image_size": int(config.data.image_size), "patch": vars(settings),
                      "model": config.model.name, "head_pooling": config.model.head_pooling,
-                     "num_folds": k, "inner_val_fraction": float(config.data.val_fraction),
+                     "num_folds": k, "ensemble": ensemble, "inner_val_fraction": float(config.data.val_fraction),
                      "tta_hflip": bool(config.eval.tta_hflip), "seed": seed,
                      "contralateral": float(config.eval.contralateral), "scoring": config.eval.scoring,
                      "threshold_policy": config.eval.threshold_policy},
@@ -152,7 +169,34 @@ def run_mias_cv(config, data_dir: str | os.PathLike, workdir: str | os.PathLike,
     return result
 
 
-def patch_auc(model, variables: dict, images, labels, lesions, settings, *, seed: int) -> float:
+def _trained_network(directory: Path, identity: dict, config, log, train: Callable[[], dict]) -> dict:
+    """The network trained for ``identity``: read from ``directory`` when a run already made it, else trained.
+
+    Why: a 5-fold run takes half an hour on 2 cores; killed, it resumes at
+    the first network not yet written, and a larger ``cv.ensemble`` adds
+    members to those already trained. A network of another configuration
+    there is an error, never silently reused or overwritten.
+    """
+    from mammojax.checkpoint import load_checkpoint, make_meta, save_checkpoint
+    from mammojax.errors import CheckpointError
+
+    if directory.exists():
+        try:
+            stored = load_checkpoint(directory)
+        except CheckpointError as err:
+            raise MammojaxError(f"{directory}: unreadable cross-validation network ({err}); "
+                                "remove it or choose another workdir") from None
+        if stored.meta.get("cv_network") != json.loads(json.dumps(identity)):
+            raise MammojaxError(f"{directory}: holds a network of another configuration or split; "
+                                "choose another workdir")
+        log(f"  fold {identity['fold'] + 1} member {identity['member'] + 1}: trained network read from {directory}")
+        return stored.variables
+    variables = train()
+    save_checkpoint(directory, variables, make_meta(config, extra={"cv_network": identity}))
+    return variables
+
+
+def patch_auc(model, variables, images, labels, lesions, settings, *, seed: int) -> float:
     """Patch-level AUC: lesion patches vs random lesion-free breast patches of these films.
 
     A diagnostic on inner-validation women: it separates "the patch classifier
@@ -294,11 +338,12 @@ def pool_folds(predictions: list[dict], n_boot: int, seed: int) -> dict:
     return {"image": image, "patient": patient}
 
 
-def _save_fold_checkpoint(directory: Path, variables: dict, config, fold: int, operating: dict) -> None:
+def _save_fold_checkpoint(directory: Path, variables: dict, config, fold: int, k: int, operating: dict) -> None:
     """An inference checkpoint whose config names this fold (``eval --split val`` = its test women)."""
     from mammojax.checkpoint import make_meta, save_checkpoint
 
     fold_config = config.copy_and_resolve_references()
+    fold_config.data.num_folds = k
     fold_config.data.fold = fold
     extra = {"cv": {"fold": fold, "tau_patient": operating["tau_patient"], "inner_val_auc": operating["val_auc"]}}
     save_checkpoint(directory, variables, make_meta(fold_config, tau=operating["tau_image"],
@@ -331,7 +376,8 @@ def render_table(result: dict) -> str:
                      f"{_fmt(patient['sensitivity'], 2)} | {_fmt(patient['specificity'], 2)} |")
     hw, s = result["hardware"], result["settings"]
     lines += ["", f"mini-MIAS {result['task']} vs normal, {result['images']} images / {result['patients']} women, "
-                  f"{s['num_folds']}-fold patient-wise CV; {s['model']} ({s['head_pooling']} pooling) trained on "
+                  f"{s['num_folds']}-fold patient-wise CV; {s['model']} ({s['head_pooling']} pooling"
+                  f"{', ' + str(s['ensemble']) + ' networks per fold' if s.get('ensemble', 1) > 1 else ''}) trained on "
                   f"{s['patch']['size']} px lesion patches at {s['image_size']} px input, "
                   f"{s['patch']['epochs']} epochs, scored by {s.get('scoring', 'whole')}"
                   f"{' minus the other breast' if s.get('contralateral') else ''}; thresholds ({s.get('threshold_policy', 'youden')}) and temperature from an inner "

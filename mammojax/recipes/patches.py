@@ -188,7 +188,8 @@ def _random_symmetry(patch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def train_patch_classifier(model, images: np.ndarray, labels: np.ndarray,
                            lesions: Sequence[Sequence[dict]], settings: PatchSettings, *, seed: int,
                            total_steps: int | None = None,
-                           log: Callable[[str], None] | None = None) -> dict:
+                           log: Callable[[str], None] | None = None,
+                           history: list | None = None) -> dict:
     """Trains ``model`` on lesion patches; returns ``{"params", "batch_stats"}``.
 
     AdamW with linear warmup and cosine decay over a fixed number of steps: no
@@ -196,8 +197,11 @@ def train_patch_classifier(model, images: np.ndarray, labels: np.ndarray,
     noise), so the model is the one at the end of the schedule. ``total_steps``
     defaults to ``settings.epochs`` epochs of these images; cross-validation
     passes one number for every fold so the optimizer, and with it the
-    compiled step, is shared by all folds.
+    compiled step, is shared by all folds. ``history``, when given, receives
+    one ``{"epoch", "train_loss", "patches_per_second"}`` record per epoch.
     """
+    import time
+
     import jax
 
     steps_per_epoch = max(1, patches_per_epoch(labels, lesions, settings) // settings.batch_size)
@@ -209,6 +213,7 @@ def train_patch_classifier(model, images: np.ndarray, labels: np.ndarray,
     score_patches = _lesion_score_fn(model)
     sites = negative_sites(images, labels, lesions, settings)
     step, epoch = 0, 0
+    started = time.perf_counter()
     while step < total_steps:
         scorer = None
         if settings.hard_negative_fraction > 0 and step >= settings.hard_negative_start * total_steps:
@@ -228,9 +233,15 @@ def train_patch_classifier(model, images: np.ndarray, labels: np.ndarray,
             losses.append(metrics["loss"])
             step += 1
         epoch += 1
+        loss = float(np.mean(jax.device_get(losses)))  # waits for the epoch's steps: honest timing
+        elapsed = time.perf_counter() - started
+        rate = step * settings.batch_size / elapsed
+        if history is not None:
+            history.append({"epoch": epoch, "train_loss": loss, "patches_per_second": rate})
         if log:
-            log(f"  patch epoch {epoch}: loss {float(np.mean(jax.device_get(losses))):.3f} "
-                f"(step {step}/{total_steps}, {len(patches)} patches)")
+            eta = elapsed / step * (total_steps - step)
+            log(f"  patch epoch {epoch}: loss {loss:.3f} (step {step}/{total_steps}, {len(patches)} patches, "
+                f"{rate:.0f} patches/s, ETA {eta / 60:.1f} min)")
     return {"params": jax.device_get(state.params), "batch_stats": jax.device_get(state.batch_stats)}
 
 
@@ -316,12 +327,25 @@ def _batched(fn, variables, patches: np.ndarray, *, batch_size: int) -> np.ndarr
     return np.concatenate(out)
 
 
-def lesion_margins(model, variables: dict, patches: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
-    """Lesion margin (logit 1 - logit 0) of each patch, inference-mode BatchNorm."""
+def lesion_margins(model, variables, patches: np.ndarray, *, batch_size: int = 64) -> np.ndarray:
+    """Lesion margin (logit 1 - logit 0) of each patch, inference-mode BatchNorm.
+
+    ``variables`` may be a list of networks' variables (an ensemble): their margins are averaged.
+    """
+    return _ensemble_margins(model, _members(variables), np.asarray(patches, np.float32), batch_size=batch_size)
+
+
+def _members(variables) -> list:
+    """One network's variables, or a list of them, as a list placed on the device once."""
     import jax
 
-    return _batched(_lesion_score_fn(model), jax.device_put(variables), np.asarray(patches, np.float32),
-                    batch_size=batch_size)
+    return [jax.device_put(v) for v in (variables if isinstance(variables, (list, tuple)) else [variables])]
+
+
+def _ensemble_margins(model, members: list, patches: np.ndarray, *, batch_size: int) -> np.ndarray:
+    score = _lesion_score_fn(model)
+    total = sum(_batched(score, v, patches, batch_size=batch_size).astype(np.float64) for v in members)
+    return total / len(members)
 
 
 @functools.lru_cache(maxsize=None)
@@ -355,27 +379,41 @@ def window_positions(image: np.ndarray, size: int, stride: int) -> np.ndarray:
     return grid[keep] if keep.any() else grid
 
 
-def score_images_by_windows(model, variables: dict, images: np.ndarray, *, size: int, stride: int,
-                            top_k: int = 3, tta_hflip: bool = True, batch_size: int = 64) -> np.ndarray:
+def score_images_by_windows(model, variables, images: np.ndarray, *, size: int, stride: int,
+                            top_k: int = 3, tta_hflip: bool = True, batch_size: int = 64,
+                            windows_per_call: int = 1024) -> np.ndarray:
     """Whole-film logits ``[0, s]``: ``s`` is the mean of the ``top_k`` highest window lesion margins.
 
     The patch classifier is run on exactly what it was trained on: ``size``
     px windows of the film (every ``stride`` px, centred on breast), not on the
     whole film, whose positions would see context and no zero padding, a
     different input than any training patch. ``tta_hflip`` averages each
-    window with its mirror image.
+    window with its mirror image. Windows of several films share batches
+    (up to ``windows_per_call`` at a time), so small films do not leave
+    batches mostly padding. ``variables`` may be a list of networks'
+    variables (an ensemble): each window's margin is their mean.
     """
-    import jax
-
-    score = _lesion_score_fn(model)
-    variables = jax.device_put(variables)
+    members = _members(variables)
     out = np.zeros((len(images), 2), np.float64)
+
+    def flush(owners: list[int], windows: list[np.ndarray]) -> None:
+        stacked = np.stack(windows).astype(np.float32)
+        margins = _ensemble_margins(model, members, stacked, batch_size=batch_size)
+        if tta_hflip:
+            mirrored = np.ascontiguousarray(stacked[:, :, ::-1])
+            margins = (margins + _ensemble_margins(model, members, mirrored, batch_size=batch_size)) / 2
+        owners = np.asarray(owners)
+        for n in np.unique(owners):
+            out[n, 1] = np.sort(margins[owners == n])[::-1][:top_k].mean()
+
+    owners, windows = [], []
     for n, image in enumerate(images):
         positions = window_positions(image, size, stride)
-        windows = np.stack([image[t:t + size, l:l + size] for t, l in positions]).astype(np.float32)
-        margins = _batched(score, variables, windows, batch_size=batch_size).astype(np.float64)
-        if tta_hflip:
-            margins = (margins + _batched(score, variables, np.ascontiguousarray(windows[:, :, ::-1]),
-                                          batch_size=batch_size)) / 2
-        out[n, 1] = np.sort(margins)[::-1][:top_k].mean()
+        if windows and len(windows) + len(positions) > windows_per_call:
+            flush(owners, windows)
+            owners, windows = [], []
+        windows += [image[t:t + size, l:l + size] for t, l in positions]
+        owners += [n] * len(positions)
+    if windows:
+        flush(owners, windows)
     return out

@@ -37,6 +37,13 @@ def train_and_evaluate(config, workdir: str | Path) -> dict:
     ``history`` (one record per epoch) and ``best_checkpoint`` (a path).
     """
     runtime.setup()
+    recipe = _setting(config.train, "recipe", "whole_image")
+    if recipe == "patches":
+        from mammojax.recipes.patch_train import train_patch_recipe
+
+        return train_patch_recipe(config, workdir)
+    if recipe != "whole_image":
+        raise ConfigError(f"train.recipe must be 'whole_image' or 'patches' (got {recipe!r})")
     import jax
 
     from mammojax import models

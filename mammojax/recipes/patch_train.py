@@ -1,0 +1,94 @@
+"""``mammojax train`` for configs with ``train.recipe = "patches"`` (configs/mias.py).
+
+The same recipe that ``scripts/mias_cv.sh`` measures, run once on every image
+given: the patch classifier learns from the training women's lesion patches
+(:func:`mammojax.recipes.patches.train_patch_classifier`), the validation
+women's films are scored the way predictions will be (patch-sized windows,
+:func:`~mammojax.recipes.patches.score_images_by_windows`), and the
+temperature and tau fitted on those scores go into ``WORKDIR/best`` with a
+``scoring`` entry that tells :class:`mammojax.inference.Predictor` to score
+films by windows too. ``mammojax eval``/``predict``/``app`` then need no edits.
+
+The operating point is that of a *single* film: a prediction may be asked for
+one film alone, so the other-breast term of the cross-validation
+(``eval.contralateral``) is left out here; the CV reports both.
+
+No resume: the patch stage takes minutes (about 6 on all 242 mini-MIAS films
+on 2 cores), and a workdir that already holds ``best/`` is refused untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from mammojax.errors import MammojaxError
+
+RECIPE = "patches"
+
+
+def window_scoring_meta(config) -> dict:
+    """The checkpoint's ``scoring`` entry: how :class:`~mammojax.inference.Predictor` turns a film into a score."""
+    return {"kind": "windows", "size": int(config.patch.size), "stride": int(config.patch.window_stride),
+            "top_k": int(config.patch.window_top_k)}
+
+
+def train_patch_recipe(config, workdir: str | Path, *, log: Callable[[str], None] = print) -> dict:
+    """Trains the patch recipe in ``workdir``; returns the summary ``mammojax train`` prints.
+
+    The summary has the keys of :func:`mammojax.train.loop.train_and_evaluate`'s
+    (``best_epoch`` is the last epoch: no epoch is selected).
+    """
+    import jax
+
+    from mammojax.checkpoint import make_meta, save_checkpoint
+    from mammojax.models import create_model
+    from mammojax.recipes.mias_cv import score
+    from mammojax.recipes.patches import PatchSettings, train_patch_classifier
+    from mammojax.train.curves import CURVES_FILE, plot_training_curves
+    from mammojax.train.data import prepare_training_data
+    from mammojax.train.loop import BEST_DIR, CONFIG_FILE, operating_point_metrics
+
+    if jax.process_count() > 1:
+        raise MammojaxError("the patch recipe (train.recipe='patches') runs in one process; "
+                            "start it without --coordinator/--num-processes")
+    workdir = Path(workdir).absolute()
+    best_dir = workdir / BEST_DIR
+    if best_dir.exists():
+        raise MammojaxError(f"{best_dir}: already holds a trained model; choose another --workdir "
+                            "(the patch recipe does not resume, and nothing is overwritten)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str))
+
+    started = time.time()
+    data = prepare_training_data(config, workdir)
+    images, labels = data.train.load_arrays()
+    settings = PatchSettings.from_config(config.patch)
+    model = create_model(config.model.name, num_classes=int(config.model.num_classes),
+                         head_pooling=config.model.head_pooling, dtype=config.model.dtype)
+    log(f"patch recipe: {len(labels)} training films ({int(labels.sum())} abnormal), "
+        f"{data.val.num_examples} validation films; {settings.size} px patches at {config.data.image_size} px")
+    history: list[dict] = []
+    variables = train_patch_classifier(model, images, labels, list(data.train.lesions_input), settings,
+                                       seed=int(config.seed), log=log, history=history)
+
+    val_images, val_labels = data.val.load_arrays()
+    log(f"scoring {len(val_labels)} validation films by {settings.size} px windows")
+    val_logits = score(model, variables, val_images, config, bool(config.eval.tta_hflip))
+    val = operating_point_metrics(val_logits, np.asarray(val_labels), config)
+    history[-1].update({f"val_{k}": v for k, v in val.items() if isinstance(v, float)})
+    extra = {"epoch": len(history), "recipe": RECIPE, "scoring": window_scoring_meta(config),
+             "val_metrics": {k: (v if np.isfinite(v) else None) for k, v in val.items() if isinstance(v, float)}}
+    save_checkpoint(best_dir, variables,
+                    make_meta(config, tau=val["tau"], temperature=val["temperature"], extra=extra))
+    plot_training_curves(history, workdir / CURVES_FILE)
+    log(f"patch recipe done in {(time.time() - started) / 60:.1f} min")
+    return {"best_epoch": len(history), "best_value": val.get(config.train.best_metric),
+            "best_metrics": val, "steps": None, "history": history, "best_checkpoint": str(best_dir)}
+
+
+__all__ = ["train_patch_recipe", "window_scoring_meta", "RECIPE"]
