@@ -22,10 +22,12 @@ validation films cannot pick a lucky epoch.
 
 Measured (scripts/mias_cv.sh, 5 folds, 2 cores of an AMD EPYC, 34 min):
 pooled image-level AUC 0.59 (95% CI 0.51-0.67), 0.57 without the other-breast
-term; patient-level (max over views) 0.44 (0.34-0.55). The patch classifier
-does generalise to unseen women (inner-validation patch AUC 0.75-0.82), so
-the loss is in going from ~100 windows per film to one score. The 0.80 target
-is not reached; README.md lists every configuration run.
+term; patient-level (max over views) 0.44 (0.34-0.55). With
+``--config.cv.ensemble=2`` (52 min): 0.60 (0.51-0.68). The patch classifier
+does generalise to unseen women (inner-validation patch AUC 0.75-0.85), so
+the loss is in going from ~130 windows per film to one score; pooling rules
+chosen per fold on inner validation did not recover it. The 0.80 target is
+not reached; README.md lists every configuration run.
 
 ``mammojax train`` with this config runs the same patch recipe
 (``train.recipe = "patches"``, :mod:`mammojax.recipes.patch_train`) on every

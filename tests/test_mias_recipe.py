@@ -214,7 +214,7 @@ def test_mias_config_trains_then_eval_and_predict_work_without_edits(tmp_path, m
                   "--config.patch.epochs=1", "--config.patch.positives_per_lesion=1", "--config.eval.bootstrap=20"]
     result = CliRunner().invoke(cli, train_args)
     assert result.exit_code == 0, result.output
-    assert "patches/s" in result.output and "best checkpoint" in result.output
+    assert "patches/s" in result.output and "no epoch selection" in result.output and "best checkpoint" in result.output
     meta = json.loads((workdir / "best" / "mammojax.json").read_text())
     assert 0.0 <= meta["tau"] <= 1.0 and meta["temperature"] > 0
     assert meta["config"]["data"]["dataset"] == "mias" and meta["config"]["data"]["image_size"] == 64

@@ -45,5 +45,8 @@ def train(ctx, config_path, workdir, coordinator, num_processes, process_id):
         metrics = summary["best_metrics"]
         shown = "  ".join(f"{k} {metrics[k]:.3f}" for k in ("auc", "sensitivity", "specificity", "accuracy", "f1")
                           if isinstance(metrics.get(k), float))
-        click.echo(f"best epoch {summary['best_epoch']}: {shown}")
+        if summary.get("recipe") == "patches":  # a fixed schedule: the last epoch, not a selected one
+            click.echo(f"final model (epoch {summary['best_epoch']}, no epoch selection), validation: {shown}")
+        else:
+            click.echo(f"best epoch {summary['best_epoch']}: {shown}")
         click.echo(f"best checkpoint: {summary['best_checkpoint']}")

@@ -87,7 +87,7 @@ def train_patch_recipe(config, workdir: str | Path, *, log: Callable[[str], None
                     make_meta(config, tau=val["tau"], temperature=val["temperature"], extra=extra))
     plot_training_curves(history, workdir / CURVES_FILE)
     log(f"patch recipe done in {(time.time() - started) / 60:.1f} min")
-    return {"best_epoch": len(history), "best_value": val.get(config.train.best_metric),
+    return {"recipe": RECIPE, "best_epoch": len(history), "best_value": val.get(config.train.best_metric),
             "best_metrics": val, "steps": None, "history": history, "best_checkpoint": str(best_dir)}
 
 
