@@ -270,3 +270,22 @@ def test_an_ensemble_scores_each_patch_by_its_members_mean_margin():
     one, two = lesion_margins(model, first, patches), lesion_margins(model, second, patches)
     assert np.abs(one - two).max() > 1e-3  # the members differ, so the mean is a real test
     np.testing.assert_allclose(lesion_margins(model, [first, second], patches), (one + two) / 2, rtol=1e-6, atol=1e-6)
+
+
+def test_patch_training_starts_from_given_weights():
+    """model.init_checkpoint (converted pretrained weights) must be where the patch stage starts."""
+    import jax
+
+    from mammojax.models import create_model, init_variables
+    from mammojax.recipes.patches import train_patch_classifier
+
+    images, labels, lesions = _phantoms()
+    model = create_model("resnet18", num_classes=2, head_pooling="topk")
+    start = jax.device_get(init_variables(model, jax.random.key(7), 32))
+    frozen = PatchSettings(size=32, positives_per_lesion=8, epochs=1, batch_size=8, lr=0.0, warmup_epochs=0.0)
+    kept = train_patch_classifier(model, images, labels, lesions, frozen, seed=0, initial_variables=start)
+    same = jax.tree_util.tree_map(lambda a, b: bool(np.array_equal(a, b)), kept["params"], start["params"])
+    assert all(jax.tree_util.tree_leaves(same))  # lr 0: the given weights come back untouched
+    fresh = train_patch_classifier(model, images, labels, lesions, frozen, seed=0)
+    differs = jax.tree_util.tree_map(lambda a, b: not np.array_equal(a, b), fresh["params"], start["params"])
+    assert any(jax.tree_util.tree_leaves(differs))  # without them: the seeded random init

@@ -63,6 +63,7 @@ def run_mias_cv(config, data_dir: str | os.PathLike, workdir: str | os.PathLike,
     from mammojax.data.records import load_dataset
     from mammojax.data.splits import check_no_leakage, kfold_patients, split_patients
     from mammojax.models import create_model
+    from mammojax.recipes.patch_train import initial_weights
     from mammojax.recipes.patches import PatchSettings, patches_per_epoch, train_patch_classifier
 
     started = time.time()
@@ -87,6 +88,7 @@ def run_mias_cv(config, data_dir: str | os.PathLike, workdir: str | os.PathLike,
     position = {record.path: i for i, record in enumerate(cache.records)}
     patients = np.asarray(cache.patient_ids)
     settings = PatchSettings.from_config(config.patch)
+    initial = initial_weights(config)  # pretrained start, when model.init_checkpoint names one
     model = create_model(config.model.name, num_classes=int(config.model.num_classes),
                          head_pooling=config.model.head_pooling, dtype=config.model.dtype)
     log(f"mini-MIAS: {len(labels)} images, {len(set(patients))} women, {int(labels.sum())} abnormal; "
@@ -115,12 +117,13 @@ def run_mias_cv(config, data_dir: str | os.PathLike, workdir: str | os.PathLike,
             identity = {"fold": fold, "member": member, "seed": seed * 1000 + fold + 100 * member,
                         "total_steps": total_steps, "settings": vars(settings), "model": config.model.name,
                         "head_pooling": config.model.head_pooling, "image_size": int(config.data.image_size),
+                        "init_checkpoint": str(config.model.init_checkpoint or ""),
                         "train_films": sorted(Path(cache.records[i].path).name for i in fit_idx)}
             members.append(_trained_network(
                 workdir / NETWORKS_DIR / f"fold{fold}-member{member}", identity, config, log,
                 lambda: train_patch_classifier(
                     model, images[fit_idx], labels[fit_idx], [cache.lesions_input[i] for i in fit_idx], settings,
-                    seed=identity["seed"], total_steps=total_steps, log=log)))
+                    seed=identity["seed"], total_steps=total_steps, log=log, initial_variables=initial)))
         variables = members if ensemble > 1 else members[0]
         val_patch_auc = patch_auc(model, variables, images[val_idx], labels[val_idx],
                                   [cache.lesions_input[i] for i in val_idx], settings, seed=seed * 1000 + fold)

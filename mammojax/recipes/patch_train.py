@@ -37,6 +37,15 @@ def window_scoring_meta(config) -> dict:
             "top_k": int(config.patch.window_top_k)}
 
 
+def initial_weights(config) -> dict | None:
+    """The variables of ``model.init_checkpoint`` (e.g. from ``convert-weights``), or None for random init."""
+    if not config.model.init_checkpoint:
+        return None
+    from mammojax.checkpoint import load_checkpoint
+
+    return load_checkpoint(config.model.init_checkpoint, expect_model=config.model.name).variables
+
+
 def train_patch_recipe(config, workdir: str | Path, *, log: Callable[[str], None] = print) -> dict:
     """Trains the patch recipe in ``workdir``; returns the summary ``mammojax train`` prints.
 
@@ -74,7 +83,8 @@ def train_patch_recipe(config, workdir: str | Path, *, log: Callable[[str], None
         f"{data.val.num_examples} validation films; {settings.size} px patches at {config.data.image_size} px")
     history: list[dict] = []
     variables = train_patch_classifier(model, images, labels, list(data.train.lesions_input), settings,
-                                       seed=int(config.seed), log=log, history=history)
+                                       seed=int(config.seed), log=log, history=history,
+                                       initial_variables=initial_weights(config))
 
     val_images, val_labels = data.val.load_arrays()
     log(f"scoring {len(val_labels)} validation films by {settings.size} px windows")
@@ -91,4 +101,4 @@ def train_patch_recipe(config, workdir: str | Path, *, log: Callable[[str], None
             "best_metrics": val, "steps": None, "history": history, "best_checkpoint": str(best_dir)}
 
 
-__all__ = ["train_patch_recipe", "window_scoring_meta", "RECIPE"]
+__all__ = ["train_patch_recipe", "initial_weights", "window_scoring_meta", "RECIPE"]

@@ -189,7 +189,7 @@ def train_patch_classifier(model, images: np.ndarray, labels: np.ndarray,
                            lesions: Sequence[Sequence[dict]], settings: PatchSettings, *, seed: int,
                            total_steps: int | None = None,
                            log: Callable[[str], None] | None = None,
-                           history: list | None = None) -> dict:
+                           history: list | None = None, initial_variables: dict | None = None) -> dict:
     """Trains ``model`` on lesion patches; returns ``{"params", "batch_stats"}``.
 
     AdamW with linear warmup and cosine decay over a fixed number of steps: no
@@ -199,6 +199,8 @@ def train_patch_classifier(model, images: np.ndarray, labels: np.ndarray,
     passes one number for every fold so the optimizer, and with it the
     compiled step, is shared by all folds. ``history``, when given, receives
     one ``{"epoch", "train_loss", "patches_per_second"}`` record per epoch.
+    ``initial_variables`` (e.g. converted pretrained weights, the cure for
+    ~55 lesions per fold) replace the seeded random initialisation.
     """
     import time
 
@@ -208,6 +210,9 @@ def train_patch_classifier(model, images: np.ndarray, labels: np.ndarray,
     total_steps = int(total_steps or steps_per_epoch * settings.epochs)
     tx = make_optimizer(settings, total_steps)
     state = _create_state(model, tx, seed, settings.size)
+    if initial_variables is not None:
+        state = state.replace(params=initial_variables["params"], batch_stats=initial_variables["batch_stats"],
+                              opt_state=tx.init(initial_variables["params"]))
     step_fn = _train_step_fn()
     sampler = np.random.default_rng([seed, PURPOSE_PATCH_SAMPLING])
     score_patches = _lesion_score_fn(model)
