@@ -82,11 +82,10 @@ def window_scorer(checkpoint, *, tta_hflip: bool):
 
 
 def probabilities_from_logits(logits: np.ndarray, temperature: float) -> np.ndarray:
-    """Cancer probability ``(N,)`` from per-view logits ``(N, V, C)``, mean over views."""
-    z = np.asarray(logits, np.float64) / float(temperature)
-    z = z - z.max(axis=-1, keepdims=True)
-    p = np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
-    return p[..., POSITIVE_CLASS].mean(axis=1).astype(np.float32)
+    """Cancer probability ``(N,)``, float64, from per-view logits ``(N, V, C)``, mean over views."""
+    from mammojax.evaluation.calibration import apply_temperature
+
+    return apply_temperature(logits, temperature)[..., POSITIVE_CLASS].mean(axis=1)
 
 
 class Predictor:
@@ -140,7 +139,7 @@ class Predictor:
             raise ValueError(f"expected NHWC images, got shape {images.shape}")
         if self._windows is not None and len(images):
             logits = self._windows(images)
-            return logits, probabilities_from_logits(logits, self.temperature)
+            return logits, probabilities_from_logits(logits, self.temperature).astype(np.float32)
         n = images.shape[0]
         logits_parts, prob_parts = [], []
         for start in range(0, n, self.batch_size):

@@ -127,6 +127,7 @@ def load_app_model(path: str | os.PathLike, *, warm_up: bool = True) -> AppModel
 
     from mammojax.checkpoint import load_checkpoint
     from mammojax.inference import probabilities_from_logits, window_scorer
+    from mammojax.predict import config_tta
 
     checkpoint = load_checkpoint(path)
     explain = checkpoint.meta.get("config", {}).get("explain", {})
@@ -134,7 +135,7 @@ def load_app_model(path: str | os.PathLike, *, warm_up: bool = True) -> AppModel
     layer = explain.get("layer", "stage4")
     # Same probability as `mammojax predict`: the evaluation config decides
     # whether it averages over the image and its mirror.
-    tta_hflip = bool(checkpoint.meta.get("config", {}).get("eval", {}).get("tta_hflip", False))
+    tta_hflip = config_tta(checkpoint.meta)
     fn = jax.jit(functools.partial(_score_and_cam, checkpoint.model, method=method, layer=layer,
                                    temperature=checkpoint.temperature, tta_hflip=tta_hflip))
     variables = checkpoint.variables

@@ -46,10 +46,9 @@ class ScoredImages:
 
     def probabilities(self, temperature: float) -> np.ndarray:
         """Cancer probability at ``temperature``, averaged over TTA views."""
-        z = self.logits.astype(np.float64) / float(temperature)
-        z = z - z.max(axis=-1, keepdims=True)
-        p = np.exp(z) / np.exp(z).sum(axis=-1, keepdims=True)
-        return p[..., 1].mean(axis=1) if len(self.labels) else np.zeros(0)
+        from mammojax.inference import probabilities_from_logits
+
+        return probabilities_from_logits(self.logits, temperature) if len(self.labels) else np.zeros(0)
 
 
 def _nan_to_none(obj):

@@ -109,9 +109,9 @@ class Explainer:
         self._logits = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
         # A patch-recipe model's probability is its window score, as in `predict` (the map stays whole-film).
         from mammojax.inference import window_scorer
+        from mammojax.predict import config_tta
 
-        tta = bool(checkpoint.meta.get("config", {}).get("eval", {}).get("tta_hflip", False))
-        self._windows = window_scorer(checkpoint, tta_hflip=tta)
+        self._windows = window_scorer(checkpoint, tta_hflip=config_tta(checkpoint.meta))
 
     def _probability(self, logits: np.ndarray) -> np.ndarray:
         z = np.asarray(logits, np.float64) / self.temperature
