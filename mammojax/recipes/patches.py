@@ -209,13 +209,9 @@ def train_patch_classifier(model, images: np.ndarray, labels: np.ndarray,
     steps_per_epoch = max(1, patches_per_epoch(labels, lesions, settings) // settings.batch_size)
     total_steps = int(total_steps or steps_per_epoch * settings.epochs)
     tx = make_optimizer(settings, total_steps)
-    state = _create_state(model, tx, seed, settings.size)
-    if initial_variables is not None:
-        state = state.replace(params=initial_variables["params"], batch_stats=initial_variables["batch_stats"],
-                              opt_state=tx.init(initial_variables["params"]))
+    state = _create_state(model, tx, seed, settings.size, initial_variables)
     step_fn = _train_step_fn()
     sampler = np.random.default_rng([seed, PURPOSE_PATCH_SAMPLING])
-    score_patches = _lesion_score_fn(model)
     sites = negative_sites(images, labels, lesions, settings)
     step, epoch = 0, 0
     started = time.perf_counter()
@@ -223,7 +219,7 @@ def train_patch_classifier(model, images: np.ndarray, labels: np.ndarray,
         scorer = None
         if settings.hard_negative_fraction > 0 and step >= settings.hard_negative_start * total_steps:
             variables = {"params": state.params, "batch_stats": state.batch_stats}
-            scorer = functools.partial(_batched, score_patches, variables, batch_size=settings.batch_size * 4)
+            scorer = functools.partial(lesion_margins, model, variables, batch_size=settings.batch_size * 4)
         patches, patch_labels = sample_epoch(images, labels, lesions, settings, sampler, negative_scorer=scorer,
                                              sites=sites)
         if len(patches) < settings.batch_size:
@@ -267,13 +263,15 @@ def make_optimizer(settings: PatchSettings, total_steps: int):
     return optax.adamw(schedule, weight_decay=settings.weight_decay)
 
 
-def _create_state(model, tx, seed: int, size: int):
+def _create_state(model, tx, seed: int, size: int, variables: dict | None = None):
+    """The train state at ``variables``, or at the seeded random initialisation when None."""
     import jax
 
     from mammojax.train.state import TrainState
 
     key = jax.random.key(seed)
-    variables = _init_fn(model, size)(jax.random.fold_in(key, PURPOSE_PATCH_INIT))
+    if variables is None:
+        variables = _init_fn(model, size)(jax.random.fold_in(key, PURPOSE_PATCH_INIT))
     return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
                              batch_stats=variables["batch_stats"],
                              rng=jax.random.key_data(jax.random.fold_in(key, PURPOSE_PATCH_INIT + 1)))
