@@ -289,3 +289,19 @@ def test_patch_training_starts_from_given_weights():
     fresh = train_patch_classifier(model, images, labels, lesions, frozen, seed=0)
     differs = jax.tree_util.tree_map(lambda a, b: not np.array_equal(a, b), fresh["params"], start["params"])
     assert any(jax.tree_util.tree_leaves(differs))  # without them: the seeded random init
+
+
+def test_only_window_scoring_puts_a_scoring_entry_in_the_checkpoint():
+    """Predictor scores by windows exactly when tau was fitted on window scores."""
+    from mammojax.recipes.patch_train import window_scoring_meta
+
+    spec = importlib.util.spec_from_file_location("mias_config", REPO / "configs" / "mias.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    assert window_scoring_meta(config) == {"kind": "windows", "size": 64, "stride": 16, "top_k": 3}
+    config.eval.scoring = "whole"
+    assert window_scoring_meta(config) is None
+    config.eval.scoring = "tiles"
+    with pytest.raises(MammojaxError, match="eval.scoring must be 'windows' or 'whole'"):
+        window_scoring_meta(config)

@@ -63,7 +63,7 @@ def run_mias_cv(config, data_dir: str | os.PathLike, workdir: str | os.PathLike,
     from mammojax.data.records import load_dataset
     from mammojax.data.splits import check_no_leakage, kfold_patients, split_patients
     from mammojax.models import create_model
-    from mammojax.recipes.patch_train import initial_weights
+    from mammojax.recipes.patch_train import initial_weights, score_films
     from mammojax.recipes.patches import PatchSettings, patches_per_epoch, train_patch_classifier
 
     started = time.time()
@@ -129,8 +129,8 @@ def run_mias_cv(config, data_dir: str | os.PathLike, workdir: str | os.PathLike,
                                   [cache.lesions_input[i] for i in val_idx], settings, seed=seed * 1000 + fold)
         tta = bool(config.eval.tta_hflip)
         weight = float(config.eval.contralateral)
-        val_raw = score(model, variables, images[val_idx], config, tta)
-        test_raw = score(model, variables, images[test_idx], config, tta)
+        val_raw = score_films(model, variables, images[val_idx], config, tta)
+        test_raw = score_films(model, variables, images[test_idx], config, tta)
         val_logits = contralateral_logits(val_raw, patients[val_idx], weight)
         test_logits = contralateral_logits(test_raw, patients[test_idx], weight)
         operating = choose_operating_point(val_logits, labels[val_idx], patients[val_idx], config)
@@ -215,19 +215,6 @@ def patch_auc(model, variables, images, labels, lesions, settings, *, seed: int)
     if len(set(patch_labels.tolist())) < 2:
         return float("nan")
     return float(roc_auc(patch_labels, lesion_margins(model, variables, patches)))
-
-
-def score(model, variables: dict, images: np.ndarray, config, tta: bool) -> np.ndarray:
-    """Film logits by ``config.eval.scoring``: ``windows`` (patch-sized windows, top-k) or ``whole`` (score map)."""
-    from mammojax.recipes.patches import score_images, score_images_by_windows
-
-    if config.eval.scoring == "windows":
-        return score_images_by_windows(model, variables, images, size=int(config.patch.size),
-                                       stride=int(config.patch.window_stride), top_k=int(config.patch.window_top_k),
-                                       tta_hflip=tta)
-    if config.eval.scoring == "whole":
-        return score_images(model, variables, images, tta_hflip=tta)
-    raise MammojaxError(f"eval.scoring must be 'windows' or 'whole' (got {config.eval.scoring!r})")
 
 
 def contralateral_logits(logits: np.ndarray, patients, weight: float) -> np.ndarray:

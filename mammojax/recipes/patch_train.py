@@ -31,10 +31,32 @@ from mammojax.errors import MammojaxError
 RECIPE = "patches"
 
 
-def window_scoring_meta(config) -> dict:
-    """The checkpoint's ``scoring`` entry: how :class:`~mammojax.inference.Predictor` turns a film into a score."""
+def window_scoring_meta(config) -> dict | None:
+    """The checkpoint's ``scoring`` entry: how :class:`~mammojax.inference.Predictor` turns a film into a score.
+
+    None for ``eval.scoring = "whole"``: such a model scores a film in one pass, like any other.
+    """
+    if config.eval.scoring == "whole":
+        return None
+    if config.eval.scoring != "windows":
+        raise MammojaxError(f"eval.scoring must be 'windows' or 'whole' (got {config.eval.scoring!r})")
     return {"kind": "windows", "size": int(config.patch.size), "stride": int(config.patch.window_stride),
             "top_k": int(config.patch.window_top_k)}
+
+
+def score_films(model, variables, images: np.ndarray, config, tta: bool) -> np.ndarray:
+    """Film logits ``(N, 2)`` as :func:`window_scoring_meta` says a checkpoint of ``config`` scores them.
+
+    One definition for the CV, for the tau fitted here, and for the entry
+    ``Predictor`` reads, so the three cannot drift apart.
+    """
+    from mammojax.recipes.patches import score_images, score_images_by_windows
+
+    scoring = window_scoring_meta(config)
+    if scoring is None:
+        return score_images(model, variables, images, tta_hflip=tta)
+    return score_images_by_windows(model, variables, images, size=scoring["size"], stride=scoring["stride"],
+                                   top_k=scoring["top_k"], tta_hflip=tta)
 
 
 def initial_weights(config) -> dict | None:
@@ -56,7 +78,6 @@ def train_patch_recipe(config, workdir: str | Path, *, log: Callable[[str], None
 
     from mammojax.checkpoint import make_meta, save_checkpoint
     from mammojax.models import create_model
-    from mammojax.recipes.mias_cv import score
     from mammojax.recipes.patches import PatchSettings, train_patch_classifier
     from mammojax.train.curves import CURVES_FILE, plot_training_curves
     from mammojax.train.data import prepare_training_data
@@ -65,6 +86,7 @@ def train_patch_recipe(config, workdir: str | Path, *, log: Callable[[str], None
     if jax.process_count() > 1:
         raise MammojaxError("the patch recipe (train.recipe='patches') runs in one process; "
                             "start it without --coordinator/--num-processes")
+    scoring = window_scoring_meta(config)  # before training: a bad eval.scoring fails at once
     workdir = Path(workdir).absolute()
     best_dir = workdir / BEST_DIR
     if best_dir.exists():
@@ -87,12 +109,14 @@ def train_patch_recipe(config, workdir: str | Path, *, log: Callable[[str], None
                                        initial_variables=initial_weights(config))
 
     val_images, val_labels = data.val.load_arrays()
-    log(f"scoring {len(val_labels)} validation films by {settings.size} px windows")
-    val_logits = score(model, variables, val_images, config, bool(config.eval.tta_hflip))
+    log(f"scoring {len(val_labels)} validation films ({config.eval.scoring})")
+    val_logits = score_films(model, variables, val_images, config, bool(config.eval.tta_hflip))
     val = operating_point_metrics(val_logits, np.asarray(val_labels), config)
     history[-1].update({f"val_{k}": v for k, v in val.items() if isinstance(v, float)})
-    extra = {"epoch": len(history), "recipe": RECIPE, "scoring": window_scoring_meta(config),
+    extra = {"epoch": len(history), "recipe": RECIPE,
              "val_metrics": {k: (v if np.isfinite(v) else None) for k, v in val.items() if isinstance(v, float)}}
+    if scoring is not None:  # tau was fitted on window scores: predictions must be too
+        extra["scoring"] = scoring
     save_checkpoint(best_dir, variables,
                     make_meta(config, tau=val["tau"], temperature=val["temperature"], extra=extra))
     plot_training_curves(history, workdir / CURVES_FILE)
@@ -101,4 +125,4 @@ def train_patch_recipe(config, workdir: str | Path, *, log: Callable[[str], None
             "best_metrics": val, "steps": None, "history": history, "best_checkpoint": str(best_dir)}
 
 
-__all__ = ["train_patch_recipe", "initial_weights", "window_scoring_meta", "RECIPE"]
+__all__ = ["train_patch_recipe", "initial_weights", "window_scoring_meta", "score_films", "RECIPE"]
