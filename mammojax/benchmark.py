@@ -93,25 +93,11 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def make_programs(model, variables, *, method: str = "gradcam", layer: str = "stage4"):
-    """The two jitted programs we time: predict, and predict + Grad-CAM."""
-    import jax
+def make_scorer(model, variables, *, batch_size: int, method: str = "gradcam", layer: str = "stage4"):
+    """The :class:`mammojax.scoring.Scorer` whose compiled programs are timed (whole films, no TTA)."""
+    from mammojax.scoring import FilmScoring, Scorer
 
-    from mammojax.explain.cam import compute_cam, upsample_cam
-
-    @jax.jit
-    def predict(variables, images):
-        logits, _ = model.apply(variables, images, train=False)
-        return jax.nn.softmax(logits.astype("float32"))[:, 1]
-
-    @jax.jit
-    def predict_cam(variables, images):
-        heatmaps, logits = compute_cam(model, variables, images, method=method, layer=layer)
-        # Heatmaps at the input resolution, as a user of the overlay needs them.
-        heatmaps = upsample_cam(heatmaps, images.shape[1:3])
-        return jax.nn.softmax(logits.astype("float32"))[:, 1], heatmaps
-
-    return predict, predict_cam
+    return Scorer(model, variables, FilmScoring(cam_method=method, cam_layer=layer), batch_size=batch_size)
 
 
 def benchmark_model(name: str, *, image_size: int, batch_size: int, dtype: str = "float32",
@@ -127,9 +113,12 @@ def benchmark_model(name: str, *, image_size: int, batch_size: int, dtype: str =
     if variables is None:
         variables = jax.jit(lambda key: models.init_variables(model, key, image_size))(
             jax.random.key(seed))
-    images = jax.random.normal(jax.random.key(seed + 1), (batch_size, image_size, image_size, 1),
-                               jnp.float32)
-    predict, predict_cam = make_programs(model, variables)
+    scorer = make_scorer(model, variables, batch_size=batch_size)
+    # The scorer's own programs (what predict, explain and the page run), on its devices.
+    predict, predict_cam = scorer.programs()
+    variables = scorer.variables
+    images = scorer.put(np.asarray(jax.random.normal(jax.random.key(seed + 1),
+                                                     (scorer.batch_size, image_size, image_size, 1), jnp.float32)))
 
     flops = xla_flops(predict.lower(variables, images).compile())
     memory = xla_memory_mb(predict_cam.lower(variables, images).compile())

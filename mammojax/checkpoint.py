@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mammojax.errors import CheckpointError
+from mammojax.jsonio import write_json
 
 META_FILE = "mammojax.json"
 VARIABLES_DIR = "variables"
@@ -56,6 +57,11 @@ class Checkpoint:
         return float(self.meta.get("temperature", 1.0))
 
     @property
+    def patient_aggregate(self) -> str:
+        """How a patient's image scores become hers (mammojax.evaluation.aggregate)."""
+        return str(self.meta.get("patient_aggregate", "max"))
+
+    @property
     def preprocess_options(self) -> dict:
         """Keyword arguments for mammojax.data.preprocess.preprocess_image."""
         d = self.meta["data"]
@@ -64,7 +70,13 @@ class Checkpoint:
 
 
 def make_meta(config, *, tau: float = 0.5, temperature: float = 1.0, extra: dict | None = None) -> dict:
-    """Metadata for a checkpoint trained with ``config`` (a ConfigDict)."""
+    """Metadata for a checkpoint trained with ``config`` (a ConfigDict).
+
+    ``scoring`` says how its films are scored (:class:`mammojax.scoring.FilmScoring`):
+    tau and the temperature were fitted on films scored that way.
+    """
+    from mammojax.scoring.film_scoring import film_scoring_from_config
+
     meta = {
         "format": FORMAT_VERSION,
         "model": {"name": config.model.name, "num_classes": int(config.model.num_classes),
@@ -77,21 +89,12 @@ def make_meta(config, *, tau: float = 0.5, temperature: float = 1.0, extra: dict
         "threshold_policy": config.eval.threshold_policy,
         "patient_aggregate": config.eval.patient_aggregate,
         "class_names": ["normal", "cancer"],
+        "scoring": film_scoring_from_config(config).to_meta(),
         "config": config.to_dict(),
     }
     if extra:
         meta.update(extra)
     return meta
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
-        return obj.item()
-    return obj
 
 
 def save_checkpoint(directory: str | os.PathLike, variables: dict, meta: dict, *,
@@ -120,7 +123,7 @@ def save_checkpoint(directory: str | os.PathLike, variables: dict, meta: dict, *
         with ocp.StandardCheckpointer(multiprocessing_options=solo) as ckptr:
             ckptr.save(tmp / VARIABLES_DIR, state)
             ckptr.wait_until_finished()
-        (tmp / META_FILE).write_text(json.dumps(_jsonable(meta), indent=2, sort_keys=True))
+        write_json(tmp / META_FILE, meta)
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
             directory.rename(old)

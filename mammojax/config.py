@@ -86,7 +86,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.target = 0.9  # target sensitivity/specificity for those policies
     c.eval.patient_aggregate = "max"  # max | mean over a patient's views
     c.eval.calibrate = True  # fit temperature scaling on validation data
-    c.eval.tta_hflip = False  # average the score over the image and its mirror
+    c.eval.tta_hflip = False  # average the logits of the image and its mirror (mammojax.scoring)
+    # How a film is scored: "whole" (one pass of the model) or "windows" (patch-sized
+    # windows, needs a ``patch`` section; see mammojax.scoring.FilmScoring). Stored in checkpoints.
+    c.eval.scoring = "whole"
     c.eval.bootstrap = 1000  # bootstrap resamples (of patients) for the AUC CI
 
     c.explain = ml_collections.ConfigDict()

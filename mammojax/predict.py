@@ -128,37 +128,6 @@ def collect_inputs(inputs: Iterable[str | os.PathLike]) -> list[InputItem]:
     return items
 
 
-class Progress:
-    """A one-line progress report with images/s on stderr (silent when not a TTY)."""
-
-    def __init__(self, total: int, *, label: str = "images", stream: IO | None = None,
-                 enabled: bool | None = None):
-        self.total, self.label, self.done = total, label, 0
-        self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
-        self.start = time.perf_counter()
-        self._last = 0.0
-
-    @property
-    def rate(self) -> float:
-        elapsed = time.perf_counter() - self.start
-        return self.done / elapsed if elapsed > 0 else 0.0
-
-    def update(self, n: int = 1) -> None:
-        self.done += n
-        now = time.perf_counter()
-        if self.enabled and (now - self._last > 0.2 or self.done >= self.total):
-            self._last = now
-            self.stream.write(f"\r{self.done}/{self.total} {self.label} "
-                              f"{self.rate:.1f} {self.label}/s")
-            self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 class RowWriter:
     """Writes rows as CSV (header first) or JSON Lines, flushing each batch."""
 
@@ -182,11 +151,6 @@ def output_format(out: str | None, as_json: bool) -> str:
     if as_json or (out and out.lower().endswith((".jsonl", ".json"))):
         return "jsonl"
     return "csv"
-
-
-def config_tta(meta: dict) -> bool:
-    """Whether the checkpoint's training config asked for flip TTA at evaluation."""
-    return bool(meta.get("config", {}).get("eval", {}).get("tta_hflip", False))
 
 
 def check_output(out: str | None, *, overwrite: bool) -> None:
@@ -224,37 +188,46 @@ class PredictSummary:
     seconds: float = 0.0
 
 
-def predict_rows(predictor, items: list[InputItem]) -> Iterator[dict]:
-    """Image and error rows in input order, then one patient row per patient."""
-    tau = predictor.tau
-    names = predictor.class_names
-    patient_scores: dict[str, list[float]] = {}
-    by_path = [item.patient_id for item in items]
-    for item_patient, result in zip(by_path, predictor.predict_paths([i.path for i in items])):
+def predict_rows(scorer, items: list[InputItem], *, aggregate: str = "max") -> Iterator[dict]:
+    """Image and error rows in input order, then one patient row per patient.
+
+    Probabilities and decisions come from ``scorer`` (:class:`mammojax.scoring.Scorer`);
+    the patient score is :mod:`mammojax.evaluation.aggregate`'s (``max`` over her images
+    by default, the checkpoint's ``patient_aggregate``).
+    """
+    from mammojax.evaluation.aggregate import aggregate as aggregate_scores
+
+    names = scorer.class_names
+    scored_patients: list[str] = []
+    scores: list[float] = []
+    for item, result in zip(items, scorer.score_paths([i.path for i in items])):
         if not result.ok:
-            yield {"kind": "error", "path": result.path, "patient_id": item_patient,
-                   "error": result.error}
+            yield {"kind": "error", "path": result.path, "patient_id": item.patient_id, "error": result.error}
             continue
-        decision = int(result.probability >= tau)
-        patient_scores.setdefault(item_patient, []).append(result.probability)
-        yield {"kind": "image", "path": result.path, "patient_id": item_patient,
-               "probability": round(result.probability, 6), "decision": decision,
-               "label": names[decision]}
-    for patient, scores in patient_scores.items():
-        score = max(scores)
-        decision = int(score >= tau)
-        yield {"kind": "patient", "path": "", "patient_id": patient,
-               "probability": round(score, 6), "decision": decision, "label": names[decision],
-               "n_images": len(scores)}
+        decision = int(result.probability >= scorer.tau)
+        scored_patients.append(item.patient_id)
+        scores.append(result.probability)
+        yield {"kind": "image", "path": result.path, "patient_id": item.patient_id,
+               "probability": round(result.probability, 6), "decision": decision, "label": names[decision]}
+    if not scores:
+        return
+    grouped = aggregate_scores(None, scores, scored_patients, scored_patients, aggregate)
+    for patient, score, size in zip(grouped.keys, grouped.scores, grouped.sizes):
+        decision = int(score >= scorer.tau)
+        yield {"kind": "patient", "path": "", "patient_id": patient, "probability": round(float(score), 6),
+               "decision": decision, "label": names[decision], "n_images": int(size)}
 
 
-def run_predict(predictor, items: list[InputItem], stream: IO, fmt: str, *,
-                progress: Progress | None = None) -> PredictSummary:
-    """Scores ``items`` and writes every row to ``stream``; returns the counts."""
+def run_predict(scorer, items: list[InputItem], stream: IO, fmt: str, *, aggregate: str = "max",
+                progress=None) -> PredictSummary:
+    """Scores ``items`` and writes every row to ``stream``; returns the counts.
+
+    ``progress`` is a bar from :func:`mammojax.progress.progress_bar` (or None).
+    """
     writer = RowWriter(stream, fmt)
     summary = PredictSummary()
     start = time.perf_counter()
-    for row in predict_rows(predictor, items):
+    for row in predict_rows(scorer, items, aggregate=aggregate):
         writer.write(row)
         if row["kind"] == "patient":
             summary.patients += 1
@@ -264,8 +237,8 @@ def run_predict(predictor, items: list[InputItem], stream: IO, fmt: str, *,
         else:
             summary.failed += 1
         if progress is not None:
-            progress.update()
-        if (summary.scored + summary.failed) % predictor.batch_size == 0:
+            progress.update(1)
+        if (summary.scored + summary.failed) % scorer.batch_size == 0:
             writer.flush()
     writer.flush()
     summary.seconds = time.perf_counter() - start

@@ -48,7 +48,7 @@ def run_quickstart(workdir: str | Path, *, overrides=(), echo=print) -> dict:
     data_dir, options = dataset_options_for("synthetic", "", ckpt, ckpt.meta["config"], int(config.seed))
     records = select_split(load_dataset("synthetic", data_dir, **options).records,
                            ckpt.meta["config"], "test", int(config.seed))
-    explainer = explain_lib.Explainer(ckpt, method=config.explain.method, layer=config.explain.layer)
+    explainer = explain_lib.Explainer(ckpt)  # the checkpoint's heatmap: config.explain
     out_dir = workdir / "explain"
     out_dir.mkdir(parents=True, exist_ok=True)
     shown = ([r for r in records if r.label == 1][:EXPLAIN_PER_CLASS]

@@ -115,8 +115,10 @@ def main() -> None:
     images = rng.standard_normal((args.batch_size, args.image_size, args.image_size, 1)).astype(np.float32)
     x_torch = torch.from_numpy(np.repeat(images.transpose(0, 3, 1, 2), 3, axis=1).copy())
 
-    predict, predict_cam = bench.make_programs(model, variables)
-    x_jax = jax.device_put(images)
+    scorer = bench.make_scorer(model, variables, batch_size=args.batch_size)
+    predict, predict_cam = scorer.programs()
+    variables = scorer.variables
+    x_jax = scorer.put(images)
     compiled = predict_cam.lower(variables, x_jax).compile()
     flops = bench.xla_flops(compiled)
     start = time.perf_counter()
@@ -149,7 +151,10 @@ def main() -> None:
     torch_predict_ms, torch_cam_ms = pick("torch_predict"), pick("torch_cam")
 
     # Sanity: the two pipelines compute the same thing.
-    p_jax, cam_jax = predict_cam(variables, x_jax)
+    from mammojax.scoring import probabilities
+
+    cam_jax, logits_cam = predict_cam(variables, x_jax)
+    p_jax = probabilities(np.asarray(logits_cam))
     p_torch, cam_torch = run_torch(x_torch)
     prob_diff = float(np.max(np.abs(np.asarray(p_jax) - p_torch.numpy())))
     cam_diff = float(np.max(np.abs(np.asarray(cam_jax) - cam_torch.numpy())))

@@ -42,61 +42,6 @@ def test_png_upload_gives_probability_decision_and_overlay(app_model):
     assert analysis.meta["format"] == "png"
 
 
-def test_probability_matches_the_predict_command(app_model, checkpoint_dir, tmp_path):
-    from mammojax.checkpoint import load_checkpoint
-    from mammojax.inference import Predictor
-
-    data = png_bytes(100, 80, seed=3)
-    analysis = logic.analyse_upload(app_model, "view.png", data)
-
-    # The same image through the file-based path of `mammojax predict`.
-    path = tmp_path / "view.png"
-    path.write_bytes(data)
-    predictor = Predictor(load_checkpoint(checkpoint_dir), batch_size=1)
-    (prediction,) = predictor.predict_paths([path])
-    assert prediction.ok
-    assert analysis.probability == pytest.approx(prediction.probability, abs=1e-5)
-
-
-def test_a_window_scored_checkpoint_gives_the_page_the_predict_probability(tmp_path):
-    """A patch-recipe model scores films by windows: the page must show that score, not a whole-film pass."""
-    from mammojax.checkpoint import load_checkpoint
-    from mammojax.inference import Predictor
-    from mammojax.recipes.patches import score_images_by_windows
-
-    scoring = {"kind": "windows", "size": 32, "stride": 16, "top_k": 2}
-    directory = make_tiny_checkpoint(tmp_path / "windows", extra={"scoring": scoring})
-    model = logic.load_app_model(directory)
-    data = png_bytes(100, 80, seed=5)
-    analysis = logic.analyse_upload(model, "view.png", data)
-    (tmp_path / "view.png").write_bytes(data)
-    checkpoint = load_checkpoint(directory)
-    (prediction,) = Predictor(checkpoint, batch_size=1).predict_paths([tmp_path / "view.png"])
-    assert analysis.probability == pytest.approx(prediction.probability, abs=1e-5)
-
-    image = Predictor(checkpoint).load_image(tmp_path / "view.png")[0][None]
-    margin = score_images_by_windows(checkpoint.model, checkpoint.variables, image, size=32, stride=16, top_k=2,
-                                     tta_hflip=False)[0, 1]
-    whole = Predictor(load_checkpoint(make_tiny_checkpoint(tmp_path / "whole"))).predict_images(image)[0]
-    assert prediction.probability == pytest.approx(1 / (1 + np.exp(-margin / checkpoint.temperature)), abs=1e-5)
-    assert abs(prediction.probability - whole) > 1e-4  # the two scorings differ, so the check above means something
-
-    from mammojax.explain.explain import Explainer
-
-    _, explained = Explainer(checkpoint, layer="stage3").heatmaps(image)
-    assert explained[0] == pytest.approx(prediction.probability, abs=1e-5)  # `explain` reports the same score
-
-
-def test_an_unknown_film_scoring_is_refused(tmp_path):
-    from mammojax.checkpoint import load_checkpoint
-    from mammojax.errors import CheckpointError
-    from mammojax.inference import Predictor
-
-    directory = make_tiny_checkpoint(tmp_path / "future", extra={"scoring": {"kind": "lattice"}})
-    with pytest.raises(CheckpointError, match="unknown film scoring 'lattice'"):
-        Predictor(load_checkpoint(directory))
-
-
 def test_large_images_are_shown_downscaled(app_model):
     analysis = logic.analyse_upload(app_model, "big.png", png_bytes(1500, 1200))
     assert max(analysis.display_image.shape) == logic.DISPLAY_MAX_SIDE

@@ -50,7 +50,8 @@ def test_crop_stays_inside_the_image():
 
 
 def test_pooled_metrics_use_each_folds_threshold_and_patient_max():
-    from mammojax.recipes.mias_cv import patient_max, pool_folds
+    from mammojax.recipes.mias_cv import _by_patient as patient_max
+    from mammojax.recipes.mias_cv import pool_folds
 
     y, s, ids = patient_max([0, 1, 0, 0], [0.2, 0.9, 0.4, 0.1], ["a", "a", "b", "b"])
     assert ids == ["a", "b"] and list(y) == [1, 0] and list(s) == [0.9, 0.4]
@@ -204,8 +205,8 @@ def test_mias_config_trains_then_eval_and_predict_work_without_edits(tmp_path, m
 
     from mammojax.checkpoint import load_checkpoint
     from mammojax.cli import cli
-    from mammojax.inference import Predictor
-    from mammojax.recipes.patches import score_images_by_windows
+    from mammojax.scoring import Scorer
+    from scoring_support import brute_force_window_margin
 
     monkeypatch.setenv("MAMMOJAX_CACHE_DIR", str(tmp_path / "cache"))
     workdir = tmp_path / "wd"
@@ -218,7 +219,8 @@ def test_mias_config_trains_then_eval_and_predict_work_without_edits(tmp_path, m
     meta = json.loads((workdir / "best" / "mammojax.json").read_text())
     assert 0.0 <= meta["tau"] <= 1.0 and meta["temperature"] > 0
     assert meta["config"]["data"]["dataset"] == "mias" and meta["config"]["data"]["image_size"] == 64
-    assert meta["scoring"] == {"kind": "windows", "size": 32, "stride": 16, "top_k": 3}
+    assert {k: meta["scoring"][k] for k in ("kind", "size", "stride", "top_k", "tta_hflip")} == \
+        {"kind": "windows", "size": 32, "stride": 16, "top_k": 3, "tta_hflip": True}
     assert (workdir / "training_curves.png").stat().st_size > 0
 
     # The same command again must not retrain over the model it made.
@@ -251,9 +253,8 @@ def test_mias_config_trains_then_eval_and_predict_work_without_edits(tmp_path, m
 
     # predict's probability is the window score at the stored temperature, not a whole-film pass.
     checkpoint = load_checkpoint(workdir)
-    predictor = Predictor(checkpoint, tta_hflip=True)
-    image = predictor.load_image(films / Path(rows[0]["path"]).name)[0][None]
-    margin = score_images_by_windows(checkpoint.model, checkpoint.variables, image, size=32, stride=16, top_k=3)[0, 1]
+    image = Scorer.from_checkpoint(checkpoint).read(films / Path(rows[0]["path"]).name).image
+    margin = brute_force_window_margin(checkpoint.model, checkpoint.variables, image, size=32, stride=16, top_k=3)
     expected = 1.0 / (1.0 + np.exp(-margin / checkpoint.temperature))
     assert float(rows[0]["probability"]) == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
@@ -291,17 +292,19 @@ def test_patch_training_starts_from_given_weights():
     assert any(jax.tree_util.tree_leaves(differs))  # without them: the seeded random init
 
 
-def test_only_window_scoring_puts_a_scoring_entry_in_the_checkpoint():
-    """Predictor scores by windows exactly when tau was fitted on window scores."""
+def test_only_window_scoring_puts_a_window_entry_in_the_checkpoint():
+    """The scorer scores by windows exactly when tau was fitted on window scores."""
     from mammojax.recipes.patch_train import window_scoring_meta
 
     spec = importlib.util.spec_from_file_location("mias_config", REPO / "configs" / "mias.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config()
-    assert window_scoring_meta(config) == {"kind": "windows", "size": 64, "stride": 16, "top_k": 3}
+    entry = window_scoring_meta(config)
+    assert {k: entry[k] for k in ("kind", "size", "stride", "top_k")} == \
+        {"kind": "windows", "size": 64, "stride": 16, "top_k": 3}
     config.eval.scoring = "whole"
     assert window_scoring_meta(config) is None
     config.eval.scoring = "tiles"
-    with pytest.raises(MammojaxError, match="eval.scoring must be 'windows' or 'whole'"):
+    with pytest.raises(MammojaxError, match="eval.scoring must be one of whole, windows"):
         window_scoring_meta(config)

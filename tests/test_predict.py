@@ -1,4 +1,4 @@
-"""Predictor and `mammojax predict` on a tiny checkpoint and files written here."""
+"""`mammojax predict` on a tiny checkpoint and files written here."""
 
 from __future__ import annotations
 
@@ -62,27 +62,6 @@ def test_collect_inputs_folders_manifest_and_missing(tmp_path, image_folder):
         collect_inputs([tmp_path / "nope.png"])
 
 
-def test_predictor_pads_batches_and_matches_one_by_one(checkpoint):
-    from mammojax.checkpoint import load_checkpoint
-    from mammojax.inference import Predictor
-
-    ckpt = load_checkpoint(checkpoint)
-    predictor = Predictor(ckpt, batch_size=4)
-    images = np.random.default_rng(0).normal(size=(6, 32, 32, 1)).astype(np.float32)
-    probs = predictor.predict_images(images)  # one full batch + a padded partial one
-    assert probs.shape == (6,) and np.all((probs >= 0) & (probs <= 1))
-    single = np.concatenate([predictor.predict_images(images[i:i + 1]) for i in range(6)])
-    np.testing.assert_allclose(probs, single, atol=1e-5)
-    assert predictor._jitted._cache_size() == 1  # padding kept one compiled program
-    logits = predictor.predict_logits(images)
-    z = logits[:, 0, :] / ckpt.temperature
-    expected = np.exp(z[:, 1]) / np.exp(z).sum(1)
-    np.testing.assert_allclose(probs, expected, atol=1e-5)  # temperature before softmax
-    tta = Predictor(ckpt, batch_size=4, tta_hflip=True).predict_images(images)
-    mirrored = predictor.predict_images(images[:, :, ::-1])
-    np.testing.assert_allclose(tta, (probs + mirrored) / 2, atol=1e-5)
-
-
 def test_predict_cli_scores_files_and_reports_bad_ones(checkpoint, image_folder, tmp_path, capsys):
     out = tmp_path / "scores.csv"
     runner = CliRunner()
@@ -131,13 +110,13 @@ def test_score_records_without_cache_skips_unreadable(checkpoint, image_folder):
     from mammojax.checkpoint import load_checkpoint
     from mammojax.data.records import Record
     from mammojax.evaluation.evaluate import score_records
-    from mammojax.inference import Predictor
+    from mammojax.scoring import Scorer
 
     paths = sorted(image_folder.rglob("*.png"))
     records = [Record(path=str(p), label=i % 2, patient_id=patient_from_path(p), laterality="L")
                for i, p in enumerate(paths)]
-    predictor = Predictor(load_checkpoint(checkpoint), batch_size=2)
-    scored = score_records(predictor, records, cache_dir=None, progress=False)
+    scorer = Scorer.from_checkpoint(load_checkpoint(checkpoint), batch_size=2)
+    scored = score_records(scorer, records, cache_dir=None, progress=False)
     assert len(scored.paths) == 3 and [Path(p).name for p, _ in scored.excluded] == ["broken.png"]
-    direct = predictor.predict_images(np.stack([predictor.load_image(p)[0] for p in scored.paths]))
-    np.testing.assert_allclose(scored.probabilities(predictor.temperature), direct, atol=1e-5)
+    direct = scorer.probabilities(np.stack([scorer.read(p).image for p in scored.paths]))
+    np.testing.assert_allclose(scored.probabilities(scorer.temperature), direct, atol=1e-6)

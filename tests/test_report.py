@@ -12,7 +12,7 @@ from mammojax.evaluation.evaluate import ScoredImages, summarize, write_outputs
 from mammojax.evaluation.metrics import classification_metrics
 
 
-def _scored(seed=0, n_patients=30, scale=3.0, views=2):
+def _scored(seed=0, n_patients=30, scale=3.0):
     """Four images per patient (two per breast); over-confident logits (scale)."""
     rng = np.random.default_rng(seed)
     patients = np.repeat([f"P{i:03d}" for i in range(n_patients)], 4)
@@ -20,7 +20,7 @@ def _scored(seed=0, n_patients=30, scale=3.0, views=2):
     labels = np.repeat(rng.integers(0, 2, n_patients), 4)
     z = rng.normal(labels * 1.5 - 0.75, 1.0)
     logit = np.stack([np.zeros_like(z), z * scale], axis=1)
-    logits = np.repeat(logit[:, None, :], views, axis=1)
+    logits = logit  # film logits (N, C), as mammojax.scoring.Scorer returns them
     paths = [f"/data/{p}_{i}.png" for i, p in enumerate(patients)]
     return ScoredImages(paths=paths, labels=labels, patient_ids=list(patients),
                         lateralities=sides, logits=logits, excluded=[("/data/bad.png", "corrupt")])
@@ -77,9 +77,9 @@ def test_one_class_data_gives_null_auc_not_a_crash(tmp_path):
     scored = _scored(3)
     scored.labels = np.zeros_like(scored.labels)
     result = summarize(scored, tau=0.5, n_bootstrap=20)
-    from mammojax.evaluation.evaluate import _nan_to_none
+    from mammojax.jsonio import json_safe
 
-    clean = _nan_to_none(result)
+    clean = json_safe(result)
     assert clean["levels"]["image"]["auc"] is None
     write_outputs(tmp_path, clean, scored, temperature=1.0)
     assert "n/a" in (tmp_path / "report.md").read_text()

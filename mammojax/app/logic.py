@@ -22,11 +22,12 @@ import io
 import json
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from mammojax.errors import ImageReadError, MammojaxError
+from mammojax.evaluation.aggregate import AGGREGATES as PATIENT_AGGREGATES
 
 DISCLAIMER = ("Research tool, not a medical device. Its output is not a diagnosis and must "
               "not guide patient care; every image needs a qualified reader.")
@@ -37,7 +38,6 @@ ACCEPTED_TYPES = ("png", "jpg", "jpeg", "tif", "tiff", "pgm", "pnm", "dcm", "dic
 # for a screen, and it keeps the overlay PNG small for a full-field mammogram.
 DISPLAY_MAX_SIDE = 1024
 DEFAULT_PATIENT = "Patient 1"
-PATIENT_AGGREGATES = ("max", "mean")
 
 GUIDANCE = """\
 The page needs a trained model (a mammojax checkpoint directory). Get one with:
@@ -57,17 +57,26 @@ Then start the page with `mammojax app --checkpoint DIR`.
 
 @dataclasses.dataclass(frozen=True)
 class AppModel:
-    """A loaded checkpoint plus the one jitted function the page calls."""
+    """A loaded checkpoint's scorer: the page's probabilities and heatmaps come from it alone."""
 
-    checkpoint: Any  # mammojax.checkpoint.Checkpoint
-    cam_method: str
-    cam_layer: str
-    # (1, S, S, 1) float32 -> (probability (), heatmap (S, S) in [0, 1])
-    score_and_cam: Callable[[np.ndarray], tuple[Any, Any]]
+    scorer: Any  # mammojax.scoring.Scorer, batch size 1
+
+    @property
+    def checkpoint(self):
+        return self.scorer.checkpoint
+
+    @property
+    def cam_method(self) -> str:
+        return "window margins" if self.scorer.scoring.windows else self.scorer.scoring.cam_method
+
+    @property
+    def cam_layer(self) -> str:
+        scoring = self.scorer.scoring
+        return f"{scoring.window_size} px windows" if scoring.windows else scoring.cam_layer
 
     @property
     def tau(self) -> float:
-        return self.checkpoint.tau
+        return self.scorer.tau
 
     @property
     def image_size(self) -> int:
@@ -75,8 +84,13 @@ class AppModel:
 
     @property
     def patient_aggregate(self) -> str:
-        aggregate = self.checkpoint.meta.get("patient_aggregate", "max")
+        aggregate = self.checkpoint.patient_aggregate
         return aggregate if aggregate in PATIENT_AGGREGATES else "max"
+
+    def score_and_cam(self, images: np.ndarray) -> tuple[float, np.ndarray]:
+        """``(probability, heatmap (H, W) in [0, 1])`` of one preprocessed film ``(1, H, W, 1)``."""
+        heatmaps, logits = self.scorer.explain(images)
+        return float(self.scorer.probability_of(logits)[0]), heatmaps[0]
 
     def describe(self) -> dict:
         """Facts about the model for the page's sidebar and the report."""
@@ -86,9 +100,11 @@ class AppModel:
             "checkpoint": self.checkpoint.path.name,
             "image_size": self.image_size,
             "tau": self.tau,
-            "temperature": self.checkpoint.temperature,
+            "temperature": self.scorer.temperature,
             "threshold_policy": meta.get("threshold_policy"),
             "trained_on": meta.get("data", {}).get("dataset"),
+            "scoring": self.scorer.scoring.kind,
+            "tta_hflip": self.scorer.scoring.tta_hflip,
             "cam_method": self.cam_method,
             "cam_layer": self.cam_layer,
             "patient_aggregate": self.patient_aggregate,
@@ -113,80 +129,21 @@ def checkpoint_problem(path: str | os.PathLike | None) -> str | None:
 
 
 def load_app_model(path: str | os.PathLike, *, warm_up: bool = True) -> AppModel:
-    """Loads a checkpoint and compiles the scoring + Grad-CAM function.
+    """Loads a checkpoint's scorer (the same one ``predict`` and ``explain`` use).
 
-    ``warm_up`` compiles it now (a few seconds, once per server) so the first
-    upload is answered at full speed.
+    ``warm_up`` compiles its heatmap program now (a few seconds, once per
+    server) so the first upload is answered at full speed.
     """
     from mammojax import runtime
 
     runtime.setup()
-    import functools
+    from mammojax.scoring import Scorer
 
-    import jax
-
-    from mammojax.checkpoint import load_checkpoint
-    from mammojax.inference import probabilities_from_logits, window_scorer
-    from mammojax.predict import config_tta
-
-    checkpoint = load_checkpoint(path)
-    explain = checkpoint.meta.get("config", {}).get("explain", {})
-    method = explain.get("method", "gradcam")
-    layer = explain.get("layer", "stage4")
-    # Same probability as `mammojax predict`: the evaluation config decides
-    # whether it averages over the image and its mirror.
-    tta_hflip = config_tta(checkpoint.meta)
-    fn = jax.jit(functools.partial(_score_and_cam, checkpoint.model, method=method, layer=layer,
-                                   temperature=checkpoint.temperature, tta_hflip=tta_hflip))
-    variables = checkpoint.variables
-    windows = window_scorer(checkpoint, tta_hflip=tta_hflip)
-
-    def score_and_cam(images: np.ndarray):
-        probability, heatmap = fn(variables, images)
-        if windows is not None:  # a patch-recipe model: the film's score is its windows' (as `predict`)
-            probability = probabilities_from_logits(windows(np.asarray(images)), checkpoint.temperature)[0]
-        return probability, heatmap
-
-    model = AppModel(checkpoint=checkpoint, cam_method=method, cam_layer=layer,
-                     score_and_cam=score_and_cam)
+    model = AppModel(scorer=Scorer.from_checkpoint(path, batch_size=1))
     if warm_up:
-        size = checkpoint.image_size
-        jax.block_until_ready(score_and_cam(np.zeros((1, size, size, 1), np.float32)))
+        size = model.image_size
+        model.score_and_cam(np.zeros((1, size, size, 1), np.float32))
     return model
-
-
-def _score_and_cam(model, variables, images, *, method: str, layer: str, temperature: float,
-                   tta_hflip: bool):
-    """Cancer probability and Grad-CAM map of one image.
-
-    The map and the probability come from the same forward pass; flip
-    test-time augmentation adds one more pass for the probability only.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    from mammojax.explain.cam import compute_cam, upsample_cam
-
-    num_classes = int(model.num_classes)
-    target = 1 if num_classes >= 2 else 0  # class 1 is "cancer"; a 1-logit model scores it directly
-    heatmaps, logits = compute_cam(model, variables, images, method=method, layer=layer,
-                                   target_class=target)
-    probability = probability_from_logits(logits, temperature)
-    if tta_hflip:
-        mirrored = model.apply(variables, jnp.flip(images, axis=2), train=False)[0]
-        probability = 0.5 * (probability + probability_from_logits(mirrored, temperature))
-    heatmap = upsample_cam(heatmaps, images.shape[1:3])
-    return probability[0], jnp.clip(heatmap[0], 0.0, 1.0)
-
-
-def probability_from_logits(logits, temperature: float):
-    """Temperature-scaled probability of class 1 (cancer), as the checkpoint was calibrated."""
-    import jax
-
-    scaled = logits.astype("float32") / temperature
-    if scaled.shape[-1] == 1:
-        return jax.nn.sigmoid(scaled[..., 0])
-    return jax.nn.softmax(scaled, axis=-1)[..., 1]
 
 
 # --- one uploaded file -------------------------------------------------------
@@ -233,16 +190,10 @@ def analyse_upload(model: AppModel, name: str, data: bytes, *,
     Raises:
         ImageReadError: the bytes are not a readable image (named by ``name``).
     """
-    from mammojax.data.preprocess import preprocess_image
-
     if max_pixels is None:
-        max_pixels = model.checkpoint.meta.get("config", {}).get("data", {}).get("max_pixels")
+        max_pixels = model.scorer.max_pixels
     loaded = read_upload(name, data, max_pixels=max_pixels)
-    options = dict(model.checkpoint.preprocess_options)
-    try:
-        prepared = preprocess_image(loaded.pixels, laterality=loaded.meta.laterality, **options)
-    except ValueError as err:  # a degenerate image (e.g. one pixel): report it, keep serving
-        raise ImageReadError(name, f"cannot preprocess ({err})") from None
+    prepared = model.scorer.prepare(loaded.pixels, loaded.meta.laterality, name=name)
     batch = np.asarray(prepared.image, np.float32)[None]
     probability, heatmap = model.score_and_cam(batch)
     heatmap_original = np.asarray(prepared.geometry.to_original(np.asarray(heatmap)), np.float32)
@@ -381,18 +332,18 @@ def summarise_patients(items: Iterable[tuple[str, ImageAnalysis]], *, aggregate:
     woman) or the mean of her image probabilities; patients keep the order in
     which they first appear.
     """
+    from mammojax.evaluation.aggregate import aggregate as aggregate_scores
+
     if aggregate not in PATIENT_AGGREGATES:
         raise MammojaxError(f"unknown patient aggregate {aggregate!r}; valid: {', '.join(PATIENT_AGGREGATES)}")
-    groups: dict[str, list[ImageAnalysis]] = {}
-    for label, analysis in items:
-        groups.setdefault(label.strip() or DEFAULT_PATIENT, []).append(analysis)
-    summaries = []
-    for label, analyses in groups.items():
-        probabilities = [a.probability for a in analyses]
-        score = max(probabilities) if aggregate == "max" else float(np.mean(probabilities))
-        summaries.append(PatientSummary(label=label, image_names=tuple(a.name for a in analyses),
-                                        score=float(score), aggregate=aggregate, tau=tau))
-    return summaries
+    items = [(label.strip() or DEFAULT_PATIENT, analysis) for label, analysis in items]
+    if not items:
+        return []
+    labels = [label for label, _ in items]
+    grouped = aggregate_scores(None, [a.probability for _, a in items], labels, labels, aggregate)
+    return [PatientSummary(label=label, image_names=tuple(a.name for key, a in items if key == label),
+                           score=float(score), aggregate=aggregate, tau=tau)
+            for label, score in zip(grouped.keys, grouped.scores)]
 
 
 def build_report(model_facts: dict, items: Sequence[tuple[str, ImageAnalysis]],

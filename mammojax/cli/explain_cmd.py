@@ -17,9 +17,9 @@ import click
 @click.argument("inputs", nargs=-1, type=click.Path())
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output folder for overlays, panels, heatmaps and explanations.jsonl.")
-@click.option("--method", default="gradcam", show_default=True,
-              type=click.Choice(["gradcam", "gradcam++", "hirescam"]))
-@click.option("--layer", default="stage4", show_default=True, help="Feature map to explain.")
+@click.option("--method", default=None, type=click.Choice(["gradcam", "gradcam++", "hirescam"]),
+              help="Heatmap method (default: the checkpoint's; window-scored models show window margins).")
+@click.option("--layer", default=None, help="Feature map to explain (default: the checkpoint's, e.g. stage3).")
 @click.option("--alpha", default=0.4, show_default=True, type=click.FloatRange(0.0, 1.0),
               help="Heatmap opacity in the overlay.")
 @click.option("--colormap", default="jet", show_default=True,

@@ -19,7 +19,8 @@ import click
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--json", "as_json", is_flag=True, help="Write JSON Lines instead of CSV.")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 4096))
-@click.option("--tta-hflip", is_flag=True, help="Average over the image and its mirror.")
+@click.option("--tta-hflip", is_flag=True,
+              help="Also average over each image's mirror (default: as the checkpoint scores films).")
 def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
     """Score INPUTS (image files, folders searched recursively, or .csv manifests
     with a `path` column) and write one row per image, one error row per
@@ -36,16 +37,15 @@ def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
     from mammojax import runtime
 
     runtime.setup()
-    from mammojax.checkpoint import load_checkpoint
-    from mammojax.inference import Predictor
+    from mammojax.progress import progress_bar
+    from mammojax.scoring import Scorer
 
-    ckpt = load_checkpoint(checkpoint)
-    tta = tta_hflip or lib.config_tta(ckpt.meta)
-    predictor = Predictor(ckpt, batch_size=batch_size, tta_hflip=tta)
+    scorer = Scorer.from_checkpoint(checkpoint, batch_size=batch_size, tta_hflip=True if tta_hflip else None)
     stream = lib.open_output(out, overwrite=overwrite)
-    progress = lib.Progress(len(items))
+    progress = progress_bar(len(items), desc="predict")
     try:
-        summary = lib.run_predict(predictor, items, stream, fmt, progress=progress)
+        summary = lib.run_predict(scorer, items, stream, fmt, progress=progress,
+                                  aggregate=scorer.checkpoint.patient_aggregate)
     finally:
         progress.close()
         if stream is not sys.stdout:

@@ -41,7 +41,6 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import uuid
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -49,6 +48,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from mammojax.errors import MammojaxError
+from mammojax.progress import progress_bar
 
 CACHE_FORMAT_VERSION = 1
 INDEX_NAME = "index.json"
@@ -238,7 +238,7 @@ def _write_cache(directory: Path, records: list, options: dict, fingerprint: str
     per_shard = max(1, SHARD_BYTES // example_bytes)
     writer = _ShardWriter(directory, per_shard)
     examples, excluded = [], []
-    bar = _progress_bar(len(records), enabled=progress)
+    bar = progress_bar(len(records), desc="decoding", enabled=progress)
     try:
         for record, outcome in _decode_all(records, options, workers):
             if isinstance(outcome, str):
@@ -368,10 +368,3 @@ def _record_from_json(data: dict):
                   laterality=data["laterality"], view=data["view"],
                   lesions=tuple(Lesion(**lesion) for lesion in data["lesions"]),
                   extra=tuple(tuple(item) for item in data["extra"]))
-
-
-def _progress_bar(total: int, *, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="img", desc="decoding", disable=not enabled,
-                file=sys.stderr, dynamic_ncols=True, smoothing=0.1)

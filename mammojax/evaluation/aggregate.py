@@ -46,11 +46,14 @@ def group_keys(patient_ids, lateralities, level: str) -> list:
 
 
 def aggregate(labels, scores, keys, patient_ids, how: str = "max") -> Grouped:
-    """Reduces image scores to one score per key (``how`` = max | mean)."""
+    """Reduces image scores to one score per key (``how`` = max | mean).
+
+    ``labels`` may be None (scoring without ground truth): group labels are then 0.
+    """
     if how not in AGGREGATES:
         raise ConfigError(f"unknown patient aggregate {how!r}; valid: {', '.join(AGGREGATES)}")
-    y = np.asarray(labels).astype(np.int64).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
+    y = np.zeros(s.size, np.int64) if labels is None else np.asarray(labels).astype(np.int64).ravel()
     index_of: dict = {}
     order: list = []
     patients: list = []

@@ -41,27 +41,14 @@ class ScoredImages:
     labels: np.ndarray  # (N,) int
     patient_ids: list[str]
     lateralities: list[str | None]
-    logits: np.ndarray  # (N, V, C) raw logits, V = 2 with flip TTA
+    logits: np.ndarray  # (N, C) film logits from mammojax.scoring.Scorer (TTA already applied)
     excluded: list = dataclasses.field(default_factory=list)  # (path, reason)
 
     def probabilities(self, temperature: float) -> np.ndarray:
-        """Cancer probability at ``temperature``, averaged over TTA views."""
-        from mammojax.inference import probabilities_from_logits
+        """Lesion-class probability of each image at ``temperature`` (mammojax.scoring.probabilities)."""
+        from mammojax.scoring.scorer import probabilities
 
-        return probabilities_from_logits(self.logits, temperature) if len(self.labels) else np.zeros(0)
-
-
-def _nan_to_none(obj):
-    """JSON has no NaN: undefined metrics are written as null."""
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, np.generic):
-        return _nan_to_none(obj.item())
-    return obj
+        return probabilities(self.logits, temperature) if len(self.labels) else np.zeros(0)
 
 
 def summarize(scored: ScoredImages, *, tau: float, temperature: float = 1.0,
@@ -162,62 +149,47 @@ def select_split(records, config: dict, split: str, seed: int):
     return list(subset)
 
 
-def score_records(predictor, records, *, cache_dir: str | os.PathLike | None = None,
+def score_records(scorer, records, *, cache_dir: str | os.PathLike | None = None,
                   progress: bool = True, max_pixels: int = 80_000_000) -> ScoredImages:
-    """Scores records through the decoded-image cache (or reads them directly).
+    """Scores records with ``scorer`` (:class:`mammojax.scoring.Scorer`) through the decoded-image cache.
 
-    Unreadable files are skipped and listed in ``excluded``.
+    Without ``cache_dir`` the files are read directly. Unreadable files are
+    skipped and listed in ``excluded``.
     """
-    from mammojax.predict import Progress
+    from mammojax.progress import progress_bar
 
     records = list(records)
-    try:
+    bar = progress_bar(len(records), desc="eval", enabled=None if progress else False)
+    kept, excluded, logits = [], [], []
+    if cache_dir is not None:
         from mammojax.data.cache import prepare_cache
         from mammojax.data.pipeline import eval_batches
-    except ImportError:  # the pipeline is optional for evaluation
-        prepare_cache = None
-    if prepare_cache is not None and cache_dir is not None:
-        opts = predictor.checkpoint.preprocess_options
+
+        opts = scorer.preprocess_options
         cache = prepare_cache(records, cache_dir=cache_dir, image_size=opts["image_size"],
                               orient=opts["orient"], crop_breast=opts["crop_breast"],
                               max_pixels=max_pixels, progress=progress)
-        bar = Progress(cache.num_examples, enabled=None if progress else False)
-        logits = []
-        for batch in eval_batches(cache, predictor.batch_size):
-            batch_logits = predictor.predict_logits(batch["image"])[batch["mask"]]
-            logits.append(batch_logits)
-            bar.update(len(batch_logits))
-        bar.close()
+        bar.total = cache.num_examples
+        for batch in eval_batches(cache, scorer.batch_size):
+            logits.append(scorer.logits(batch["image"][batch["mask"]]))
+            bar.update(len(logits[-1]))
         kept = list(cache.records)
         excluded = [(e.path, e.reason) for e in cache.excluded]
-        stacked = np.concatenate(logits) if logits else _empty_logits(predictor)
     else:
-        bar = Progress(len(records), enabled=None if progress else False)
-        kept, excluded, logits = [], [], []
-        for start in range(0, len(records), predictor.batch_size):
-            chunk = records[start:start + predictor.batch_size]
-            images = []
-            for record in chunk:
-                try:
-                    images.append(predictor.load_image(record.path)[0])
-                    kept.append(record)
-                except MammojaxError as err:
-                    excluded.append((record.path, str(err)))
-            if images:
-                logits.append(predictor.predict_logits(np.stack(images)))
-            bar.update(len(chunk))
-        bar.close()
-        stacked = np.concatenate(logits) if logits else _empty_logits(predictor)
+        for record in records:
+            try:
+                logits.append(scorer.logits(scorer.read(record.path, record.laterality).image[None]))
+                kept.append(record)
+            except MammojaxError as err:
+                excluded.append((record.path, str(err)))
+            bar.update(1)
+    bar.close()
+    stacked = np.concatenate(logits) if logits else np.zeros((0, scorer.num_classes))
     return ScoredImages(paths=[r.path for r in kept],
                         labels=np.asarray([int(r.label) for r in kept], dtype=np.int64),
                         patient_ids=[str(r.patient_id) for r in kept],
                         lateralities=[r.laterality for r in kept], logits=stacked,
                         excluded=excluded)
-
-
-def _empty_logits(predictor) -> np.ndarray:
-    views = 2 if predictor.tta_hflip else 1
-    return np.zeros((0, views, int(predictor.checkpoint.meta["model"]["num_classes"])), np.float32)
 
 
 def dataset_options_for(dataset: str, data_dir, ckpt, config: dict, seed: int) -> tuple[str, dict]:
@@ -251,7 +223,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
     from mammojax import runtime
     from mammojax.checkpoint import load_checkpoint
     from mammojax.data.records import load_dataset
-    from mammojax.inference import Predictor
+    from mammojax.jsonio import json_safe
+    from mammojax.scoring import Scorer
 
     ckpt = load_checkpoint(checkpoint)
     config = ckpt.meta.get("config", {}) or {}
@@ -260,10 +233,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
     if task is None:
         task = trained_on.get("task", "default") if trained_on.get("dataset") == dataset else "default"
     seed = int(config.get("seed", 0) if seed is None else seed)
-    tta = bool(eval_cfg.get("tta_hflip", False)) if tta_hflip is None else bool(tta_hflip)
     n_bootstrap = int(eval_cfg.get("bootstrap", 1000) if n_bootstrap is None else n_bootstrap)
     batch_size = int(batch_size or config.get("train", {}).get("eval_batch_size", 32))
-    aggregate_how = ckpt.meta.get("patient_aggregate", eval_cfg.get("patient_aggregate", "max"))
+    aggregate_how = ckpt.patient_aggregate
 
     data_dir, options = dataset_options_for(dataset, data_dir, ckpt, config, seed)
     loaded = load_dataset(dataset, data_dir, task=task, **options)
@@ -272,8 +244,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
         raise MammojaxError(f"split {split!r} of dataset {dataset!r} is empty")
     if cache_dir is None:
         cache_dir = config.get("data", {}).get("cache_dir") or (runtime.default_cache_dir() / "eval")
-    predictor = Predictor(ckpt, batch_size=batch_size, tta_hflip=tta)
-    scored = score_records(predictor, records, cache_dir=cache_dir, progress=progress,
+    scorer = Scorer.from_checkpoint(ckpt, batch_size=batch_size, tta_hflip=tta_hflip)
+    tta = scorer.scoring.tta_hflip
+    scored = score_records(scorer, records, cache_dir=cache_dir, progress=progress,
                            max_pixels=int(config.get("data", {}).get("max_pixels", 80_000_000)))
     result = summarize(scored, tau=ckpt.tau, temperature=ckpt.temperature,
                        patient_aggregate=aggregate_how, n_bootstrap=n_bootstrap, seed=seed,
@@ -281,7 +254,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
                        target=float(eval_cfg.get("target", 0.9) if target is None else target))
     result = {"checkpoint": str(ckpt.path), "model": ckpt.model_name, "dataset": dataset,
               "task": task, "split": split, "seed": seed, "tta_hflip": tta, **result}
-    result = _nan_to_none(result)
+    result = json_safe(result)
     if out_dir is not None:
         write_outputs(out_dir, result, scored, temperature=ckpt.temperature, report=report)
     return result
@@ -291,12 +264,13 @@ def write_outputs(out_dir: str | os.PathLike, result: dict, scored: ScoredImages
                   temperature: float, report: bool = True) -> dict[str, Path]:
     """``metrics.json``, ``scores.csv`` and (with ``report``) report.html/.md."""
     import csv
-    import json
+
+    from mammojax.jsonio import write_json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {"metrics": out / "metrics.json", "scores": out / "scores.csv"}
-    written["metrics"].write_text(json.dumps(result, indent=2, allow_nan=False) + "\n")
+    write_json(written["metrics"], result)
     probs = scored.probabilities(temperature)
     with open(written["scores"], "w", newline="") as f:
         writer = csv.writer(f)

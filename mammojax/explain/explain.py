@@ -1,16 +1,13 @@
 """The library behind ``mammojax explain``: heatmaps for files, outputs, evaluation.
 
-:class:`Explainer` wraps a loaded checkpoint with one compiled Grad-CAM program
-(heatmap upsampled to the model input, logits) and one compiled prediction
-program (for deletion tests). Both always run on batches of ``batch_size``
-images, the last one padded, so XLA compiles once per explainer.
+:class:`Explainer` pairs the heatmaps and probabilities of
+:class:`mammojax.scoring.Scorer` with the decoded images for the output files;
 :func:`evaluate_localization` scores heatmaps against annotated lesions.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -20,7 +17,6 @@ import numpy as np
 from mammojax.errors import MammojaxError
 from mammojax.explain import localization as loc
 
-POSITIVE_CLASS = 1
 OUTPUT_SUFFIXES = {"overlay": "_overlay.png", "panel": "_panel.png", "cam": "_cam.npy"}
 JSONL_NAME = "explanations.jsonl"
 
@@ -62,104 +58,64 @@ class Explanation:
                 "original_shape": list(self.original.shape), "input_size": int(self.heatmap.shape[0])}
 
 
-def _padded_batches(fn, images: np.ndarray, batch_size: int) -> list:
-    """Runs ``fn`` on fixed-size batches (last one zero-padded), returns trimmed outputs."""
-    outputs = []
-    for start in range(0, images.shape[0], batch_size):
-        chunk = images[start:start + batch_size]
-        real = chunk.shape[0]
-        if real < batch_size:
-            chunk = np.concatenate([chunk, np.zeros((batch_size - real, *chunk.shape[1:]), chunk.dtype)])
-        outputs.append([np.asarray(o)[:real] for o in fn(chunk)])
-    return [np.concatenate(parts) for parts in zip(*outputs)]
-
-
 class Explainer:
-    """Grad-CAM heatmaps and cancer probabilities from a checkpoint.
+    """Heatmaps and probabilities of files for ``explain`` and the quickstart.
+
+    A thin adapter over :class:`mammojax.scoring.Scorer`, which computes every
+    heatmap and probability (so ``explain`` gives the same probability as
+    ``predict`` and ``eval``); this class pairs them with the decoded image
+    and its geometry for the output files.
 
     Args:
         checkpoint: a :class:`~mammojax.checkpoint.Checkpoint` or a path to one.
-        method / layer: see :func:`mammojax.explain.cam.compute_cam`.
+        method / layer: the heatmap (None: the checkpoint's default, see
+            :class:`mammojax.scoring.FilmScoring`).
         batch_size: images per compiled call.
     """
 
-    def __init__(self, checkpoint, *, method: str = "gradcam", layer: str = "stage4",
+    def __init__(self, checkpoint, *, method: str | None = None, layer: str | None = None,
                  batch_size: int = 1, max_pixels: int | None = None):
-        import jax
+        from mammojax.explain.cam import check_method
+        from mammojax.scoring import Scorer
 
-        from mammojax.checkpoint import load_checkpoint
-        from mammojax.explain.cam import check_method, make_cam_fn
-
-        if isinstance(checkpoint, (str, os.PathLike)):
-            checkpoint = load_checkpoint(checkpoint)
-        check_method(method)
-        self.checkpoint = checkpoint
-        self.method, self.layer = method, layer
-        self.batch_size = int(batch_size)
-        self.max_pixels = max_pixels
-        self.image_size = checkpoint.image_size
-        self.temperature = float(checkpoint.temperature)
-        self.tau = checkpoint.tau
-        self.class_names = list(checkpoint.meta.get("class_names", ["normal", "cancer"]))
-        self._variables = jax.device_put(checkpoint.variables)
-        cam_fn = make_cam_fn(checkpoint.model, method=method, layer=layer,
-                             target_class=POSITIVE_CLASS, size=self.image_size)
-        model = checkpoint.model
-        self._cam = lambda x: cam_fn(self._variables, x)
-        self._logits = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
-        # A patch-recipe model's probability is its window score, as in `predict` (the map stays whole-film).
-        from mammojax.inference import window_scorer
-        from mammojax.predict import config_tta
-
-        self._windows = window_scorer(checkpoint, tta_hflip=config_tta(checkpoint.meta))
-
-    def _probability(self, logits: np.ndarray) -> np.ndarray:
-        z = np.asarray(logits, np.float64) / self.temperature
-        z = z - z.max(axis=-1, keepdims=True)
-        p = np.exp(z)
-        return (p[:, POSITIVE_CLASS] / p.sum(axis=-1)).astype(np.float32)
+        if method is not None:
+            check_method(method)
+        self.scorer = Scorer.from_checkpoint(checkpoint, batch_size=batch_size, max_pixels=max_pixels,
+                                             cam_method=method, cam_layer=layer)
+        self.checkpoint = self.scorer.checkpoint
+        self.method, self.layer = self.scorer.scoring.cam_method, self.scorer.scoring.cam_layer
+        if self.scorer.scoring.windows:
+            self.method, self.layer = "window-margins", f"{self.scorer.scoring.window_size} px windows"
+        self.tau = self.scorer.tau
+        self.class_names = self.scorer.class_names
 
     def heatmaps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(heatmaps (N, S, S) float32, probabilities (N,))`` for inputs ``(N, S, S, 1)``."""
-        images = np.asarray(images, np.float32)
-        heatmaps, logits = _padded_batches(self._cam, images, self.batch_size)
-        if self._windows is not None:
-            return heatmaps.astype(np.float32), self.probabilities(images)
-        return heatmaps.astype(np.float32), self._probability(logits)
+        """``(heatmaps (N, H, W) float32, probabilities (N,))`` for inputs ``(N, H, W, 1)``."""
+        heatmaps, logits = self.scorer.explain(images)
+        return heatmaps, self.scorer.probability_of(logits)
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """Cancer probabilities ``(N,)`` from a plain forward pass."""
-        images = np.asarray(images, np.float32)
-        if self._windows is not None:
-            return self._probability(self._windows(images)[:, 0])
-        (logits,) = _padded_batches(lambda x: (self._logits(self._variables, x),), images,
-                                    self.batch_size)
-        return self._probability(logits)
+        """Probabilities ``(N,)`` of preprocessed images (the deletion test's forward passes)."""
+        return self.scorer.probabilities(images)
 
     def decision(self, probability: float) -> str:
-        return self.class_names[POSITIVE_CLASS] if probability >= self.tau else self.class_names[0]
-
-    def preprocess(self, pixels: np.ndarray, laterality: str | None = None):
-        from mammojax.data.preprocess import preprocess_image
-
-        return preprocess_image(pixels, laterality=laterality, **self.checkpoint.preprocess_options)
+        return self.scorer.decision(probability)
 
     def explain_pixels(self, pixels: np.ndarray, *, path: str = "", laterality: str | None = None) -> Explanation:
-        image, geometry = self.preprocess(pixels, laterality)
-        heatmaps, probabilities = self.heatmaps(image[None])
-        probability = float(probabilities[0])
-        return Explanation(path=str(path), probability=probability, decision=self.decision(probability),
-                           heatmap=heatmaps[0], image=image, original=np.asarray(pixels, np.float32),
-                           geometry=geometry, method=self.method, layer=self.layer)
+        prepared = self.scorer.prepare(pixels, laterality, name=str(path) or "image")
+        return self._explanation(str(path), prepared.image, prepared.geometry, pixels)
 
     def explain_path(self, path: str | os.PathLike, laterality: str | None = None) -> Explanation:
         """Reads, preprocesses and explains one file (``ImageReadError`` if unreadable)."""
-        from mammojax.data.readers import read_image
+        film = self.scorer.read(path, laterality)
+        return self._explanation(film.path, film.image, film.geometry, film.pixels)
 
-        kwargs = {} if self.max_pixels is None else {"max_pixels": self.max_pixels}
-        loaded = read_image(path, **kwargs)
-        return self.explain_pixels(loaded.pixels, path=str(path),
-                                   laterality=laterality or loaded.meta.laterality)
+    def _explanation(self, path: str, image: np.ndarray, geometry, pixels: np.ndarray) -> Explanation:
+        heatmaps, probabilities = self.heatmaps(image[None])
+        probability = float(probabilities[0])
+        return Explanation(path=path, probability=probability, decision=self.decision(probability),
+                           heatmap=heatmaps[0], image=image, original=np.asarray(pixels, np.float32),
+                           geometry=geometry, method=self.method, layer=self.layer)
 
 
 # -- outputs ---------------------------------------------------------------------
@@ -219,8 +175,8 @@ def localizable(record, *, positives_only: bool = True) -> bool:
     return any(loc.has_location(lesion) for lesion in record.lesions)
 
 
-def evaluate_localization(checkpoint, records: Sequence, *, method: str = "gradcam",
-                          layer: str = "stage4", tolerance: float = 0.0, fraction: float = 0.05,
+def evaluate_localization(checkpoint, records: Sequence, *, method: str | None = None,
+                          layer: str | None = None, tolerance: float = 0.0, fraction: float = 0.05,
                           num_random: int = 1, fill: str = "mean", seed: int = 0,
                           region: str = "breast", positives_only: bool = True,
                           explainer: Explainer | None = None,
@@ -307,16 +263,6 @@ def format_localization_table(summary: dict) -> str:
 
 def dumps_line(obj: dict) -> str:
     """One JSON line; NaN/inf (e.g. the CAM mass of an empty map) become null."""
-    return json.dumps(_finite(obj), sort_keys=True, allow_nan=False)
+    from mammojax.jsonio import dumps
 
-
-def _finite(value):
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, (np.floating, np.integer, np.bool_)):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
+    return dumps(obj, sort_keys=True)

@@ -249,22 +249,18 @@ def _single_breast_auc(predictions: list[dict]) -> float:
 
 
 def _probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
-    from mammojax.evaluation.calibration import apply_temperature
+    from mammojax.scoring import probabilities
 
-    return apply_temperature(logits, temperature)[:, 1]
+    return probabilities(logits, temperature)
 
 
-def patient_max(labels: np.ndarray, scores: np.ndarray, patients) -> tuple[np.ndarray, np.ndarray, list]:
-    """Per-woman label (any positive view) and score (max over her views)."""
-    ids = list(dict.fromkeys(patients))
-    index = {p: i for i, p in enumerate(ids)}
-    y = np.zeros(len(ids), np.int64)
-    s = np.full(len(ids), -np.inf)
-    for label, score, patient in zip(labels, scores, patients):
-        i = index[patient]
-        y[i] = max(y[i], int(label))
-        s[i] = max(s[i], float(score))
-    return y, s, ids
+def _by_patient(labels, scores, patients):
+    """Per-woman labels and scores (max over her views): :mod:`mammojax.evaluation.aggregate`."""
+    from mammojax.evaluation.aggregate import aggregate
+
+    patients = [str(p) for p in patients]
+    grouped = aggregate(labels, scores, patients, patients, "max")
+    return grouped.labels, grouped.scores, grouped.keys
 
 
 def choose_operating_point(val_logits: np.ndarray, val_labels: np.ndarray, val_patients, config) -> dict:
@@ -277,7 +273,7 @@ def choose_operating_point(val_logits: np.ndarray, val_labels: np.ndarray, val_p
     probs = _probabilities(val_logits, temperature)
     policy = dict(policy=config.eval.threshold_policy, tau=float(config.eval.tau), target=float(config.eval.target))
     tau_image = choose_threshold(val_labels, probs, policy.pop("policy"), **policy)
-    y_pat, s_pat, _ = patient_max(val_labels, probs, val_patients)
+    y_pat, s_pat, _ = _by_patient(val_labels, probs, val_patients)
     tau_patient = choose_threshold(y_pat, s_pat, config.eval.threshold_policy, tau=float(config.eval.tau),
                                    target=float(config.eval.target))
     return {"temperature": float(temperature), "tau_image": float(tau_image), "tau_patient": float(tau_patient),
@@ -297,7 +293,7 @@ def _level_metrics(labels, scores, groups, tau: float, n_boot: int, seed: int) -
 def score_fold(test_logits, test_labels, test_patients, operating: dict, *, n_boot: int, seed: int) -> dict:
     """Image- and patient-level test metrics at the validation-chosen thresholds."""
     probs = _probabilities(test_logits, operating["temperature"])
-    y_pat, s_pat, _ = patient_max(test_labels, probs, test_patients)
+    y_pat, s_pat, _ = _by_patient(test_labels, probs, test_patients)
     return {"image": _level_metrics(test_labels, probs, list(test_patients), operating["tau_image"], n_boot, seed),
             "patient": _level_metrics(y_pat, s_pat, None, operating["tau_patient"], n_boot, seed)}
 
@@ -320,7 +316,7 @@ def pool_folds(predictions: list[dict], n_boot: int, seed: int) -> dict:
     image.update(auc_low=ci["low"], auc_high=ci["high"], n=int(labels.size), n_pos=int(labels.sum()))
 
     tau_patient = {p["patient_id"]: p["tau_patient"] for p in predictions}
-    y_pat, s_pat, ids = patient_max(labels, probs, patients)
+    y_pat, s_pat, ids = _by_patient(labels, probs, patients)
     pat_calls = s_pat >= np.array([tau_patient[i] for i in ids])
     patient = {"auc": float(roc_auc(y_pat, s_pat)), **rates_from_counts(**confusion_counts(y_pat, pat_calls))}
     ci = bootstrap_ci(y_pat, s_pat, None, n_resamples=n_boot, seed=seed)
@@ -418,4 +414,4 @@ def write_outputs(workdir: Path, result: dict, predictions: list[dict]) -> None:
 
 
 __all__ = ["run_mias_cv", "contralateral_logits", "choose_operating_point", "score_fold", "pool_folds", "render_table",
-           "hardware_summary", "patient_max"]
+           "hardware_summary"]

@@ -6,7 +6,7 @@ given: the patch classifier learns from the training women's lesion patches
 women's films are scored the way predictions will be (patch-sized windows,
 :func:`~mammojax.recipes.patches.score_images_by_windows`), and the
 temperature and tau fitted on those scores go into ``WORKDIR/best`` with a
-``scoring`` entry that tells :class:`mammojax.inference.Predictor` to score
+``scoring`` entry that tells :class:`mammojax.scoring.Scorer` to score
 films by windows too. ``mammojax eval``/``predict``/``app`` then need no edits.
 
 The operating point is that of a *single* film: a prediction may be asked for
@@ -32,31 +32,26 @@ RECIPE = "patches"
 
 
 def window_scoring_meta(config) -> dict | None:
-    """The checkpoint's ``scoring`` entry: how :class:`~mammojax.inference.Predictor` turns a film into a score.
+    """The checkpoint's ``scoring`` entry for window scoring (None for ``eval.scoring = "whole"``).
 
-    None for ``eval.scoring = "whole"``: such a model scores a film in one pass, like any other.
+    Read back by :func:`mammojax.scoring.film_scoring_from_meta`; an unknown
+    ``eval.scoring`` fails here, before training starts.
     """
-    if config.eval.scoring == "whole":
-        return None
-    if config.eval.scoring != "windows":
-        raise MammojaxError(f"eval.scoring must be 'windows' or 'whole' (got {config.eval.scoring!r})")
-    return {"kind": "windows", "size": int(config.patch.size), "stride": int(config.patch.window_stride),
-            "top_k": int(config.patch.window_top_k)}
+    from mammojax.scoring import film_scoring_from_config
+
+    scoring = film_scoring_from_config(config)
+    return scoring.to_meta() if scoring.windows else None
 
 
 def score_films(model, variables, images: np.ndarray, config, tta: bool) -> np.ndarray:
-    """Film logits ``(N, 2)`` as :func:`window_scoring_meta` says a checkpoint of ``config`` scores them.
+    """Film logits ``(N, 2)`` of ``images``, scored by :class:`mammojax.scoring.Scorer` as ``config`` says.
 
-    One definition for the CV, for the tau fitted here, and for the entry
-    ``Predictor`` reads, so the three cannot drift apart.
+    ``variables`` may be a list of networks (an ensemble, whose margins are averaged).
     """
-    from mammojax.recipes.patches import score_images, score_images_by_windows
+    from mammojax.scoring import Scorer, film_scoring_from_config
 
-    scoring = window_scoring_meta(config)
-    if scoring is None:
-        return score_images(model, variables, images, tta_hflip=tta)
-    return score_images_by_windows(model, variables, images, size=scoring["size"], stride=scoring["stride"],
-                                   top_k=scoring["top_k"], tta_hflip=tta)
+    scoring = film_scoring_from_config(config).replace(tta_hflip=bool(tta))
+    return Scorer(model, variables, scoring, batch_size=32).logits(images)
 
 
 def initial_weights(config) -> dict | None:

@@ -102,12 +102,12 @@ def train_and_evaluate(config, workdir: str | Path) -> dict:
     weights = data.class_weights(num_classes) if config.optim.class_weighting \
         else np.ones(num_classes, np.float32)
     class_weights = jax.device_put(weights, sharding.replicated(mesh))
-    train_step, eval_step = jit_steps(state, mesh, label_smoothing=float(config.optim.label_smoothing))
+    train_step, _ = jit_steps(state, mesh, label_smoothing=float(config.optim.label_smoothing))
     every_steps = int(_setting(config.train, "checkpoint_every_steps", 0))
     every_epochs = max(1, int(config.train.checkpoint_every_epochs))
     log_every = max(1, int(config.train.log_every_steps))
     batch_size = int(config.train.batch_size)
-    eval_batch = _round_up(int(config.train.eval_batch_size), mesh.devices.size)
+    eval_batch = int(config.train.eval_batch_size)
 
     bar = ProgressBar(total_steps=total_steps, initial_step=step, batch_size=batch_size, enabled=is_main)
     last_saved = checkpoints.steps()[-1] if checkpoints.steps() else None
@@ -137,7 +137,8 @@ def train_and_evaluate(config, workdir: str | Path) -> dict:
                     last_saved = step
 
             # End of epoch: validate, maybe write the best model, checkpoint.
-            val = evaluate(eval_step, state, data.val, eval_batch, mesh, config)
+            val = evaluate(model, {"params": state.params, "batch_stats": state.batch_stats}, data.val, config,
+                           batch_size=eval_batch)
             record = {"kind": "epoch", "step": step, "epoch": epoch + 1,
                       "train_loss": progress["epoch_loss_sum"] / max(1, progress["epoch_loss_count"]),
                       "lr": float(schedule(step - 1)), "images_per_second": bar.images_per_second}
@@ -171,23 +172,43 @@ def train_and_evaluate(config, workdir: str | Path) -> dict:
             "best_checkpoint": str(workdir / BEST_DIR), "state": state}
 
 
-def evaluate(eval_step, state, cache, batch_size: int, mesh, config) -> dict:
+def evaluate(model, variables, cache, config, *, batch_size: int) -> dict:
     """Validation metrics at the operating point the config's policy picks on this set.
 
-    Every example counts once: the padded tail of the last batch is masked.
-    Also returns ``loss`` (cross-entropy), ``tau`` and ``temperature``.
+    Also returns ``loss`` (cross-entropy), ``tau`` and ``temperature``; the
+    scores are those of :func:`validation_logits`.
+    """
+    logits, labels = validation_logits(model, variables, cache, config, batch_size=batch_size)
+    return operating_point_metrics(logits, labels, config)
+
+
+def validation_logits(model, variables, cache, config, *, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(film logits (N, C), labels (N,))`` of every example of ``cache``, each counted once.
+
+    Films are scored by :class:`mammojax.scoring.Scorer` exactly as the saved
+    checkpoint will score them (the config's film scoring, flip TTA
+    included), so tau and the temperature are fitted on the scores they will
+    be applied to.
     """
     from mammojax.data.pipeline import eval_batches
-    from mammojax.train import sharding
+    from mammojax.scoring import Scorer, film_scoring_from_config
 
+    # Host copies: in a multi-process run the state is a global array; each
+    # process scores the validation films on its own devices.
+    variables = {k: jax_tree_to_host(variables[k]) for k in ("params", "batch_stats")}
+    scorer = Scorer(model, variables, film_scoring_from_config(config), batch_size=batch_size)
     logits, labels = [], []
-    for batch in eval_batches(cache, batch_size):
-        device_batch = sharding.global_batch(sharding.process_slice({"image": batch["image"]}), mesh)
-        out = np.asarray(_host(eval_step(state, device_batch)), np.float64)
-        logits.append(out[batch["mask"]])
+    for batch in eval_batches(cache, scorer.batch_size):
+        logits.append(scorer.logits(batch["image"][batch["mask"]]))
         labels.append(batch["label"][batch["mask"]])
-    logits, labels = np.concatenate(logits), np.concatenate(labels)
-    return operating_point_metrics(logits, labels, config)
+    return np.concatenate(logits), np.concatenate(labels)
+
+
+def jax_tree_to_host(tree):
+    """NumPy copies of a pytree of (possibly multi-process, replicated) arrays."""
+    import jax
+
+    return jax.tree_util.tree_map(lambda x: np.asarray(_host(x)), tree)
 
 
 def operating_point_metrics(logits: np.ndarray, labels: np.ndarray, config) -> dict:
@@ -209,13 +230,11 @@ def operating_point_metrics(logits: np.ndarray, labels: np.ndarray, config) -> d
 
 
 def _save_best(directory: Path, state, config, val: dict, epoch: int, is_main: bool) -> None:
-    import jax
-
     from mammojax.checkpoint import make_meta, save_checkpoint
 
     variables = {"params": state.params, "batch_stats": state.batch_stats}
     # Every process takes part in the device->host copy; one writes the files.
-    variables = jax.tree_util.tree_map(lambda x: np.asarray(_host(x)), variables)
+    variables = jax_tree_to_host(variables)
     if not is_main:
         return
     extra = {"epoch": epoch, "val_metrics": {k: _finite_or_none(v) for k, v in val.items()}}
@@ -241,10 +260,6 @@ def _host(x):
     return x.addressable_data(0) if hasattr(x, "addressable_data") else x
 
 
-def _round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
 def _finite_or_none(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -261,4 +276,4 @@ def _epoch_line(record: dict) -> str:
             f"f1 {fmt('val_f1')}")
 
 
-__all__ = ["train_and_evaluate", "evaluate", "operating_point_metrics"]
+__all__ = ["train_and_evaluate", "evaluate", "operating_point_metrics", "validation_logits"]

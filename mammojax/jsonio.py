@@ -1,0 +1,39 @@
+"""JSON out of mammojax: the one place numbers are made JSON-safe.
+
+JSON has no NaN or infinity: an undefined metric (an AUC on a one-class
+split, the CAM mass of an empty map) is written as ``null``, which reads as
+"undefined" in every language. NumPy scalars and arrays become plain Python
+numbers and lists; tuples become lists; mapping keys become strings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+
+def json_safe(value):
+    """``value`` with NaN/inf as None and NumPy types as Python types, recursively."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "tolist") and hasattr(value, "dtype"):  # NumPy/JAX scalars and arrays
+        return json_safe(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def dumps(value, **options) -> str:
+    """``json.dumps`` of :func:`json_safe` (never writes NaN)."""
+    return json.dumps(json_safe(value), allow_nan=False, **options)
+
+
+def write_json(path: str | os.PathLike, value, *, indent: int | None = 2) -> Path:
+    """Writes ``value`` as JSON (sorted keys, trailing newline); returns the path."""
+    path = Path(path)
+    path.write_text(dumps(value, indent=indent, sort_keys=True) + "\n")
+    return path

@@ -1,0 +1,17 @@
+"""Scoring films: the one home of "preprocessed film -> logits, probability, heatmap".
+
+:class:`Scorer` (built from a checkpoint with :meth:`Scorer.from_checkpoint`,
+or from a model and variables during training) is what ``predict``,
+``explain``, ``eval``, the web page, training validation, cross-validation and
+``benchmark`` call. :class:`FilmScoring` says how a film is scored; a
+checkpoint stores it and :func:`film_scoring_from_meta` is its one reader.
+"""
+
+from mammojax.scoring.film_scoring import (FilmScoring, film_scoring_from_config,
+                                           film_scoring_from_meta)
+from mammojax.scoring.scorer import (POSITIVE_CLASS, PathScore, ReadFilm, Scorer, film_cam,
+                                     film_logits, patch_margins, probabilities)
+
+__all__ = ["FilmScoring", "POSITIVE_CLASS", "PathScore", "ReadFilm", "Scorer", "film_cam",
+           "film_logits", "film_scoring_from_config", "film_scoring_from_meta", "patch_margins",
+           "probabilities"]

@@ -1,0 +1,113 @@
+"""The contract: one film, one checkpoint, one probability, whichever door it comes in by.
+
+For a whole-film and a window-scored checkpoint, with flip TTA on and off,
+``mammojax predict``, ``mammojax explain``, ``mammojax eval``, the web page's
+logic and validation inside training give every film the same probability.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from app_support import png_bytes
+
+SIZE = 32
+TEMPERATURE = 2.5
+AGREE = 1e-6  # outputs are written with 6 decimals: agreement to their last digit
+
+
+def make_checkpoint(directory: Path, *, kind: str, tta: bool):
+    """A random-init network saved with the film scoring under test; returns (path, config)."""
+    import jax
+    import ml_collections
+
+    from mammojax import models
+    from mammojax.checkpoint import make_meta, save_checkpoint
+    from mammojax.config import base_config
+
+    config = base_config()
+    config.data.image_size = SIZE
+    config.data.dataset = "csv"
+    config.eval.tta_hflip = tta
+    config.eval.scoring = kind
+    config.eval.bootstrap = 20
+    config.explain.layer = "stage3"
+    if "patch" not in config:
+        config.patch = ml_collections.ConfigDict()
+    config.patch.size, config.patch.window_stride, config.patch.window_top_k = 16, 8, 2
+    model = models.create_model("resnet18")
+    variables = models.init_variables(model, jax.random.key(3), SIZE)
+    meta = make_meta(config, tau=0.5, temperature=TEMPERATURE)
+    return save_checkpoint(directory, variables, meta), config
+
+
+@pytest.fixture(scope="module")
+def films(tmp_path_factory) -> Path:
+    """Four phantom films of two women and a manifest naming them."""
+    folder = tmp_path_factory.mktemp("films")
+    rows = ["path,label,patient_id"]
+    for i, (height, width) in enumerate([(80, 64), (72, 60), (90, 70), (64, 64)]):
+        name = f"W{i // 2}_{'LR'[i % 2]}_CC.png"
+        (folder / name).write_bytes(png_bytes(height, width, seed=i))
+        rows.append(f"{name},{i % 2},W{i // 2}")
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def _cli(args):
+    from mammojax.cli import cli
+
+    result = CliRunner().invoke(cli, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.mark.parametrize("kind,tta", [("whole", False), ("whole", True), ("windows", False), ("windows", True)])
+def test_every_entry_point_gives_a_film_the_same_probability(films, tmp_path, monkeypatch, kind, tta):
+    from mammojax.app import logic
+    from mammojax.checkpoint import load_checkpoint
+    from mammojax.data.cache import prepare_cache
+    from mammojax.data.records import load_dataset
+    from mammojax.scoring import probabilities
+    from mammojax.train.loop import validation_logits
+
+    monkeypatch.setenv("MAMMOJAX_CACHE_DIR", str(tmp_path / "cache"))
+    checkpoint, config = make_checkpoint(tmp_path / "best", kind=kind, tta=tta)
+    names = sorted(p.name for p in films.glob("*.png"))
+
+    predicted = {}
+    for line in _cli(["predict", "--checkpoint", checkpoint, "--json", films]).stdout.splitlines():
+        row = json.loads(line)
+        if row["kind"] == "image":
+            predicted[Path(row["path"]).name] = row["probability"]
+
+    out = tmp_path / "explain"
+    _cli(["explain", "--checkpoint", checkpoint, "--out", out, *(films / n for n in names)])
+    explained = {Path(r["path"]).name: r["probability"]
+                 for r in map(json.loads, (out / "explanations.jsonl").read_text().splitlines())}
+
+    _cli(["eval", "--checkpoint", checkpoint, "--dataset", "csv", "--data-dir", films / "manifest.csv",
+          "--split", "all", "--out", tmp_path / "eval"])
+    with open(tmp_path / "eval" / "scores.csv") as handle:
+        evaluated = {Path(r["path"]).name: float(r["probability"]) for r in csv.DictReader(handle)}
+
+    page_model = logic.load_app_model(checkpoint)
+    paged = {n: logic.analyse_upload(page_model, n, (films / n).read_bytes()).probability for n in names}
+
+    loaded = load_checkpoint(checkpoint)
+    records = load_dataset("csv", films / "manifest.csv").records
+    cache = prepare_cache(records, cache_dir=tmp_path / "val-cache", image_size=SIZE, orient=False,
+                          crop_breast=False, max_pixels=10**8, progress=False)
+    logits, _ = validation_logits(loaded.model, loaded.variables, cache, config, batch_size=4)
+    validated = dict(zip((Path(r.path).name for r in cache.records), probabilities(logits, TEMPERATURE)))
+
+    reference = np.array([paged[n] for n in names])
+    assert np.ptp(reference) > 1e-4, "films must score differently for the contract to mean something"
+    for source in (predicted, explained, evaluated, validated):
+        np.testing.assert_allclose([source[n] for n in names], reference, atol=AGREE, rtol=0)
