@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 
 from mammojax.data.records import Record
@@ -71,6 +72,39 @@ def test_kfold_covers_every_patient_once():
         positives = sum(patient_labels(test).values())
         assert positives in (1, 2)  # 6 positive patients over 5 folds
     assert folds == kfold_patients(records, k=5, seed=1)
+
+
+def test_kfold_is_deterministic_and_order_independent():
+    records = _records(40)
+    folds = kfold_patients(records, k=4, seed=5)
+    shuffled = records[:]
+    random.Random(1).shuffle(shuffled)
+    again = kfold_patients(shuffled, k=4, seed=5)
+    assert [set(test) for _, test in folds] == [set(test) for _, test in again]
+    other = kfold_patients(records, k=4, seed=6)
+    assert [set(test) for _, test in folds] != [set(test) for _, test in other]
+
+
+@pytest.mark.parametrize("n_pos,n_neg,fraction", [(25, 75, 0.2), (10, 90, 0.15), (7, 30, 0.35), (3, 40, 0.1)])
+def test_split_class_counts_agree_with_sklearn_stratified_shuffle(n_pos, n_neg, fraction):
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    records = [Record(f"p{i}.png", int(i < n_pos), f"patient{i:03d}") for i in range(n_pos + n_neg)]
+    test = split_patients(records, val_fraction=0.0, test_fraction=fraction, seed=0)["test"]
+    ours = sum(r.label for r in test), sum(1 - r.label for r in test)
+    labels = np.array([r.label for r in records])
+    splitter = StratifiedShuffleSplit(n_splits=1, test_size=len(test), random_state=0)
+    _, held = next(splitter.split(labels, labels))
+    theirs = int(labels[held].sum()), int((1 - labels[held]).sum())
+    assert abs(ours[0] - theirs[0]) <= 1 and abs(ours[1] - theirs[1]) <= 1
+
+
+def test_split_of_tiny_data_still_stratifies():
+    # One positive woman among eight: scikit-learn's stratified shuffle refuses this.
+    records = [Record(f"p{i}.png", int(i == 0), f"patient{i}") for i in range(8)]
+    splits = split_patients(records, val_fraction=0.25, test_fraction=0.25, seed=0)
+    assert [len(splits[k]) for k in ("train", "val", "test")] == [4, 2, 2]
+    assert sum(r.label for r in splits["train"] + splits["val"] + splits["test"]) == 1
 
 
 def test_kfold_rejects_bad_k():
