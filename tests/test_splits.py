@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
 import pytest
 
 from mammojax.data.records import Record
-from mammojax.data.splits import check_no_leakage, kfold_patients, patient_labels, split_patients
+from mammojax.data.splits import (check_no_leakage, kfold_patients, patient_labels, records_of_split,
+                                  split_patients)
 from mammojax.errors import MammojaxError
 
 
@@ -119,3 +121,47 @@ def test_leakage_names_the_patient():
     b = Record("b.png", 1, "shared-patient")
     with pytest.raises(MammojaxError, match="shared-patient"):
         check_no_leakage({"train": [a], "test": [b]})
+
+
+# ---------------------------------------------------------------------------
+# records_of_split: the one answer to "which records form this split"
+
+
+@pytest.mark.parametrize("num_folds,fold", [(0, 0), (4, 2)])
+def test_train_and_eval_pick_the_same_women(num_folds, fold):
+    from mammojax.config import base_config
+    from mammojax.evaluation.evaluate import select_split
+    from mammojax.train.data import split_records
+
+    config = base_config()
+    config.seed = 11
+    config.data.val_fraction, config.data.test_fraction = 0.2, 0.25
+    config.data.num_folds, config.data.fold = num_folds, fold
+    # A checkpoint stores config.to_dict() in its JSON metadata; eval reads that back.
+    stored = json.loads(json.dumps(config.to_dict()))
+    records = _records(60)
+    train, val = split_records(records, config)
+    assert train and val
+    check_no_leakage({"train": train, "val": val})
+    assert select_split(records, stored, "train", stored["seed"]) == list(train)
+    assert select_split(records, stored, "val", stored["seed"]) == list(val)
+    if num_folds:
+        assert list(val) == kfold_patients(records, k=4, seed=11)[2][1]
+    else:
+        test = select_split(records, stored, "test", stored["seed"])
+        assert test == split_patients(records, val_fraction=0.2, test_fraction=0.25, seed=11)["test"]
+        check_no_leakage({"train": train, "val": val, "test": test})
+        assert len(train) + len(val) + len(test) == len(records)
+
+
+def test_records_of_split_rejects_what_the_settings_do_not_have():
+    records = _records(12)
+    assert records_of_split(records, {}, "all", seed=0) == records
+    assert records_of_split(records, {}, "test", seed=0) == split_patients(
+        records, val_fraction=0.15, test_fraction=0.15, seed=0)["test"]  # old checkpoints: base defaults
+    with pytest.raises(MammojaxError, match="unknown split 'holdout'"):
+        records_of_split(records, {}, "holdout", seed=0)
+    with pytest.raises(MammojaxError, match="k-fold training has only train and val"):
+        records_of_split(records, {"num_folds": 3, "fold": 0}, "test", seed=0)
+    with pytest.raises(MammojaxError, match="data.fold=3 is outside 0..2"):
+        records_of_split(records, {"num_folds": 3, "fold": 3}, "val", seed=0)

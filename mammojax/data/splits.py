@@ -10,12 +10,16 @@ split sorts patients by id before a NumPy generator seeded with
 ``[seed, PURPOSE_SPLIT]`` shuffles them; k-fold is scikit-learn's
 ``StratifiedGroupKFold``, which orders patients by id itself and shuffles
 them with a ``random_state`` drawn from ``[seed, PURPOSE_KFOLD]``.
+
+:func:`records_of_split` is the one answer to "which records form this
+split": training (``config.data``) and evaluation (the ``data`` dict stored in
+a checkpoint) both ask it.
 """
 
 from __future__ import annotations
 
 import warnings
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -24,6 +28,7 @@ from mammojax.errors import MammojaxError
 
 PURPOSE_SPLIT = 201  # np.random.default_rng([seed, purpose]) per architecture.md
 PURPOSE_KFOLD = 202
+SPLITS = ("all", "train", "val", "test")  # what records_of_split answers
 
 
 def patient_labels(records: Sequence[Record]) -> dict[str, int]:
@@ -107,6 +112,37 @@ def kfold_patients(records: Sequence[Record], *, k: int, seed: int) -> list[tupl
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
         pairs = list(folds.split(np.zeros(len(records)), [labels[p] for p in patients], groups=patients))
     return [([records[i] for i in train], [records[i] for i in test]) for train, test in pairs]
+
+
+def records_of_split(records: Sequence[Record], data_settings: Mapping[str, Any], split: str, *,
+                     seed: int) -> list[Record]:
+    """The records of ``split`` ("train", "val", "test" or "all") under ``data_settings``.
+
+    ``data_settings`` is the config's ``data`` section: a ``ConfigDict`` while
+    training, or the plain dict stored in a checkpoint when evaluating; keys
+    missing from an old checkpoint read as the base config's defaults. With
+    ``num_folds > 0`` the held-out fold ``fold`` is "val" (it selects the model,
+    tau and temperature) and there is no "test"; otherwise the fixed split of
+    :func:`split_patients`. Records keep their input order.
+    """
+    if split not in SPLITS:
+        raise MammojaxError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
+    records = list(records)
+    if split == "all":
+        return records
+    num_folds = int(data_settings.get("num_folds", 0) or 0)
+    if num_folds > 0:
+        fold = int(data_settings.get("fold", 0))
+        if not 0 <= fold < num_folds:
+            raise MammojaxError(f"data.fold={fold} is outside 0..{num_folds - 1}")
+        if split == "test":
+            raise MammojaxError("split 'test' does not exist under k-fold settings (data.num_folds="
+                                f"{num_folds}): k-fold training has only train and val")
+        train, held_out = kfold_patients(records, k=num_folds, seed=seed)[fold]
+        return list(train if split == "train" else held_out)
+    parts = split_patients(records, val_fraction=float(data_settings.get("val_fraction", 0.15)),
+                           test_fraction=float(data_settings.get("test_fraction", 0.15)), seed=seed)
+    return parts[split]
 
 
 def check_no_leakage(splits: Mapping[str, Sequence[Record]] | Sequence[Sequence[Record]]) -> None:
