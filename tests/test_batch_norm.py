@@ -107,15 +107,30 @@ def test_gradients_match_central_differences_in_float64():
     assert ad_p == pytest.approx(fd_p, rel=1e-6)
 
 
-def test_statistics_are_global_over_a_sharded_batch():
-    """Under jit over a data mesh the statistics cover the whole batch, as the training step needs."""
-    devices = jax.devices()
-    mesh = jax.sharding.Mesh(np.array(devices), ("data",))
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-    rng = np.random.default_rng(0)
-    x = np.asarray(rng.normal(size=(len(devices) * 2, 3, 3, 4)), np.float32)
-    module = BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)
-    variables = module.init(jax.random.key(0), x)
-    apply = jax.jit(lambda v, x: module.apply(v, x, mutable=["batch_stats"])[1]["batch_stats"]["mean"])
-    sharded = apply(variables, jax.device_put(x, sharding))
-    np.testing.assert_allclose(sharded, 0.1 * x.reshape(-1, 4).mean(0), rtol=1e-5, atol=1e-6)
+def test_statistics_are_global_over_a_batch_split_on_eight_devices(tmp_path):
+    """One jitted train step on 8 forced host devices: the running statistics are those
+    of the whole batch (as on one device), not of one device's slice."""
+    from sharding_worker import DEVICES, MOMENTUM
+    from train_support import run_sharding_check
+
+    seen = run_sharding_check("batch_norm", tmp_path / "batch_norm.npz")
+    assert int(seen["devices"]) == DEVICES == 8
+    x = seen["image"].astype(np.float64)
+    momentum = MOMENTUM  # the running statistics start at mean 0, var 1
+
+    def running(images):
+        return (1 - momentum) * images.mean((0, 1, 2)), momentum + (1 - momentum) * images.var((0, 1, 2))
+
+    whole_mean, whole_var = running(x)
+    # The batch is built so that any one device's statistics are far from the whole batch's.
+    for part in np.split(x, DEVICES):
+        part_mean, part_var = running(part)
+        assert np.abs(part_mean - whole_mean).min() > 0.3 and np.abs(part_var - whole_var).min() > 1.0
+    stats = "batch_stats/BatchNorm_0"
+    np.testing.assert_allclose(seen[f"eight/{stats}/mean"], whole_mean, rtol=1e-5)
+    np.testing.assert_allclose(seen[f"eight/{stats}/var"], whole_var, rtol=1e-4)
+    # And the whole step (statistics, gradients, parameters) equals the one-device step.
+    keys = [k.removeprefix("one/") for k in seen if k.startswith("one/")]
+    assert len(keys) == 6 and all(f"eight/{k}" in seen for k in keys)
+    for key in keys:
+        np.testing.assert_allclose(seen[f"eight/{key}"], seen[f"one/{key}"], rtol=1e-5, atol=1e-6, err_msg=key)

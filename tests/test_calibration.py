@@ -48,3 +48,24 @@ def test_ece_by_hand_and_reliability_bins():
     assert math.isnan(bins["mean_prob"][5])
     assert math.isnan(expected_calibration_error([], []))
     assert fit_temperature(np.zeros((0, 2)), []) == 1.0
+
+
+@pytest.mark.parametrize("labels", ["mixed", "all_negative", "all_positive"])
+def test_reliability_bins_match_sklearn_calibration_curve(labels):
+    from sklearn.calibration import calibration_curve
+
+    rng = np.random.default_rng(0)
+    # Probabilities on the bin edges (0, 0.1, ..., 1) test which bin owns an edge.
+    p = np.concatenate([rng.random(300), np.linspace(0, 1, 11), [0.55] * 5])
+    y = {"mixed": (rng.random(p.size) < p).astype(int), "all_negative": np.zeros(p.size, int),
+         "all_positive": np.ones(p.size, int)}[labels]
+    bins = reliability_bins(y, p, n_bins=10)
+    frac_pos, mean_prob = calibration_curve(y, p, n_bins=10, pos_label=1)
+    used = bins["count"] > 0
+    np.testing.assert_allclose(bins["frac_pos"][used], frac_pos, atol=1e-12)
+    np.testing.assert_allclose(bins["mean_prob"][used], mean_prob, atol=1e-12)
+    # Counts: bins are (lo, hi], the first also holding 0.
+    lo, hi = bins["edges"][:-1], bins["edges"][1:]
+    by_hand = [np.sum((p > a) & (p <= b)) + (np.sum(p == 0) if i == 0 else 0)
+               for i, (a, b) in enumerate(zip(lo, hi))]
+    np.testing.assert_array_equal(bins["count"], by_hand)

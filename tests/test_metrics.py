@@ -70,6 +70,23 @@ def test_all_one_class_gives_nan_not_errors():
     assert empty["n"] == 0 and math.isnan(empty["accuracy"]) and math.isnan(empty["auc"])
 
 
+def test_curves_of_one_class_or_no_data_are_nan_and_silent():
+    import warnings
+
+    s = np.array([0.2, 0.2, 0.7])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn's missing-class warnings are answered here
+        only_neg, only_pos = roc_curve([0, 0, 0], s), roc_curve([1, 1, 1], s)
+        no_pos_pr, empty_roc, empty_pr = pr_curve([0, 0, 0], s), roc_curve([], []), pr_curve([], [])
+    np.testing.assert_allclose(only_neg["fpr"], [0, 1 / 3, 1])
+    assert np.isnan(only_neg["tpr"]).all() and np.isnan(only_pos["fpr"]).all()
+    np.testing.assert_allclose(only_neg["thresholds"], [np.inf, 0.7, 0.2])
+    assert np.isnan(no_pos_pr["recall"]).all() and math.isnan(no_pos_pr["average_precision"])
+    np.testing.assert_allclose(no_pos_pr["precision"], [0, 0])
+    assert empty_roc["thresholds"].tolist() == [np.inf] and np.isnan(empty_roc["tpr"]).all()
+    assert empty_pr["precision"].size == 0 and math.isnan(empty_pr["average_precision"])
+
+
 def test_auc_is_invariant_to_monotone_transforms_and_counts_ties_half():
     assert roc_auc([0, 1], [0.5, 0.5]) == 0.5
     y, s = _fixture(7)
@@ -89,6 +106,19 @@ def _clustered(seed=0, n_patients=40, views=4):
     s = np.repeat(patient_score, views) + rng.normal(0, 1e-3, n_patients * views)
     groups = np.repeat([f"p{i}" for i in range(n_patients)], views)
     return y, s, groups
+
+
+@pytest.mark.parametrize("n,decimals", [(7, 1), (250, 1), (250, 2), (10_000, 2)])
+def test_bootstrap_auc_equals_sklearn_with_ties(n, decimals):
+    from mammojax.evaluation.bootstrap import resample_auc
+
+    rng = np.random.default_rng(n + decimals)
+    y = rng.integers(0, 2, n)
+    y[:2] = [0, 1]  # both classes, even for n = 7
+    s = np.round(rng.random(n) + 0.3 * y, decimals)  # rounding makes many ties across classes
+    assert len(np.unique(s)) < n
+    assert resample_auc(y, s) == pytest.approx(skm.roc_auc_score(y, s), abs=1e-12)
+    assert math.isnan(resample_auc(np.zeros(n, int), s)) and math.isnan(resample_auc([], []))
 
 
 def test_bootstrap_is_reproducible_and_contains_point():

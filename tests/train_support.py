@@ -12,6 +12,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("train_worker.py")
+SHARDING_WORKER = Path(__file__).with_name("sharding_worker.py")
 META_KEYS = ("devices", "losses", "grad_norms")
 
 
@@ -44,6 +45,14 @@ def finish(proc: subprocess.Popen, timeout: float = 240) -> str:
         raise AssertionError(f"worker timed out:\n{output[-3000:]}")
     assert proc.returncode == 0, f"worker failed ({proc.returncode}):\n{output[-3000:]}"
     return output
+
+
+def run_sharding_check(check: str, out: Path) -> dict[str, np.ndarray]:
+    """Runs ``sharding_worker.py --check CHECK`` on 8 forced host devices; returns what it saw."""
+    finish(subprocess.Popen([sys.executable, str(SHARDING_WORKER), "--check", check, "--out", str(out)],
+                            env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    with np.load(out) as saved:
+        return {key: saved[key] for key in saved.files}
 
 
 def assert_same_training(a: Path, b: Path) -> None:

@@ -71,18 +71,25 @@ def reliability_bins(labels, probs, n_bins: int = 15) -> dict[str, np.ndarray]:
     Returns ``edges`` (n_bins + 1), and per bin ``count``, ``mean_prob`` (mean
     predicted probability) and ``frac_pos`` (observed fraction of positives),
     NaN for empty bins. ``probs`` is ``(N,)`` or ``(N, 2)``.
+
+    The per-bin means are scikit-learn's ``calibration_curve`` (uniform
+    strategy); it returns only the non-empty bins and no counts, so the counts,
+    which weight the ECE, come from the same binning rule here: bins are
+    ``(lo, hi]``, the first also holding exactly 0.
     """
+    from sklearn.calibration import calibration_curve
+
     p = _positive_probs(probs)
-    y = np.asarray(labels, dtype=np.float64).ravel()
+    y = np.asarray(labels).astype(np.int64).ravel()
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    # Bins are (lo, hi] except the first, which also holds exactly 0.
-    which = np.clip(np.searchsorted(edges, p, side="left") - 1, 0, n_bins - 1)
-    count = np.bincount(which, minlength=n_bins).astype(np.int64)
-    sum_p = np.bincount(which, weights=p, minlength=n_bins)
-    sum_y = np.bincount(which, weights=y, minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_prob = np.where(count > 0, sum_p / count, np.nan)
-        frac_pos = np.where(count > 0, sum_y / count, np.nan)
+    # calibration_curve's own rule: the number of inner edges below p.
+    count = np.bincount(np.searchsorted(edges[1:-1], p), minlength=n_bins).astype(np.int64)
+    mean_prob = np.full(n_bins, np.nan)
+    frac_pos = np.full(n_bins, np.nan)
+    if p.size:
+        # pos_label=1 keeps one-class labels (all normal, all cancer) meaningful.
+        frac_pos[count > 0], mean_prob[count > 0] = calibration_curve(
+            y, p, n_bins=n_bins, strategy="uniform", pos_label=1)
     return {"edges": edges, "count": count, "mean_prob": mean_prob, "frac_pos": frac_pos}
 
 

@@ -29,7 +29,6 @@ from mammojax.evaluation.calibration import (expected_calibration_error, negativ
 from mammojax.evaluation.metrics import classification_metrics
 from mammojax.evaluation.thresholds import choose_threshold
 
-SPLITS = ("all", "train", "val", "test")
 ECE_BINS = 15
 
 
@@ -123,30 +122,10 @@ def curves_for_report(scored: ScoredImages, temperature: float) -> dict:
 
 
 def select_split(records, config: dict, split: str, seed: int):
-    """The records of ``split`` under the checkpoint's split settings."""
-    if split not in SPLITS:
-        raise MammojaxError(f"unknown split {split!r}; valid: {', '.join(SPLITS)}")
-    records = list(records)
-    if split == "all":
-        return records
-    from mammojax.data import splits as splits_lib
+    """The records of ``split`` under the checkpoint's split settings (``config["data"]``)."""
+    from mammojax.data.splits import records_of_split
 
-    data = config.get("data", {})
-    folds = int(data.get("num_folds", 0) or 0)
-    if folds > 0:
-        # k-fold training validates on the held-out fold and has no test part.
-        fold = int(data.get("fold", 0))
-        train, held_out = splits_lib.kfold_patients(records, k=folds, seed=seed)[fold]
-        parts = {"train": train, "val": held_out}
-    else:
-        parts = splits_lib.split_patients(records, val_fraction=float(data.get("val_fraction", 0.15)),
-                                          test_fraction=float(data.get("test_fraction", 0.15)),
-                                          seed=seed)
-    subset = parts.get(split)
-    if subset is None:
-        raise MammojaxError(f"split {split!r} does not exist under the checkpoint's split settings "
-                            f"(k-fold training has only train and val)")
-    return list(subset)
+    return records_of_split(records, config.get("data", {}), split, seed=seed)
 
 
 def score_records(scorer, records, *, cache_dir: str | os.PathLike | None = None,

@@ -1,4 +1,4 @@
-"""Binary classification metrics computed on the host with NumPy.
+"""Binary classification metrics computed on the host, through scikit-learn.
 
 Conventions shared by every function here:
 
@@ -11,11 +11,18 @@ Conventions shared by every function here:
   absent, and every ratio whose denominator is zero (sensitivity without
   positives, PPV without positive calls, ...) is NaN. Training logs and reports
   print NaN as "n/a" rather than crashing on a small validation split.
+  scikit-learn raises on empty inputs and warns (or returns 0 or 1) where a
+  class is missing, so those cases are answered here before it is called.
+
+scikit-learn is imported inside the functions: ``mammojax.evaluation`` is
+imported by modules that must stay light until a metric is actually needed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 
 import numpy as np
 
@@ -34,42 +41,31 @@ def _ratio(num: float, den: float) -> float:
     return float(num) / float(den) if den else math.nan
 
 
+def _both_classes(y: np.ndarray) -> bool:
+    return bool(y.size) and 0 < int(y.sum()) < y.size
+
+
 def roc_auc(labels, scores) -> float:
-    """Area under the ROC curve (Mann-Whitney U with tied scores counting 1/2).
+    """Area under the ROC curve (tied scores count 1/2), NaN when either class is absent."""
+    from sklearn.metrics import roc_auc_score
 
-    NaN when either class is absent.
-    """
     y, s = _as_arrays(labels, scores)
-    n_pos = int(y.sum())
-    n_neg = y.size - n_pos
-    if n_pos == 0 or n_neg == 0:
+    if not _both_classes(y):
         return math.nan
-    ranks = _average_ranks(s)
-    rank_sum = ranks[y == 1].sum()
-    return float((rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties sharing the mean of the ranks they span."""
-    order = np.argsort(values, kind="mergesort")
-    sorted_vals = values[order]
-    # Boundaries of runs of equal values in sorted order.
-    new_run = np.concatenate(([True], sorted_vals[1:] != sorted_vals[:-1]))
-    run_id = np.cumsum(new_run) - 1
-    run_start = np.flatnonzero(new_run)
-    run_end = np.concatenate((run_start[1:], [values.size]))  # exclusive
-    mean_rank = (run_start + 1 + run_end) / 2.0  # mean of ranks start+1 .. end
-    ranks = np.empty(values.size, dtype=np.float64)
-    ranks[order] = mean_rank[run_id]
-    return ranks
+    return float(roc_auc_score(y, s))
 
 
 def confusion_counts(labels, predictions) -> dict[str, int]:
-    """``tp, fp, tn, fn`` for 0/1 labels and 0/1 predictions."""
+    """``tp, fp, tn, fn`` for 0/1 labels and 0/1 predictions (all 0 when empty)."""
+    from sklearn.metrics import confusion_matrix
+
     y = np.asarray(labels).astype(bool).ravel()
     p = np.asarray(predictions).astype(bool).ravel()
-    return {"tp": int(np.sum(y & p)), "fp": int(np.sum(~y & p)),
-            "tn": int(np.sum(~y & ~p)), "fn": int(np.sum(y & ~p))}
+    if y.size == 0:
+        return {"tp": 0, "fp": 0, "tn": 0, "fn": 0}
+    # labels=[False, True] fixes the 2x2 layout even when one class is absent.
+    tn, fp, fn, tp = confusion_matrix(y, p, labels=[False, True]).ravel()
+    return {"tp": int(tp), "fp": int(fp), "tn": int(tn), "fn": int(fn)}
 
 
 def rates_from_counts(tp: int, fp: int, tn: int, fn: int) -> dict[str, float]:
@@ -108,47 +104,54 @@ def roc_curve(labels, scores) -> dict[str, np.ndarray]:
 
     One point per distinct score (descending), calling ``score >= threshold``
     positive; the first threshold is +inf (nothing called positive). With one
-    class absent the corresponding rate is NaN.
+    class absent the corresponding rate is NaN; with no scores the curve is the
+    single +inf point with NaN rates.
     """
+    from sklearn.metrics import roc_curve as sk_roc_curve
+
     y, s = _as_arrays(labels, scores)
-    thresholds, tp, fp = _cumulative_counts(y, s)
-    n_pos, n_neg = int(y.sum()), int(y.size - y.sum())
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tpr = tp / n_pos if n_pos else np.full(tp.shape, np.nan)
-        fpr = fp / n_neg if n_neg else np.full(fp.shape, np.nan)
-    return {"fpr": fpr, "tpr": tpr, "thresholds": thresholds}
+    if y.size == 0:
+        return {"fpr": np.full(1, np.nan), "tpr": np.full(1, np.nan), "thresholds": np.array([np.inf])}
+    with _quiet_missing_class():  # the missing class's rate comes back NaN, as documented
+        # Every distinct score keeps its point: the threshold policies search them all.
+        fpr, tpr, thresholds = sk_roc_curve(y, s, drop_intermediate=False)
+    return {"fpr": fpr.astype(np.float64), "tpr": tpr.astype(np.float64),
+            "thresholds": thresholds.astype(np.float64)}
 
 
 def pr_curve(labels, scores) -> dict[str, np.ndarray]:
     """Precision-recall points at every distinct score (descending thresholds).
 
-    Also returns ``average_precision`` (step-wise area, as scikit-learn's
-    ``average_precision_score``), NaN without positives.
+    Also returns ``average_precision`` (scikit-learn's ``average_precision_score``,
+    the step-wise area). Without positives, recall and the average precision
+    are NaN (scikit-learn would report recall 1 and AP 0).
     """
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
     y, s = _as_arrays(labels, scores)
-    thresholds, tp, fp = _cumulative_counts(y, s)
-    thresholds, tp, fp = thresholds[1:], tp[1:], fp[1:]  # drop the empty call set
-    n_pos = int(y.sum())
-    precision = tp / np.maximum(tp + fp, 1)
-    recall = tp / n_pos if n_pos else np.full(tp.shape, np.nan)
-    if n_pos:
-        previous_recall = np.concatenate(([0.0], recall[:-1]))
-        ap = float(np.sum((recall - previous_recall) * precision))
-    else:
-        ap = math.nan
-    return {"precision": precision, "recall": recall, "thresholds": thresholds,
-            "average_precision": ap}
+    if y.size == 0:
+        empty = np.zeros(0)
+        return {"precision": empty, "recall": empty, "thresholds": empty, "average_precision": math.nan}
+    with _quiet_missing_class():
+        precision, recall, thresholds = precision_recall_curve(y, s)
+    # scikit-learn lists increasing thresholds and appends the (P=1, R=0) end
+    # point; here thresholds descend, as in roc_curve, and that point is left out.
+    precision, recall, thresholds = precision[:-1][::-1], recall[:-1][::-1], thresholds[::-1]
+    has_positives = bool(y.any())
+    return {"precision": precision.astype(np.float64),
+            "recall": recall.astype(np.float64) if has_positives else np.full(recall.shape, np.nan),
+            "thresholds": thresholds.astype(np.float64),
+            "average_precision": float(average_precision_score(y, s)) if has_positives else math.nan}
 
 
-def _cumulative_counts(y: np.ndarray, s: np.ndarray):
-    """TP and FP counts when calling ``score >= t`` for +inf and each distinct t."""
-    if s.size == 0:
-        return np.array([np.inf]), np.zeros(1), np.zeros(1)
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted, y_sorted = s[order], y[order]
-    # Last index of each run of equal scores: counts there include the whole tie.
-    last_of_run = np.flatnonzero(np.concatenate((s_sorted[1:] != s_sorted[:-1], [True])))
-    tp = np.cumsum(y_sorted)[last_of_run].astype(np.float64)
-    fp = (last_of_run + 1 - tp).astype(np.float64)
-    thresholds = np.concatenate(([np.inf], s_sorted[last_of_run]))
-    return thresholds, np.concatenate(([0.0], tp)), np.concatenate(([0.0], fp))
+@contextlib.contextmanager
+def _quiet_missing_class():
+    """Silences scikit-learn's warnings about a class missing from the labels:
+    the functions here answer that case with NaN instead."""
+    from sklearn.exceptions import UndefinedMetricWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        # precision_recall_curve warns "No positive class found" as a plain UserWarning.
+        warnings.filterwarnings("ignore", message="No positive class found", category=UserWarning)
+        yield

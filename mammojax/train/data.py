@@ -36,19 +36,9 @@ def dataset_options(config) -> tuple[str, dict]:
 
 def split_records(records, config):
     """The (train, val) record lists of a fixed split or of the configured k-fold."""
-    from mammojax.data import splits
+    from mammojax.data.splits import records_of_split
 
-    if int(config.data.num_folds) > 0:
-        folds = splits.kfold_patients(records, k=int(config.data.num_folds), seed=int(config.seed))
-        fold = int(config.data.fold)
-        if not 0 <= fold < len(folds):
-            raise MammojaxError(f"data.fold={fold} is outside 0..{len(folds) - 1}")
-        # The held-out fold validates (model selection, tau, temperature).
-        train, held_out = folds[fold]
-        return list(train), list(held_out)
-    chosen = splits.split_patients(records, val_fraction=float(config.data.val_fraction),
-                                   test_fraction=float(config.data.test_fraction), seed=int(config.seed))
-    return list(chosen["train"]), list(chosen["val"])
+    return tuple(records_of_split(records, config.data, part, seed=int(config.seed)) for part in ("train", "val"))
 
 
 def _load_once_per_run(load, *, writes_files: bool):
