@@ -36,9 +36,10 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
 
+from mammojax.data import dicom_codecs
 from mammojax.data.readers import (
     DEFAULT_MAX_PIXELS,
     ImageMeta,
@@ -49,7 +50,7 @@ from mammojax.data.readers import (
 )
 from mammojax.errors import ImageReadError
 
-DECODER_HINT = "pip install 'mammojax[dicom]'"
+dicom_codecs.register()
 
 # SOP classes whose images are raw detector data, not meant for display.
 FOR_PROCESSING_SOP_CLASSES = {
@@ -177,20 +178,16 @@ def _decode_first_frame(path: Path, ds: Dataset, frames: int) -> np.ndarray:
         ds.file_meta = getattr(ds, "file_meta", None) or pydicom.dataset.FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = tsyntax
     if "PixelData" in ds and tsyntax.is_compressed:
-        try:
-            decoder = get_decoder(tsyntax)
-        except NotImplementedError:
-            raise ImageReadError(path, f"unsupported DICOM transfer syntax ({tsyntax.name})") from None
-        if not decoder.is_available:
-            raise ImageReadError(path, f"compressed DICOM ({tsyntax.name}) needs a decoder: {DECODER_HINT}")
+        reason = dicom_codecs.undecodable_reason(ds, tsyntax)
+        if reason:
+            raise ImageReadError(path, reason)
     try:
-        if frames > 1:
-            ds.pixel_array_options(index=0)  # decode only the first frame
-        arr = ds.pixel_array
+        # Only the first frame of a multi-frame file is decoded.
+        arr = dicom_codecs.decode(ds, tsyntax, 0 if frames > 1 else None)
     except Exception as e:
         text = str(e).lower()
         if "missing" in text and ("plugin" in text or "dependenc" in text):
-            raise ImageReadError(path, f"compressed DICOM ({tsyntax.name}) needs a decoder: {DECODER_HINT}") from None
+            raise ImageReadError(path, dicom_codecs.missing_decoder_reason(tsyntax)) from None
         if "less than expected" in text or "truncat" in text or isinstance(e, EOFError):
             raise ImageReadError(path, "truncated DICOM pixel data") from None
         raise ImageReadError(path, f"DICOM pixel data could not be decoded ({type(e).__name__})") from None
