@@ -64,7 +64,8 @@ def summary(dataset, data_dir, task, adapter_options, screen, max_pixels, as_jso
     if screen:
         loaded = _screen(loaded, max_pixels)
     report = {"dataset": dataset, "data_dir": data_dir, "task": task, **loaded.summary(),
-              "exclusions": [{"path": e.path, "reason": e.reason} for e in loaded.excluded]}
+              "exclusions": [{"path": e.path, "reason": e.reason, **({"source": e.source} if e.source else {})}
+                             for e in loaded.excluded]}
     if as_json:
         import json
 
@@ -75,9 +76,10 @@ def summary(dataset, data_dir, task, adapter_options, screen, max_pixels, as_jso
 
 def _screen(loaded, max_pixels):
     """Drops records whose image fails ``screen_files`` and adds its exclusions."""
+    import dataclasses
+
     from tqdm import tqdm
 
-    from mammojax.data.records import DatasetRecords
     from mammojax.data.screening import screen_files
 
     paths = [r.path for r in loaded.records]
@@ -88,7 +90,8 @@ def _screen(loaded, max_pixels):
 
         passed, failed = screen_files(paths, max_pixels=max_pixels, progress=advance)
     ok = set(passed)
-    return DatasetRecords([r for r in loaded.records if r.path in ok], (*loaded.excluded, *failed))
+    return dataclasses.replace(loaded, records=[r for r in loaded.records if r.path in ok],
+                               excluded=(*loaded.excluded, *failed))
 
 
 def _print_text(report: dict) -> None:
@@ -100,12 +103,15 @@ def _print_text(report: dict) -> None:
     click.echo(f"labels      {counts(report['labels'])}")
     click.echo(f"views       {counts(report['views'])}")
     click.echo(f"laterality  {counts(report['laterality'])}")
+    for note, number in report["notes"].items():
+        click.echo(f"{number:6d}  {note}")
     click.echo(f"excluded    {report['excluded']}")
     for reason, number in report["exclusion_reasons"].items():
         click.echo(f"  {number:6d}  {reason}")
     shown = report["exclusions"][:20]
     for item in shown:
-        click.echo(f"  {item['path']}: {item['reason']}")
+        source = f" ({item['source']})" if item.get("source") else ""
+        click.echo(f"  {item['path']}: {item['reason']}{source}")
     if len(report["exclusions"]) > len(shown):
         click.echo(f"  ... {len(report['exclusions']) - len(shown)} more (use --json for all)")
 
