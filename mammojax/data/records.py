@@ -17,7 +17,6 @@ from typing import Any, Iterable
 
 from mammojax.errors import MammojaxError
 
-
 # Every adapter maps its own finding names onto these (adapters/_common.py
 # ``lesion_kind``): "distortion" is architectural distortion; "other" covers
 # skin or nipple retraction, skin thickening, lymph nodes and unnamed marks.

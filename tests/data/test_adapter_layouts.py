@@ -77,7 +77,7 @@ def _cbis_roi(images: Path, case: str, study: str, series: str, order: str) -> t
     visit = images / case / f"08-29-2017-DDSM-NA-{study[-5:]}"
     if order == "two-series":
         mask = _dicom(visit / f"1.000000-cropped images-{series[-5:]}" / "1-1.dcm", *FILM)
-        _dicom(visit / f"1.000000-ROI mask images-{str(int(series[-5:]) + 1)}" / "1-1.dcm", *CROP)
+        _dicom(visit / f"1.000000-ROI mask images-{int(series[-5:]) + 1}" / "1-1.dcm", *CROP)
     else:
         folder = visit / f"1.000000-ROI mask images-{series[-5:]}"
         mask_first = order == "mask-first"
@@ -341,8 +341,8 @@ def test_vindr_finding_lists_become_one_kind(tmp_path):
 
 def test_rsna_rare_views_map_to_their_family(tmp_path):
     views = ["CC", "MLO", "AT", "LM", "ML", "LMO"]
-    lines = ["site_id,patient_id,image_id,laterality,view,age,cancer,biopsy,invasive,BIRADS,implant,density,"
-             "machine_id,difficult_negative_case"]
+    lines = [("site_id,patient_id,image_id,laterality,view,age,cancer,biopsy,invasive,BIRADS,implant,density,"
+              "machine_id,difficult_negative_case")]
     for n, view in enumerate(views):
         lines.append(f"2,10130,{388811999 + n},{'L' if n % 2 else 'R'},{view},71.0,0,0,0,,0,,49,False")
         (tmp_path / "train_images" / "10130").mkdir(parents=True, exist_ok=True)

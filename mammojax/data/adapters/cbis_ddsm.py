@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mammojax.data.adapters._common import (LATERALITIES, Adapter, find_files, read_csv_rows,
-                                            view_fields, subdirs)
+                                            subdirs, view_fields)
 from mammojax.data.records import DatasetRecords, Exclusion, Lesion, Record
 from mammojax.errors import MammojaxError
 
