@@ -7,7 +7,7 @@ is counted as "other" and listed. The corpus is the union of
 package's ``data_store/data`` folder (compressed syntaxes, big-endian,
 ACR-NEMA, multi-frame, palette colour, deliberately broken files...).
 
-    python scripts/dicom_corpus.py            # counts and error reasons
+    python scripts/dicom_corpus.py            # counts, error reasons, files needing a decoder
     python scripts/dicom_corpus.py --list     # also one line per file
 
 ``tests/test_dicom_corpus.py`` runs the same check and asserts zero "other".
@@ -52,7 +52,14 @@ def corpus_files() -> list[Path]:
 def reason_key(reason: str) -> str:
     """The stable part of an error reason (no sizes, names in parentheses kept short)."""
     reason = re.sub(r"[\d,]{2,}", "N", reason)
-    return reason.split(": pip install")[0][:70]
+    return reason.split(" (pip install")[0][:110]
+
+
+def needs_decoder(detail: str) -> bool:
+    """True for a file that only a decoder that is not installed could read."""
+    from mammojax.data.dicom_codecs import NEEDS_DECODER
+
+    return NEEDS_DECODER in detail
 
 
 def run_corpus(files: list[Path], *, timeout: float = 60.0) -> list[tuple[Path, str, str, float]]:
@@ -84,6 +91,8 @@ def main(argv=None) -> int:
           f"other {len(others)}")
     for reason, n in reasons.most_common():
         print(f"  {n:>4}  {reason}")
+    missing = sum(1 for _, outcome, detail, _ in results if outcome == "clean_error" and needs_decoder(detail))
+    print(f"{missing} files need a decoder that is not installed")
     slowest = max(results, key=lambda r: r[3]) if results else None
     if slowest:
         print(f"slowest: {slowest[0].name} {slowest[3]:.2f} s ({slowest[1]})")

@@ -191,9 +191,11 @@ def test_inbreast_labels_patients_views_and_rois(tmp_path):
     assert len(negative.records) == 4 and negative.label_counts() == {0: 3, 1: 1}
 
 
-def test_inbreast_xls_only_asks_for_csv(tmp_path):
+def test_inbreast_unreadable_xls_is_one_line(tmp_path):
+    (tmp_path / "AllDICOMs").mkdir()
     (tmp_path / "INbreast.xls").write_bytes(b"\xd0\xcf")
-    with pytest.raises(MammojaxError, match="save it as INbreast.csv"):
+    pytest.importorskip("xlrd")
+    with pytest.raises(MammojaxError, match=r"INbreast.xls: not a readable .xls spreadsheet \(\w+\)$"):
         load_dataset("inbreast", tmp_path)
 
 
@@ -231,7 +233,7 @@ def test_cbis_ddsm_aggregates_rows_and_resolves_paths(tmp_path):
     assert a.lesions[0].mask_path == str((tmp_path / mask_a).with_suffix(".png"))
     assert a.lesions[1].mask_path is None and a.get("split") == "train" and a.get("density") == "3"
     assert b.label == 0 and b.path.endswith(".png") and b.get("density") == "4" and b.laterality == "R"
-    assert [e.reason for e in data.excluded] == ["image file not found (.dcm or .png)"]
+    assert [e.reason for e in data.excluded] == ["image file not found (CSV path or case folder)"]
     with pytest.raises(MammojaxError, match="none of the CBIS-DDSM"):
         load_dataset("cbis_ddsm", tmp_path / image_a)
 
@@ -291,7 +293,7 @@ def test_csv_manifest(tmp_path):
     assert [(r.label, r.patient_id, r.laterality, r.view) for r in data.records] == \
         [(1, "w1", "L", "CC"), (0, "b", "R", "MLO")]
     assert data.records[0].path == str(tmp_path / "img" / "a.png")
-    assert len(data.excluded) == 1 and "line 4" in data.excluded[0].reason
+    assert [(e.reason, e.source) for e in data.excluded] == [("file not found", "manifest.csv line 4")]
 
 
 @pytest.mark.parametrize("text,message", [

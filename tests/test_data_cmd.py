@@ -51,3 +51,42 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "none" in err and err.startswith("mammojax: error:")
     assert main(["data", "summary", "--dataset", "csv", "--data-dir", str(tmp_path), "-o", "x"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def _mammogram_dicom(path: Path, **elements) -> None:
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.1.2", generate_uid()
+    ds.Modality, ds.Rows, ds.Columns = "MG", 48, 40
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    ds.PixelData = (np.arange(48 * 40, dtype=np.uint16) % 4096).tobytes()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.save_as(path, enforce_file_format=True)
+
+
+def test_screen_reports_for_processing_images(tmp_path):
+    from mammojax.data.screening import FOR_PROCESSING_REASON
+
+    _mammogram_dicom(tmp_path / "presentation.dcm", PresentationIntentType="FOR PRESENTATION")
+    _mammogram_dicom(tmp_path / "raw_intent.dcm", PresentationIntentType="FOR PROCESSING")
+    _mammogram_dicom(tmp_path / "raw_sop.dcm", SOPClassUID="1.2.840.10008.5.1.4.1.1.1.2.1")
+    (tmp_path / "manifest.csv").write_text(
+        "path,label\npresentation.dcm,0\nraw_intent.dcm,1\nraw_sop.dcm,0\n")
+    args = ["summary", "--dataset", "csv", "--data-dir", str(tmp_path), "--screen"]
+    report = json.loads(CliRunner().invoke(data, [*args, "--json"]).stdout)
+    assert report["images"] == 3 and report["excluded"] == 0  # still readable: flagged, not dropped
+    assert report["flagged"] == [{"path": str(tmp_path / name), "reason": FOR_PROCESSING_REASON}
+                                 for name in ("raw_intent.dcm", "raw_sop.dcm")]
+    text = CliRunner().invoke(data, args).output
+    assert "flagged     2" in text and f"     2  {FOR_PROCESSING_REASON}" in text
+    assert f"{tmp_path / 'raw_sop.dcm'}: {FOR_PROCESSING_REASON}" in text
+    assert "presentation.dcm" not in text
+    # Without --screen no file is opened, so nothing can be flagged.
+    assert "flagged" not in json.loads(CliRunner().invoke(data, args[:-1] + ["--json"]).stdout)

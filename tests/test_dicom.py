@@ -7,13 +7,18 @@ not by calling the pipeline under test.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from mammojax.data.dicom import safe_dicom_summary
 from mammojax.data.readers import read_image
@@ -247,18 +252,6 @@ def test_not_an_image_dicom():
     assert "no pixel data" in _reason(_testdata("rtplan.dcm"))
 
 
-def test_lossless_codecs_match_uncompressed():
-    pytest.importorskip("pylibjpeg")
-    pytest.importorskip("openjpeg")
-    reference = read_image(_testdata("MR_small.dcm")).pixels
-    np.testing.assert_array_equal(read_image(_testdata("MR_small_RLE.dcm")).pixels, reference)
-    j2k = read_image(_testdata("JPEG2000.dcm"))
-    assert j2k.pixels.shape == (1024, 256) and np.isfinite(j2k.pixels).all()
-    # Lossless JPEG 2000 colour vs its uncompressed twin (pydicom-data).
-    np.testing.assert_allclose(read_image(_testdata("US1_J2KR.dcm")).pixels,
-                               read_image(_testdata("US1_UNCR.dcm")).pixels, atol=1e-6)
-
-
 def test_colour_dicom_becomes_grayscale():
     loaded = read_image(_testdata("SC_rgb.dcm"))
     ds = pydicom.dcmread(_testdata("SC_rgb.dcm"))
@@ -266,16 +259,6 @@ def test_colour_dicom_becomes_grayscale():
     expected = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]) / 255.0
     assert loaded.pixels.shape == rgb.shape[:2]
     np.testing.assert_allclose(loaded.pixels, expected, atol=1e-5)
-
-
-def test_missing_decoder_message():
-    from pydicom.pixels import get_decoder
-
-    if get_decoder(JPEGLSLossless).is_available:
-        pytest.skip("a JPEG-LS decoder is installed")
-    reason = _reason(_testdata("MR_small_jpeg_ls_lossless.dcm"))
-    assert reason == ("compressed DICOM (JPEG-LS Lossless Image Compression) needs a decoder: "
-                      "pip install 'mammojax[dicom]'")
 
 
 # --- pydicom-data externals ------------------------------------------------------------
@@ -311,3 +294,132 @@ def test_vlut_04_voi_lut_sequence():
     out = lut[np.clip(ds.pixel_array.astype(np.int64) - first, 0, len(lut) - 1)]
     expected = (out - lut.min()) / (lut.max() - lut.min())
     np.testing.assert_allclose(read_image(path).pixels, expected, atol=1e-5)
+
+
+# --- every compression archives use (the `dicom` extra, dicom_codecs) -------------------
+
+def _needs_dicom_extra():
+    from mammojax.data.dicom_codecs import IMPORT_NAMES, installed_packages
+
+    missing = sorted(set(IMPORT_NAMES) - installed_packages())
+    if missing:
+        pytest.skip(f"the dicom extra is not fully installed (missing {', '.join(missing)})")
+
+
+# (compressed file, its uncompressed twin, tolerance on the [0, 1] pixels)
+TWINS = [
+    ("MR_small_RLE.dcm", "MR_small.dcm", 0.0),  # RLE
+    ("emri_small_RLE.dcm", "emri_small.dcm", 0.0),  # RLE, multi-frame
+    ("MR_small_jpeg_ls_lossless.dcm", "MR_small.dcm", 0.0),  # JPEG-LS lossless, signed
+    ("emri_small_jpeg_ls_lossless.dcm", "emri_small.dcm", 0.0),  # JPEG-LS lossless, 12-bit
+    ("SC_rgb_jls_lossy_line.dcm", "SC_rgb.dcm", 2 / 255),  # JPEG-LS near-lossless (NEAR = 2)
+    ("SC_rgb_jpeg_gdcm.dcm", "SC_rgb.dcm", 0.0),  # JPEG lossless, process 14 SV1
+    ("MR_small_jp2klossless.dcm", "MR_small.dcm", 0.0),  # JPEG 2000 lossless
+    ("RG1_J2KR.dcm", "RG1_UNCR.dcm", 0.0),  # JPEG 2000, MONOCHROME1 15-bit radiograph
+    ("US1_J2KR.dcm", "US1_UNCR.dcm", 0.0),  # JPEG 2000, colour
+    ("SC_rgb_dcmtk_+eb+cr.dcm", "SC_rgb.dcm", 0.01),  # JPEG baseline (lossy)
+]
+
+
+@pytest.mark.parametrize("compressed, twin, tolerance", TWINS, ids=[t[0] for t in TWINS])
+def test_compressed_file_matches_its_uncompressed_twin(compressed, twin, tolerance):
+    _needs_dicom_extra()
+    expected = read_image(_testdata(twin)).pixels
+    loaded = read_image(_testdata(compressed))
+    assert loaded.pixels.shape == expected.shape
+    np.testing.assert_allclose(loaded.pixels, expected, atol=tolerance + 1e-6, rtol=0)
+
+
+def test_jpeg_extended_12bit_matches_pydicom_reference():
+    _needs_dicom_extra()
+    loaded = read_image(_testdata("JPGExtended.dcm"))
+    # pydicom's pixel reference for this file: stored 244 at (420, 140), 95 at
+    # (230, 120). No window: 12 stored bits scale by 4095.
+    assert loaded.meta.bits_stored == 12 and loaded.pixels.shape == (1024, 256)
+    assert loaded.pixels[420, 140] * 4095 == pytest.approx(244, abs=1e-3)
+    assert loaded.pixels[230, 120] * 4095 == pytest.approx(95, abs=1e-3)
+    # JPEG-lossy.dcm is the same stream with a bad SOS marker: libjpeg-turbo reads it alike.
+    np.testing.assert_array_equal(read_image(_testdata("JPEG-lossy.dcm")).pixels, loaded.pixels)
+
+
+def _write_encoded(path, stored, encoded: bytes, tsyntax, *, bits_stored):
+    """``_write``'s header around one encapsulated frame."""
+    from pydicom.encaps import encapsulate
+
+    _write(path, stored, bits_stored=bits_stored)
+    ds = pydicom.dcmread(path)
+    ds.PixelData = encapsulate([encoded])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = tsyntax
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("bits", [12, 14, 16])
+def test_mammogram_jpeg_lossless_and_12bit_extended(tmp_path, bits):
+    """Films as archives store them: JPEG lossless SV1 (12-16 bit), JPEG Extended (12 bit)."""
+    _needs_dicom_extra()
+    import imagecodecs
+    from pydicom.uid import JPEGExtended12Bit, JPEGLosslessSV1
+
+    rng = np.random.default_rng(bits)
+    stored = np.tile(np.linspace(0, 2**bits - 1, 96), (64, 1)).astype(np.uint16)
+    stored[::7] = rng.integers(0, 2**bits, size=(len(stored[::7]), 96))  # some texture
+    plain = read_image(_write(tmp_path / "plain.dcm", stored, bits_stored=bits)).pixels
+    lossless = imagecodecs.jpeg8_encode(stored, lossless=True, bitspersample=bits, predictor=1)
+    loaded = read_image(_write_encoded(tmp_path / "ll.dcm", stored, lossless, JPEGLosslessSV1, bits_stored=bits))
+    np.testing.assert_array_equal(loaded.pixels, plain)
+    if bits == 12:
+        smooth = np.tile(np.linspace(0, 4095, 96), (64, 1)).astype(np.uint16)
+        lossy = imagecodecs.jpeg8_encode(smooth, level=95, bitspersample=12)
+        loaded = read_image(_write_encoded(tmp_path / "ext.dcm", smooth, lossy, JPEGExtended12Bit, bits_stored=12))
+        np.testing.assert_allclose(loaded.pixels, smooth / 4095.0, atol=0.01, rtol=0)
+
+
+MISSING_DECODER_SCRIPT = """
+import sys
+for name in sys.argv[2].split(","):
+    sys.modules[name] = None  # as if the package were not installed
+from mammojax.data.readers import read_image
+from mammojax.errors import ImageReadError
+try:
+    read_image(sys.argv[1])
+    print("loaded")
+except ImageReadError as err:
+    print(err.reason)
+"""
+
+
+@pytest.mark.parametrize("file, blocked, expected", [
+    # Nothing of the extra installed: name every alternative and the extra.
+    ("MR_small_jpeg_ls_lossless.dcm", "gdcm,jpeg_ls,pylibjpeg,openjpeg,rle,imagecodecs",
+     ("compressed DICOM (JPEG-LS Lossless Image Compression) needs a decoder that is not installed: "
+      "pyjpegls or python-gdcm (pip install 'mammojax[dicom]')")),
+    ("JPGExtended.dcm", "imagecodecs",
+     ("compressed DICOM (JPEG Extended (Process 2 and 4)) needs a decoder that is not installed: "
+      "imagecodecs (pip install 'mammojax[dicom]')")),
+    # One alternative is enough: GDCM reads JPEG-LS without pyjpegls.
+    ("MR_small_jpeg_ls_lossless.dcm", "jpeg_ls", "loaded"),
+])
+def test_missing_decoder_names_what_is_missing(file, blocked, expected):
+    path = _testdata(file)
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", MISSING_DECODER_SCRIPT, path, blocked], capture_output=True,
+                            text=True, cwd=repo, check=False, env={**os.environ, "PYTHONPATH": str(repo)},
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
+    assert result.stderr == ""  # no decoder or pydicom chatter on the console
+
+
+def test_missing_decoder_reason_when_installed_but_unusable():
+    from pydicom.uid import JPEG2000, JPEGLSLossless
+
+    from mammojax.data.dicom_codecs import missing_decoder_reason
+
+    assert missing_decoder_reason(JPEGLSLossless, frozenset({"python-gdcm"})) == (
+        "compressed DICOM (JPEG-LS Lossless Image Compression) needs a decoder newer than the installed "
+        "python-gdcm (pip install -U 'mammojax[dicom]')")
+    # J2K: pylibjpeg without pylibjpeg-openjpeg is no decoder; name only what is missing.
+    assert missing_decoder_reason(JPEG2000, frozenset({"pylibjpeg"})).endswith(
+        "not installed: pylibjpeg-openjpeg or python-gdcm (pip install 'mammojax[dicom]')")

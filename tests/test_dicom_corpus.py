@@ -63,3 +63,21 @@ def test_clean_errors_never_quote_header_values(corpus):
         if outcome == "clean_error":
             # Reasons are fixed texts: no patient names like pydicom's "CompressedSamples^CT1".
             assert "^" not in detail, f"{path.name}: {detail}"
+
+
+def test_no_file_needs_a_missing_decoder(corpus):
+    """With the dicom extra installed, every syntax in the corpus has a decoder."""
+    from mammojax.data.dicom_codecs import IMPORT_NAMES, installed_packages
+
+    missing = sorted(set(IMPORT_NAMES) - installed_packages())
+    if missing:
+        pytest.skip(f"the dicom extra is not fully installed (missing {', '.join(missing)})")
+    script = _load_script("dicom_corpus")
+    _, results = corpus
+    needing = [f"{path.name}: {detail}" for path, outcome, detail, _ in results
+               if outcome == "clean_error" and script.needs_decoder(detail)]
+    assert needing == []
+    loaded = {path.name for path, outcome, _, _ in results if outcome == "loaded"}
+    # One file per syntax family that used to need a decoder we did not have.
+    assert {"JPEG-LL.dcm", "JPGExtended.dcm", "JPEGLSNearLossless_16.dcm",
+            "MR_small_jpeg_ls_lossless.dcm", "SC_rgb_jpeg_gdcm.dcm"} <= loaded

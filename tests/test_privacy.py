@@ -192,3 +192,80 @@ def test_web_page_logic_leaks_nothing(case, capfd, caplog):
     assert_no_identifiers(logic.report_json(report), "web report", case["identifiers"])
     assert_no_identifiers("\n".join(shown) + captured.out + captured.err + caplog.text, "web page",
                           case["identifiers"])
+
+
+# --- pydicom's own output (warnings, decoder tracebacks) -------------------------------
+
+def _chatty_dicom(path: Path, *, broken_pixels: bool) -> Path:
+    """A DICOM whose reading makes pydicom log: an unknown character set (its
+    warning quotes the header value) and, optionally, pixel data no decoder takes."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import ExplicitVRLittleEndian, JPEGLSLossless, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = JPEGLSLossless if broken_pixels else ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.SpecificCharacterSet = "ZARATHUSTRA"
+    for keyword, value in PLANTED.items():
+        setattr(ds, keyword, value)
+    ds.Modality, ds.Manufacturer, ds.ImageLaterality, ds.ViewPosition = "MG", "ACME", "L", "CC"
+    ds.Rows, ds.Columns = 40, 40
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    if broken_pixels:
+        ds.PixelData = encapsulate([b"\xff\xd8\xff\xf7" + PLANTED["PatientName"].encode() * 8])
+        ds["PixelData"].VR = "OB"
+    else:
+        ds.PixelData = (np.arange(1600, dtype=np.uint16) % 4096).tobytes()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about the character set while writing too
+        ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize("broken_pixels", [False, True], ids=["pydicom-warning", "decoder-error"])
+def test_pydicom_output_reaches_the_console_only_as_safe_lines(tmp_path, capfd, broken_pixels):
+    """What predict's console would show: no pydicom record, no traceback, no header value."""
+    import io
+    import re
+
+    from mammojax.data.readers import read_image
+    from mammojax.errors import ImageReadError
+
+    path = _chatty_dicom(tmp_path / "chatty.dcm", broken_pixels=broken_pixels)
+    console = io.StringIO()
+    handler = logging.StreamHandler(console)  # as logging.basicConfig() sets up
+    handler.setFormatter(logging.Formatter("%(levelname)s:%(name)s:%(message)s"))
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)  # the most that could ever reach a console
+    capfd.readouterr()
+    try:
+        try:
+            read_image(path)
+            error = ""
+        except ImageReadError as err:
+            error = str(err)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    captured = capfd.readouterr()
+    lines = console.getvalue().splitlines()
+    assert bool(error) == broken_pixels and "\n" not in error
+    assert [line for line in lines if re.match(r"^\w+:pydicom", line)] == []
+    text = "\n".join(lines) + captured.out + captured.err + error
+    assert "Traceback" not in text
+    assert_no_identifiers(text, "console", PLANTED_STRINGS)
+    # pydicom's records did arrive, as one safe line each on mammojax's logger.
+    ours = [line for line in lines if line.startswith("DEBUG:mammojax.data.dicom:")]
+    assert f"DEBUG:mammojax.data.dicom:{path}: pydicom warning: unknown character set" in ours
+    if broken_pixels:
+        assert any(line.startswith(f"DEBUG:mammojax.data.dicom:{path}: pydicom error: a decoder failed (")
+                   for line in ours)
+        assert error == f"{path}: DICOM pixel data could not be decoded (RuntimeError)"

@@ -61,10 +61,14 @@ def summary(dataset, data_dir, task, adapter_options, screen, max_pixels, as_jso
     from mammojax.data.records import load_dataset
 
     loaded = load_dataset(dataset, data_dir, task=task, **parse_adapter_options(adapter_options))
+    flagged = []
     if screen:
-        loaded = _screen(loaded, max_pixels)
+        loaded, flagged = _screen(loaded, max_pixels)
     report = {"dataset": dataset, "data_dir": data_dir, "task": task, **loaded.summary(),
-              "exclusions": [{"path": e.path, "reason": e.reason} for e in loaded.excluded]}
+              "exclusions": [{"path": e.path, "reason": e.reason, **({"source": e.source} if e.source else {})}
+                             for e in loaded.excluded]}
+    if screen:
+        report["flagged"] = [{"path": f.path, "reason": f.reason} for f in flagged]
     if as_json:
         import json
 
@@ -74,10 +78,14 @@ def summary(dataset, data_dir, task, adapter_options, screen, max_pixels, as_jso
 
 
 def _screen(loaded, max_pixels):
-    """Drops records whose image fails ``screen_files`` and adds its exclusions."""
+    """Drops records whose image fails ``screen_files`` and adds its exclusions.
+
+    Returns the screened records and the kept-but-flagged files (FOR PROCESSING).
+    """
+    import dataclasses
+
     from tqdm import tqdm
 
-    from mammojax.data.records import DatasetRecords
     from mammojax.data.screening import screen_files
 
     paths = [r.path for r in loaded.records]
@@ -86,9 +94,12 @@ def _screen(loaded, max_pixels):
         def advance(done: int) -> None:
             bar.update(done - bar.n)
 
-        passed, failed = screen_files(paths, max_pixels=max_pixels, progress=advance)
+        flagged: list = []
+        passed, failed = screen_files(paths, max_pixels=max_pixels, progress=advance, flagged=flagged)
     ok = set(passed)
-    return DatasetRecords([r for r in loaded.records if r.path in ok], (*loaded.excluded, *failed))
+    screened = dataclasses.replace(loaded, records=[r for r in loaded.records if r.path in ok],
+                                   excluded=(*loaded.excluded, *failed))
+    return screened, flagged
 
 
 def _print_text(report: dict) -> None:
@@ -100,14 +111,32 @@ def _print_text(report: dict) -> None:
     click.echo(f"labels      {counts(report['labels'])}")
     click.echo(f"views       {counts(report['views'])}")
     click.echo(f"laterality  {counts(report['laterality'])}")
+    for note, number in report["notes"].items():
+        click.echo(f"{number:6d}  {note}")
     click.echo(f"excluded    {report['excluded']}")
     for reason, number in report["exclusion_reasons"].items():
         click.echo(f"  {number:6d}  {reason}")
     shown = report["exclusions"][:20]
     for item in shown:
-        click.echo(f"  {item['path']}: {item['reason']}")
+        source = f" ({item['source']})" if item.get("source") else ""
+        click.echo(f"  {item['path']}: {item['reason']}{source}")
     if len(report["exclusions"]) > len(shown):
         click.echo(f"  ... {len(report['exclusions']) - len(shown)} more (use --json for all)")
+    if "flagged" in report:
+        _print_flagged(report["flagged"])
+
+
+def _print_flagged(flagged: list[dict]) -> None:
+    """Kept but not to be trusted: a count per reason, then the files."""
+    import collections
+
+    click.echo(f"flagged     {len(flagged)}")
+    for reason, number in collections.Counter(f["reason"] for f in flagged).most_common():
+        click.echo(f"  {number:6d}  {reason}")
+    for item in flagged[:20]:
+        click.echo(f"  {item['path']}: {item['reason']}")
+    if len(flagged) > 20:
+        click.echo(f"  ... {len(flagged) - 20} more (use --json for all)")
 
 
 @data.command()

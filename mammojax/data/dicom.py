@@ -20,13 +20,20 @@ Privacy: DICOM headers carry patient identifiers. Nothing read here ever
 leaves this module except the fields of :class:`ImageMeta` and
 :func:`safe_dicom_summary` (laterality, view, spacing, manufacturer, ...).
 Error messages are built from fixed texts and exception *class names*, never
-pydicom's message text (which can quote element values), and pydicom's
-warnings (which also quote values) are silenced while reading.
+pydicom's message text (which can quote element values). pydicom's own
+output is routed here, once, at import (:func:`route_pydicom_output`): its
+log records (warnings such as "Invalid value for VR CS: '<value>'", decoder
+tracebacks) become one line on the ``mammojax.data.dicom`` logger at DEBUG
+level, naming the file being read and only the kind of message; its Python
+warnings (the same texts) are ignored. Failures reach the user as the one-
+line :class:`~mammojax.errors.ImageReadError`.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -36,9 +43,10 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, get_decoder
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
 
+from mammojax.data import dicom_codecs
 from mammojax.data.readers import (
     DEFAULT_MAX_PIXELS,
     ImageMeta,
@@ -49,7 +57,77 @@ from mammojax.data.readers import (
 )
 from mammojax.errors import ImageReadError
 
-DECODER_HINT = "pip install 'mammojax[dicom]'"
+LOGGER = logging.getLogger(__name__)
+
+# A fixed phrase of a pydicom log message -> what is said instead. pydicom's
+# texts can quote header values (names, IDs, dates), so only this survives.
+PYDICOM_MESSAGES = (
+    ("VOI LUT on a float", "VOI LUT applied to float data"),
+    ("Invalid value for VR", "invalid header value"),
+    ("exceeds the maximum length", "header value too long"),
+    ("Expected explicit VR", "VR encoding differs from the transfer syntax"),
+    ("Expected implicit VR", "VR encoding differs from the transfer syntax"),
+    ("before delimiter", "sequence or item cut short"),
+    ("decoding plugin has changed", "decoder changed between frames"),
+    ("Unknown encoding", "unknown character set"),
+    ("Specific Character Set", "character set name corrected"),
+    ("is not valid for elements with a VR of DS", "invalid decimal string"),
+)
+
+_reading = threading.local()  # .path: the file this thread is reading, for log lines
+
+
+def pydicom_message_class(record: logging.LogRecord) -> str:
+    """The kind of a pydicom log record, never its text (which may quote header values)."""
+    if record.exc_info and record.exc_info[0] is not None:
+        return f"a decoder failed ({record.exc_info[0].__name__})"
+    text = record.getMessage() if isinstance(record.msg, str) else ""
+    for phrase, kind in PYDICOM_MESSAGES:
+        if phrase in text:
+            return kind
+    return f"{record.levelname.lower()} (text withheld: it may quote header values)"
+
+
+class _PydicomToMammojax(logging.Handler):
+    """Turns each pydicom record into one safe line on mammojax's logger."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        path = getattr(_reading, "path", None) or "(no file)"
+        LOGGER.debug("%s: pydicom %s: %s", path, record.levelname.lower(), pydicom_message_class(record))
+
+
+def route_pydicom_output() -> None:
+    """Send pydicom's log records through :class:`_PydicomToMammojax` only, and ignore its warnings.
+
+    Idempotent; run at import and again at each read (a ``catch_warnings``
+    block elsewhere may have dropped the filters since). Process-wide on
+    purpose: decoding runs in worker threads, so a per-read switch
+    (``warnings.catch_warnings``) would race.
+    """
+    logger = logging.getLogger("pydicom")
+    if not any(isinstance(h, _PydicomToMammojax) for h in logger.handlers):
+        logger.addHandler(_PydicomToMammojax())
+    logger.propagate = False  # never to the root logger's console handler
+    # warn_and_log() both logs and warns; the warning is attributed to the
+    # pydicom module that raised it, or with stacklevel to its caller here.
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+    warnings.filterwarnings("ignore", module=r"mammojax\.data\.dicom")
+
+
+@contextmanager
+def _reading_file(path: Path) -> Iterator[None]:
+    """Marks ``path`` as this thread's file for pydicom's log lines."""
+    route_pydicom_output()
+    previous = getattr(_reading, "path", None)
+    _reading.path = str(path)
+    try:
+        yield
+    finally:
+        _reading.path = previous
+
+
+dicom_codecs.register()
+route_pydicom_output()
 
 # SOP classes whose images are raw detector data, not meant for display.
 FOR_PROCESSING_SOP_CLASSES = {
@@ -96,7 +174,7 @@ def read_dicom(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS)
             compressed with a codec whose plugin is not installed.
     """
     path = Path(path)
-    with _quiet_pydicom():
+    with _reading_file(path):
         ds = _read_dataset(path)
         try:
             return _dataset_to_image(path, ds, max_pixels)
@@ -120,14 +198,6 @@ def _dataset_to_image(path: Path, ds: Dataset, max_pixels: int) -> LoadedImage:
         raise ImageReadError(path, f"unsupported DICOM pixel layout (shape {pixels.shape})")
     meta = dicom_meta(ds, pixels.shape)
     return LoadedImage(pixels, meta)
-
-
-@contextmanager
-def _quiet_pydicom() -> Iterator[None]:
-    # pydicom's validation warnings quote element values (names, IDs).
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 def _read_dataset(path: Path) -> Dataset:
@@ -177,20 +247,16 @@ def _decode_first_frame(path: Path, ds: Dataset, frames: int) -> np.ndarray:
         ds.file_meta = getattr(ds, "file_meta", None) or pydicom.dataset.FileMetaDataset()
         ds.file_meta.TransferSyntaxUID = tsyntax
     if "PixelData" in ds and tsyntax.is_compressed:
-        try:
-            decoder = get_decoder(tsyntax)
-        except NotImplementedError:
-            raise ImageReadError(path, f"unsupported DICOM transfer syntax ({tsyntax.name})") from None
-        if not decoder.is_available:
-            raise ImageReadError(path, f"compressed DICOM ({tsyntax.name}) needs a decoder: {DECODER_HINT}")
+        reason = dicom_codecs.undecodable_reason(ds, tsyntax)
+        if reason:
+            raise ImageReadError(path, reason)
     try:
-        if frames > 1:
-            ds.pixel_array_options(index=0)  # decode only the first frame
-        arr = ds.pixel_array
+        # Only the first frame of a multi-frame file is decoded.
+        arr = dicom_codecs.decode(ds, tsyntax, 0 if frames > 1 else None)
     except Exception as e:
         text = str(e).lower()
         if "missing" in text and ("plugin" in text or "dependenc" in text):
-            raise ImageReadError(path, f"compressed DICOM ({tsyntax.name}) needs a decoder: {DECODER_HINT}") from None
+            raise ImageReadError(path, dicom_codecs.missing_decoder_reason(tsyntax)) from None
         if "less than expected" in text or "truncat" in text or isinstance(e, EOFError):
             raise ImageReadError(path, "truncated DICOM pixel data") from None
         raise ImageReadError(path, f"DICOM pixel data could not be decoded ({type(e).__name__})") from None
@@ -232,7 +298,7 @@ def _apply_voi(ds: Dataset, values: np.ndarray) -> tuple[float, float, np.ndarra
     if has_lut or has_window:
         try:
             with np.errstate(over="ignore", invalid="ignore"):
-                out = apply_voi_lut(values, ds, index=0, prefer_lut=True)
+                out = apply_voi_lut(_lut_input(ds, values) if has_lut else values, ds, index=0, prefer_lut=True)
                 lo, hi = _voi_output_range(ds, has_lut)
             return lo, hi, out.astype(np.float32, copy=False)
         except (ValueError, TypeError, IndexError, KeyError, AttributeError):
@@ -241,14 +307,30 @@ def _apply_voi(ds: Dataset, values: np.ndarray) -> tuple[float, float, np.ndarra
     return lo, hi, values
 
 
+def _lut_domain(ds: Dataset) -> tuple[int, int]:
+    """(first input value mapped, number of entries) of the first VOI LUT."""
+    descriptor = ds.VOILUTSequence[0].LUTDescriptor
+    return int(descriptor[1]), int(descriptor[0]) or 65536
+
+
+def _lut_input(ds: Dataset, values: np.ndarray) -> np.ndarray:
+    """Modality values as the VOI LUT's integer inputs.
+
+    A LUT is indexed by integers: floor the modality output (what indexing a
+    float would do) and saturate it to the LUT's domain, where the standard
+    maps values outside it to the first or last entry (PS3.3 C.11.2.1.1).
+    Integers also keep pydicom from warning about float input.
+    """
+    first, entries = _lut_domain(ds)
+    return np.clip(np.floor(values), first, first + entries - 1).astype(np.int32)
+
+
 def _voi_output_range(ds: Dataset, has_lut: bool) -> tuple[float, float]:
     if has_lut:
         # Push the LUT's whole input domain through it: its real output range,
         # whatever bit depth the descriptor claims.
-        descriptor = ds.VOILUTSequence[0].LUTDescriptor
-        entries = int(descriptor[0]) or 65536
-        first = int(descriptor[1])
-        probe = np.arange(first, first + entries, dtype=np.float64)
+        first, entries = _lut_domain(ds)
+        probe = np.arange(first, first + entries, dtype=np.int64)
     else:
         # Window functions saturate at the output extremes for huge inputs.
         probe = np.array([-1e30, 1e30])
@@ -318,12 +400,12 @@ def safe_dicom_summary(ds: Dataset | str | os.PathLike) -> dict[str, Any]:
     """
     if not isinstance(ds, Dataset):
         path = Path(ds)
-        with _quiet_pydicom():
+        with _reading_file(path):
             try:
                 ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
             except Exception as e:
                 raise ImageReadError(path, f"corrupt or truncated DICOM file ({type(e).__name__})") from None
-    with _quiet_pydicom():
+    with _reading_file(getattr(ds, "filename", None) or "(dataset)"):
         return {
             "laterality": dicom_laterality(ds),
             "view": dicom_view(ds),

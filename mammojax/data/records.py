@@ -17,6 +17,11 @@ from typing import Any, Iterable
 
 from mammojax.errors import MammojaxError
 
+# Every adapter maps its own finding names onto these (adapters/_common.py
+# ``lesion_kind``): "distortion" is architectural distortion; "other" covers
+# skin or nipple retraction, skin thickening, lymph nodes and unnamed marks.
+LESION_KINDS = ("mass", "calcification", "distortion", "asymmetry", "other")
+
 
 @dataclass(frozen=True)
 class Lesion:
@@ -27,7 +32,7 @@ class Lesion:
     ``radius`` is the radius of a circle enclosing the finding, in pixels.
     """
 
-    kind: str  # "mass", "calcification", "distortion", "asymmetry", ...
+    kind: str  # one of LESION_KINDS
     row: float | None
     col: float | None
     radius: float | None = None
@@ -48,7 +53,7 @@ class Record:
     label: int
     patient_id: str
     laterality: str | None = None  # "L" | "R"
-    view: str | None = None  # "CC" | "MLO" | ...
+    view: str | None = None  # "CC" | "MLO" (the family; extra "acquired_view" keeps ML, LM, AT...)
     lesions: tuple[Lesion, ...] = ()
     extra: tuple[tuple[str, Any], ...] = ()
 
@@ -62,23 +67,36 @@ class Record:
 
 @dataclass(frozen=True)
 class Exclusion:
-    """A file that was left out, and why (one short phrase)."""
+    """A file that was left out, and why.
+
+    ``reason`` is one short phrase shared by every file left out for the same
+    cause (summaries count by it); ``source`` says where the decision came
+    from for the per-file report, e.g. ``"INbreast.csv line 379"``.
+    """
 
     path: str
     reason: str
+    source: str = ""
 
 
 @dataclass(frozen=True)
 class DatasetRecords:
-    """What an adapter returns: usable records and excluded files."""
+    """What an adapter returns: usable records and excluded files.
+
+    ``notes`` are counts an adapter wants in the summary beyond the generic
+    ones, as ``(what, number)`` pairs (CBIS-DDSM: films merged from a Mass
+    and a Calc CSV).
+    """
 
     records: tuple[Record, ...]
     excluded: tuple[Exclusion, ...] = field(default=())
+    notes: tuple[tuple[str, int], ...] = field(default=())
 
     def __post_init__(self):
         # Accept lists from adapters but keep the object immutable.
         object.__setattr__(self, "records", tuple(self.records))
         object.__setattr__(self, "excluded", tuple(self.excluded))
+        object.__setattr__(self, "notes", tuple(self.notes))
 
     def __len__(self) -> int:
         return len(self.records)
@@ -110,6 +128,7 @@ class DatasetRecords:
             "laterality": self.laterality_counts(),
             "excluded": len(self.excluded),
             "exclusion_reasons": self.exclusion_counts(),
+            "notes": dict(self.notes),
         }
 
 

@@ -8,6 +8,9 @@ report what it left out and why, instead of crashing on file 3,817 of 10,000:
 - oversized: more pixels than ``max_pixels`` (checked before decoding),
 - wrong shape: not a 2-D grayscale image, or a side shorter than ``min_size``,
 - constant image: every pixel the same value, so there is no content.
+
+Files that read fine but should not be scored are kept and *flagged*:
+FOR PROCESSING DICOMs (raw detector data, :data:`FOR_PROCESSING_REASON`).
 """
 
 from __future__ import annotations
@@ -17,8 +20,16 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from mammojax.data.readers import DEFAULT_MAX_PIXELS, LoadedImage, read_image
+from mammojax.data.readers import DEFAULT_MAX_PIXELS, ImageMeta, LoadedImage, read_image
 from mammojax.errors import ImageReadError
+
+# Said wherever a FOR PROCESSING image is met (summary, predict rows).
+FOR_PROCESSING_REASON = "FOR PROCESSING (raw detector data), scores are not meaningful"
+
+
+def image_flags(meta: ImageMeta) -> tuple[str, ...]:
+    """Reasons a readable image should not be trusted (empty for a normal one)."""
+    return (FOR_PROCESSING_REASON,) if meta.for_processing else ()
 
 
 def screen_image(path: str | os.PathLike, *, max_pixels: int = DEFAULT_MAX_PIXELS, min_size: int = 32) -> LoadedImage:
@@ -47,6 +58,7 @@ def screen_files(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     min_size: int = 32,
     progress: Callable[[int], None] | None = None,
+    flagged: list | None = None,
 ) -> tuple[list[str], list]:
     """Split ``paths`` into usable files and :class:`~mammojax.data.records.Exclusion`.
 
@@ -56,6 +68,8 @@ def screen_files(
 
     Args:
         progress: called with the number of files screened so far.
+        flagged: usable files with an :func:`image_flags` reason are also
+            appended here, as ``Exclusion(path, reason)`` (they stay usable).
 
     Returns:
         ``(ok_paths, exclusions)``, both in input order.
@@ -66,7 +80,7 @@ def screen_files(
     excluded: list = []
     for done, path in enumerate(paths, start=1):
         try:
-            screen_image(path, max_pixels=max_pixels, min_size=min_size)
+            loaded = screen_image(path, max_pixels=max_pixels, min_size=min_size)
         except ImageReadError as err:
             excluded.append(Exclusion(str(path), err.reason))
         except MemoryError:
@@ -75,6 +89,9 @@ def screen_files(
             excluded.append(Exclusion(str(path), f"unreadable or corrupt file ({type(err).__name__})"))
         else:
             ok.append(str(path))
+            if flagged is not None:
+                flagged.extend(Exclusion(str(path), reason) for reason in image_flags(loaded.meta))
+            del loaded
         if progress is not None:
             progress(done)
     return ok, excluded

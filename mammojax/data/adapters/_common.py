@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from mammojax.data.records import DatasetRecords
+from mammojax.data.records import LESION_KINDS, DatasetRecords
 from mammojax.errors import MammojaxError
 
 
@@ -110,17 +110,74 @@ def find_file(data_dir: Path, names: Iterable[str], *, max_depth: int = 2) -> Pa
     should not have to point at the exact one.
     """
     names = tuple(names)
+    found = find_files(data_dir, names, max_depth=max_depth)
+    return next((found[name] for name in names if name in found), None)
+
+
+def find_files(data_dir: Path, names: Iterable[str], *, max_depth: int = 2) -> dict[str, Path]:
+    """``name -> path`` of each of ``names`` found in ``data_dir`` or below (nearest level first)."""
+    wanted = set(names)
+    found: dict[str, Path] = {}
     level = [data_dir]
     for _ in range(max_depth + 1):
         for folder in level:
-            for name in names:
+            for name in sorted(wanted - set(found)):
                 if (folder / name).is_file():
-                    return folder / name
-        level = sorted(p for folder in level for p in _subdirs(folder))
-    return None
+                    found[name] = folder / name
+        if len(found) == len(wanted):
+            break
+        level = sorted(p for folder in level for p in subdirs(folder))
+    return found
 
 
-def _subdirs(folder: Path) -> list[Path]:
+# Finding names -> LESION_KINDS, first match wins. INbreast's "Spiculated
+# Region" (and its Portuguese spelling "Espiculated Region") outlines the
+# spicules of a spiculated mass, so it counts as mass; "Assymetry" is its
+# spelling of asymmetry; "Cluster" is a calcification cluster.
+_KIND_NEEDLES = (
+    ("calc", "calcification"), ("cluster", "calcification"),
+    ("distortion", "distortion"),
+    ("asym", "asymmetry"), ("assym", "asymmetry"),
+    ("mass", "mass"), ("spiculated", "mass"), ("nodule", "mass"),
+)
+
+
+def lesion_kind(*names: str) -> str:
+    """The kind in :data:`~mammojax.data.records.LESION_KINDS` of one finding.
+
+    Several names (VinDr's ``['Suspicious Calcification', 'Mass']``) give the
+    first of LESION_KINDS among theirs: a mass with calcifications is a mass.
+    """
+    kinds = set()
+    for name in names:
+        text = str(name).strip().lower()
+        kinds.add(next((kind for needle, kind in _KIND_NEEDLES if needle in text), "other"))
+    return next((kind for kind in LESION_KINDS if kind in kinds), "other")
+
+
+# Mammographic views -> the standard view of their family. The lateral and
+# oblique projections (ML, LM, LMO, SIO, AT = axillary tail) show the breast
+# from the side with the pectoral muscle, as MLO does; XCCL, XCCM and FB
+# (from below) are craniocaudal variants. Record.view holds the family and
+# extra "acquired_view" the view as acquired when it differs, so nothing is
+# lost and every view is known.
+VIEW_FAMILIES = {"CC": "CC", "XCCL": "CC", "XCCM": "CC", "FB": "CC",
+                 "MLO": "MLO", "ML": "MLO", "LM": "MLO", "LMO": "MLO", "SIO": "MLO", "AT": "MLO"}
+LATERALITIES = {"L": "L", "LEFT": "L", "R": "R", "RIGHT": "R"}
+
+
+def view_fields(value: str | None) -> tuple[str | None, tuple[tuple[str, str], ...]]:
+    """``(Record.view, extra pairs)`` of an acquired view: ``"LM"`` -> ``("MLO", (("acquired_view", "LM"),))``.
+
+    An unknown view gives ``None`` and keeps the value as ``acquired_view``.
+    """
+    acquired = str(value or "").strip().upper()
+    family = VIEW_FAMILIES.get(acquired)
+    extra = (("acquired_view", acquired),) if acquired and acquired != family else ()
+    return family, extra
+
+
+def subdirs(folder: Path) -> list[Path]:
     try:
         return [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
     except OSError:

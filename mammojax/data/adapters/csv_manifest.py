@@ -6,6 +6,12 @@ ones are kept). Labels are 0 or 1. Without ``patient_id`` every image is its
 own patient (the path stem), which is only right if no woman has two images:
 add the column when she does, or splits will leak.
 
+When a DICOM's row leaves ``laterality`` or ``view`` empty (or the columns
+are absent), they come from its header (ImageLaterality, else Laterality;
+ViewPosition, else ViewCodeSequence), read without pixel data. Views become
+their family, CC or MLO (``_common.VIEW_FAMILIES``), the acquired one kept in
+``extra["acquired_view"]``.
+
 ``data_dir`` is the CSV file, or a folder holding ``manifest.csv``.
 """
 
@@ -13,13 +19,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mammojax.data.adapters._common import Adapter, read_csv_rows
+from mammojax.data.adapters._common import LATERALITIES, Adapter, read_csv_rows, view_fields
 from mammojax.data.records import DatasetRecords, Exclusion, Record
-from mammojax.errors import MammojaxError
+from mammojax.errors import ImageReadError, MammojaxError
 
 TASKS = ("default",)
 LABELS = {"0": 0, "1": 1}
-LATERALITIES = {"L": "L", "LEFT": "L", "R": "R", "RIGHT": "R", "": None}
 
 
 def load(data_dir: Path, *, task: str = "default") -> DatasetRecords:
@@ -35,17 +40,36 @@ def load(data_dir: Path, *, task: str = "default") -> DatasetRecords:
         if label is None:
             raise MammojaxError(f"{manifest}:{line}: label must be 0 or 1, got {row['label']!r}")
         side = row.get("laterality", "").upper()
-        if side not in LATERALITIES:
+        if side and side not in LATERALITIES:
             raise MammojaxError(f"{manifest}:{line}: laterality must be L or R, got {row['laterality']!r}")
         path = Path(row["path"])
         path = path if path.is_absolute() else root / path
         if not path.is_file():
-            excluded.append(Exclusion(str(path), f"{manifest.name} line {line}: file not found"))
+            excluded.append(Exclusion(str(path), "file not found", f"{manifest.name} line {line}"))
             continue
-        records.append(Record(path=str(path), label=label,
-                              patient_id=row.get("patient_id") or path.stem,
-                              laterality=LATERALITIES[side], view=row.get("view", "").upper() or None))
+        laterality, view = LATERALITIES.get(side), row.get("view", "")
+        if laterality is None or not view:
+            header_side, header_view = _dicom_side_and_view(path)
+            laterality, view = laterality or header_side, view or header_view
+        view, view_extra = view_fields(view)
+        records.append(Record(path=str(path), label=label, patient_id=row.get("patient_id") or path.stem,
+                              laterality=laterality, view=view, extra=view_extra))
     return DatasetRecords(records, excluded)
+
+
+def _dicom_side_and_view(path: Path) -> tuple[str | None, str | None]:
+    """Laterality and view from a DICOM header (no pixels); (None, None) for other files."""
+    from mammojax.data.readers import detect_format
+
+    try:
+        if detect_format(path) != "dicom":
+            return None, None
+        from mammojax.data.dicom import safe_dicom_summary
+
+        summary = safe_dicom_summary(path)
+    except ImageReadError:
+        return None, None  # unreadable: screening and caching report it
+    return summary["laterality"], summary["view"]
 
 
 ADAPTER = Adapter(load=load, tasks=TASKS, description="CSV manifest: path,label[,patient_id,laterality,view]")

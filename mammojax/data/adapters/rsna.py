@@ -4,13 +4,18 @@ Layout: ``train.csv`` (``site_id, patient_id, image_id, laterality, view,
 age, cancer, ...``) and ``train_images/<patient_id>/<image_id>.dcm``
 (``.png`` copies at the same place also work). The label is the ``cancer``
 column. Only ``train.csv`` has labels, so it is the only table read.
+
+Besides CC and MLO, a few images are AT (axillary tail), ML, LM or LMO: they
+get the view of their family (all MLO-like side views; ``_common.VIEW_FAMILIES``)
+and keep the acquired one as ``extra["acquired_view"]``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from mammojax.data.adapters._common import Adapter, find_file, first_existing, read_csv_rows
+from mammojax.data.adapters._common import (LATERALITIES, Adapter, find_file, first_existing,
+                                            read_csv_rows, view_fields)
 from mammojax.data.records import DatasetRecords, Exclusion, Record
 from mammojax.errors import MammojaxError
 
@@ -33,10 +38,10 @@ def load(data_dir: Path, *, task: str = "default") -> DatasetRecords:
             continue
         if row["cancer"] not in ("0", "1"):
             raise MammojaxError(f"{table}:{line}: cancer must be 0 or 1, got {row['cancer']!r}")
-        extra = tuple((k, row[k]) for k in KEPT_COLUMNS if k in row)
+        view, view_extra = view_fields(row["view"])
+        extra = (*((k, row[k]) for k in KEPT_COLUMNS if k in row), *view_extra)
         records.append(Record(path=str(path), label=int(row["cancer"]), patient_id=row["patient_id"],
-                              laterality=row["laterality"].upper() or None,
-                              view=row["view"].upper() or None, extra=extra))
+                              laterality=LATERALITIES.get(row["laterality"].upper()), view=view, extra=extra))
     return DatasetRecords(records, excluded)
 
 

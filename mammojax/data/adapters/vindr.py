@@ -10,6 +10,8 @@ Layout::
 There is no patient id and no biopsy label: ``study_id`` is the patient key and
 labels are BI-RADS proxies (4-5 -> 1, 1-2 -> 0, 3 excluded unless
 ``birads3="negative"``). The official split is kept as ``extra["split"]``.
+Finding categories become one of ``LESION_KINDS``: a box listed as
+``['Suspicious Calcification', 'Mass']`` is a mass.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import ast
 import math
 from pathlib import Path
 
-from mammojax.data.adapters._common import (Adapter, find_file, label_from_birads,
-                                            first_existing, read_csv_rows)
+from mammojax.data.adapters._common import (LATERALITIES, Adapter, find_file, first_existing,
+                                            label_from_birads, lesion_kind, read_csv_rows, view_fields)
 from mammojax.data.records import DatasetRecords, Exclusion, Lesion, Record
 from mammojax.errors import MammojaxError
 
@@ -45,11 +47,11 @@ def load(data_dir: Path, *, task: str = "default", birads3: str = "exclude") -> 
         if label is None:
             excluded.append(Exclusion(str(path), reason))
             continue
+        view, view_extra = view_fields(row["view_position"])
         extra = (("split", row.get("split", "")), ("birads", row["breast_birads"]),
-                 ("density", row.get("breast_density", "")))
+                 ("density", row.get("breast_density", "")), *view_extra)
         records.append(Record(path=str(path), label=label, patient_id=row["study_id"],
-                              laterality=row["laterality"].upper() or None,
-                              view=row["view_position"].upper() or None,
+                              laterality=LATERALITIES.get(row["laterality"].upper()), view=view,
                               lesions=findings.get(row["image_id"], ()), extra=extra))
     return DatasetRecords(records, excluded)
 
@@ -75,12 +77,15 @@ def _read_findings(table: Path) -> dict[str, tuple[Lesion, ...]]:
 
 
 def _category(text: str) -> str:
-    """``"['Mass', 'Suspicious Calcification']"`` -> ``"mass,suspicious calcification"``."""
+    """``"['Suspicious Calcification', 'Mass']"`` -> ``"mass"`` (see ``lesion_kind``)."""
     try:
         values = ast.literal_eval(text) if text.startswith("[") else [text]
     except (ValueError, SyntaxError):
         values = [text]
-    return ",".join(str(v).strip().lower() for v in values if str(v).strip()) or "finding"
+    if isinstance(values, str):
+        values = [values]
+    names = [str(v).strip() for v in values if str(v).strip()]
+    return lesion_kind(*names) if names else "other"
 
 
 ADAPTER = Adapter(load=load, tasks=TASKS, options=("birads3",),
