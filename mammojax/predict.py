@@ -222,6 +222,7 @@ class PredictSummary:
     failed: int = 0
     patients: int = 0
     seconds: float = 0.0
+    skipped: list = dataclasses.field(default_factory=list)  # (path, reason) of each error row
 
 
 def predict_rows(predictor, items: list[InputItem]) -> Iterator[dict]:
@@ -263,6 +264,7 @@ def run_predict(predictor, items: list[InputItem], stream: IO, fmt: str, *,
             summary.scored += 1
         else:
             summary.failed += 1
+            summary.skipped.append((row["path"], row["error"]))
         if progress is not None:
             progress.update()
         if (summary.scored + summary.failed) % predictor.batch_size == 0:

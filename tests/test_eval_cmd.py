@@ -66,3 +66,29 @@ def test_eval_test_split_matches_the_training_split(workdir, tmp_path, monkeypat
     assert metrics["n_images"] == len(expected) > 0
     assert metrics["tau_optimistic"] and "optimistic" in result.stderr
     assert "optimistic" in (out / "report.html").read_text()
+
+
+def test_eval_skips_unreadable_images_and_exits_partial(workdir, tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.setenv("MAMMOJAX_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "own"
+    data.mkdir()
+    rows = ["path,label,patient_id"]
+    for i in range(6):
+        pixels = np.random.default_rng(i).integers(20, 220, (40, 36), dtype=np.uint8)
+        Image.fromarray(pixels).save(data / f"img{i}.png")
+        rows.append(f"img{i}.png,{i % 2},p{i // 2}")
+    (data / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot a png")
+    rows.append("broken.png,1,p9")
+    (data / "manifest.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(_cli(), ["eval", "--checkpoint", str(workdir), "--dataset", "csv",
+                                         "--data-dir", str(data), "--split", "all", "--out", str(out)])
+    assert result.exit_code == 3, result.output  # partial: one skipped, six scored
+    skipped = [l for l in result.stderr.splitlines() if l.startswith("mammojax: skipped")]
+    assert len(skipped) == 1 and skipped[0].startswith(f"mammojax: skipped {data / 'broken.png'}: ")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_images"] == 6 and metrics["n_excluded"] == 1
+    assert [e["path"] for e in metrics["excluded"]] == [str(data / "broken.png")]

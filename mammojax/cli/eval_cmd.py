@@ -9,10 +9,12 @@ import json
 
 import click
 
+from mammojax.cli.outcome import EXIT_STATUS_HELP
+
 _POLICIES = ("fixed", "youden", "sensitivity", "specificity")
 
 
-@click.command("eval")
+@click.command("eval", epilog=EXIT_STATUS_HELP)
 @click.option("--checkpoint", required=True, type=click.Path(),
               help="Checkpoint directory or training workdir (its best/ is used).")
 @click.option("--dataset", required=True, help="Dataset name (mias, inbreast, synthetic, ...).")
@@ -39,8 +41,10 @@ def eval_(checkpoint, dataset, data_dir, task, split, seed, tta_hflip, threshold
           n_bootstrap, batch_size, out_dir, as_json):
     """Evaluate a checkpoint on a dataset split: AUC with a patient-bootstrap CI,
     sensitivity/specificity/PPV/NPV/F1 at image, breast and patient level,
-    calibration, and a self-contained HTML + Markdown report."""
+    calibration, and a self-contained HTML + Markdown report. Unreadable images
+    are skipped, named on stderr and counted in the report."""
     from mammojax import runtime
+    from mammojax.cli import outcome
 
     runtime.setup()
     from mammojax.evaluation.evaluate import evaluate_checkpoint
@@ -51,9 +55,16 @@ def eval_(checkpoint, dataset, data_dir, task, split, seed, tta_hflip, threshold
                                  threshold_policy=threshold_policy, target=target,
                                  batch_size=batch_size, n_bootstrap=n_bootstrap,
                                  progress=not as_json)
+    for skipped in result["excluded"]:
+        outcome.report_skipped(skipped["path"], skipped["reason"])
     if as_json:
         click.echo(json.dumps(result, indent=2))
-        return
+    else:
+        _print_summary(result, out_dir)
+    outcome.finish(result["n_images"], result["n_excluded"])
+
+
+def _print_summary(result: dict, out_dir) -> None:
     levels = result["levels"]
     for name in ("image", "breast", "patient"):
         m, ci = levels[name], levels[name]["auc_ci"]
