@@ -51,3 +51,17 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "none" in err and err.startswith("mammojax: error:")
     assert main(["data", "summary", "--dataset", "csv", "--data-dir", str(tmp_path), "-o", "x"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
+
+
+def test_prepare_defaults_to_the_user_cache_and_says_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAMMOJAX_CACHE_DIR", str(tmp_path / "user-cache"))
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    result = CliRunner().invoke(data, ["prepare", "--dataset", "synthetic", "--data-dir", str(tmp_path / "ph"),
+                                       "-o", "count=8", "-o", "size=48", "--image-size", "32"])
+    assert result.exit_code == 0, result.output
+    root = tmp_path / "user-cache" / "decoded"
+    caches = [p for p in root.iterdir() if p.is_dir()]
+    assert len(caches) == 1 and f"{caches[0]}: 8 images cached, 0 excluded" in result.stdout
+    assert list(here.iterdir()) == []

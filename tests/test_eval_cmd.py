@@ -92,3 +92,31 @@ def test_eval_skips_unreadable_images_and_exits_partial(workdir, tmp_path, monke
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["n_images"] == 6 and metrics["n_excluded"] == 1
     assert [e["path"] for e in metrics["excluded"]] == [str(data / "broken.png")]
+
+
+def test_eval_writes_beside_the_model_and_keeps_earlier_results(workdir, tmp_path, monkeypatch):
+    monkeypatch.setenv("MAMMOJAX_CACHE_DIR", str(tmp_path / "cache"))
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the user's current folder gets nothing
+    args = ["eval", "--checkpoint", str(workdir / "best"), "--dataset", "synthetic",
+            "--data-dir", str(tmp_path / "phantoms"), "--split", "val", "--bootstrap", "0"]
+    result = CliRunner().invoke(_cli(), args)
+    assert result.exit_code == 0, result.output
+    out = workdir / "eval-synthetic-val"  # the training workdir, also when given its best/
+    assert (out / "metrics.json").is_file() and f"report: {out}/report.html" in result.stderr
+    assert list(elsewhere.iterdir()) == []
+
+    before = (out / "metrics.json").stat().st_mtime_ns
+    refused = CliRunner().invoke(_cli(), args)
+    assert refused.exit_code != 0 and "already holds results" in str(refused.exception)
+    assert (out / "metrics.json").stat().st_mtime_ns == before
+    assert CliRunner().invoke(_cli(), args + ["--overwrite"]).exit_code == 0
+    assert (out / "metrics.json").stat().st_mtime_ns != before
+
+
+def test_eval_default_for_a_plain_checkpoint_is_inside_it(tmp_path):
+    from mammojax.cli.eval_cmd import default_out_dir
+
+    ckpt = make_tiny_checkpoint(tmp_path / "converted")
+    assert default_out_dir(ckpt, "mias", "test") == ckpt.absolute() / "eval-mias-test"
