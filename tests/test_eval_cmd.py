@@ -120,3 +120,19 @@ def test_eval_default_for_a_plain_checkpoint_is_inside_it(tmp_path):
 
     ckpt = make_tiny_checkpoint(tmp_path / "converted")
     assert default_out_dir(ckpt, "mias", "test") == ckpt.absolute() / "eval-mias-test"
+
+
+def test_eval_with_no_readable_image_is_one_error_line(workdir, tmp_path, monkeypatch, capsys):
+    from mammojax.cli import main
+
+    monkeypatch.setenv("MAMMOJAX_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "own"
+    data.mkdir()
+    (data / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot a png")
+    (data / "manifest.csv").write_text("path,label\nbroken.png,1\n")
+    out = tmp_path / "eval"
+    code = main(["eval", "--checkpoint", str(workdir), "--dataset", "csv", "--data-dir", str(data),
+                 "--split", "all", "--out", str(out)])
+    errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith("mammojax: error:")]
+    assert code == 2 and len(errors) == 1 and "could not read any of the 1 images" in errors[0]
+    assert str(data / "broken.png") in errors[0] and not out.exists()
