@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
+import math
 from pathlib import Path
 from typing import Iterable
 
@@ -122,6 +123,125 @@ def quickstart_config() -> ml_collections.ConfigDict:
     return c
 
 
+# train.recipe values: mammojax.train.loop dispatches on them.
+RECIPES = ("whole_image", "patches")
+BEST_MODES = ("max", "min")
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Checks a run's names and numbers before any data is read or file written.
+
+    Names are checked against the registries that will use them (models,
+    optimizers, schedules, datasets and their tasks, threshold policies, ...),
+    numbers against their ranges, paths for existence; a misspelt model name
+    fails here in seconds instead of after the data are decoded, and leaves
+    no workdir behind. All problems go into one ``ConfigError`` line. Fields
+    an older config lacks are not checked. Imports the model registry (so
+    JAX): the XLA flags are set first.
+    """
+    from mammojax import runtime
+
+    runtime.setup(compilation_cache=False)  # XLA flags must be in place before JAX loads
+    from mammojax import models
+    from mammojax.errors import MammojaxError
+    from mammojax.evaluation.aggregate import AGGREGATES
+    from mammojax.evaluation.thresholds import POLICIES
+    from mammojax.explain.cam import CAM_METHODS
+    from mammojax.models.common import DTYPES, HEAD_POOLINGS
+    from mammojax.train.optim import OPTIMIZERS, SCHEDULES
+
+    problems: list[str] = []
+
+    def value(key: str):
+        section, _, leaf = key.rpartition(".")
+        node = config
+        for part in filter(None, section.split(".")):
+            node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+        return node.get(leaf, _MISSING) if isinstance(node, ml_collections.ConfigDict) else _MISSING
+
+    def choice(key: str, valid) -> None:
+        got = value(key)
+        if got is _MISSING or got in valid:
+            return
+        close = difflib.get_close_matches(str(got), [str(v) for v in valid], n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        problems.append(f"{key}={got!r} is unknown ({hint}valid: {', '.join(map(str, valid))})")
+
+    def number(key: str, low: float, high: float = math.inf, *, low_open: bool = False,
+               high_open: bool = False) -> None:
+        got = value(key)
+        if got is _MISSING:
+            return
+        below = got <= low if low_open else got < low
+        above = got >= high if high_open else got > high
+        if isinstance(got, bool) or not isinstance(got, (int, float)) or below or above:
+            if high == math.inf:
+                wanted = f"{'>' if low_open else '>='} {low:g}"
+            else:
+                wanted = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            problems.append(f"{key}={got!r} must be {wanted}")
+
+    choice("model.name", list(models.MODELS))
+    choice("model.head_pooling", HEAD_POOLINGS)
+    choice("model.dtype", list(DTYPES))
+    choice("optim.name", OPTIMIZERS)
+    choice("optim.schedule", SCHEDULES)
+    choice("train.best_mode", BEST_MODES)
+    choice("train.recipe", RECIPES)
+    choice("eval.threshold_policy", POLICIES)
+    choice("eval.patient_aggregate", AGGREGATES)
+    choice("explain.method", list(CAM_METHODS))
+    choice("explain.layer", models.FEATURE_NAMES)
+    for key in ("data.image_size", "data.max_pixels", "data.synthetic_count", "train.batch_size",
+                "train.eval_batch_size", "train.epochs", "train.log_every_steps"):
+        number(key, 0, low_open=True)
+    for key in ("optim.weight_decay", "optim.warmup_epochs", "optim.grad_clip_norm",
+                "train.checkpoint_every_steps", "eval.bootstrap", "data.num_folds"):
+        number(key, 0)
+    number("optim.lr", 0, low_open=True)
+    number("optim.label_smoothing", 0, 1, high_open=True)
+    number("data.val_fraction", 0, 1, high_open=True)
+    number("data.test_fraction", 0, 1, high_open=True)
+    number("eval.tau", 0, 1)
+    number("eval.target", 0, 1, low_open=True, high_open=True)
+    fractions = value("data.val_fraction"), value("data.test_fraction")
+    if _MISSING not in fractions and all(isinstance(f, (int, float)) for f in fractions) \
+            and sum(fractions) >= 1:
+        problems.append("data.val_fraction + data.test_fraction must be below 1 (no training data left)")
+    folds, fold = value("data.num_folds"), value("data.fold")
+    if isinstance(folds, int) and folds == 1:
+        problems.append("data.num_folds=1 is not cross-validation (use 0 or at least 2)")
+    if isinstance(folds, int) and folds >= 2 and isinstance(fold, int) and not 0 <= fold < folds:
+        problems.append(f"data.fold={fold} is outside [0, {folds})")
+    if value("train.recipe") == "patches" and "patch" not in config:
+        problems.append("train.recipe='patches' needs a 'patch' section (see configs/mias.py)")
+    if value("data.dataset") is not _MISSING:
+        from mammojax.data.records import check_dataset_request
+
+        try:
+            check_dataset_request(config.data.dataset, value("data.data_dir") or "",
+                                  task=value("data.task") or "default")
+        except MammojaxError as err:
+            problems.append(str(err))
+    init = value("model.init_checkpoint")
+    if init and init is not _MISSING:
+        from mammojax.checkpoint import read_meta
+
+        try:
+            trained = read_meta(init)["model"]["name"]
+        except MammojaxError as err:
+            problems.append(f"model.init_checkpoint: {err}")
+        else:
+            if trained != value("model.name"):
+                problems.append(f"model.init_checkpoint {init} holds model {trained!r}, "
+                                f"not model.name={value('model.name')!r}")
+    if problems:
+        raise ConfigError("invalid config: " + "; ".join(problems))
+
+
+_MISSING = object()
+
+
 def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
     """Loads ``get_config()`` from a config file and applies dotted overrides.
 
@@ -162,17 +282,87 @@ def _resolve_parent(config, dotted: str):
     parts = dotted.split(".")
     node = config
     for depth, part in enumerate(parts):
-        keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        prefix = ".".join(parts[:depth])
+        if not isinstance(node, ml_collections.ConfigDict):
+            raise ConfigError(f"unknown config key {dotted!r}: {prefix!r} is a value, not a section")
+        keys = list(node.keys())
         if part not in keys:
-            prefix = ".".join(parts[:depth])
-            valid = [f"{prefix}.{k}" if prefix else k for k in keys]
-            close = difflib.get_close_matches(".".join(parts[: depth + 1]), valid, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(sorted(valid))}"
+            close = suggest_keys(config, parts, depth)
+            valid = sorted(f"{prefix}.{k}" if prefix else k for k in keys)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(valid)}"
             raise ConfigError(f"unknown config key {dotted!r}{hint}")
         if depth == len(parts) - 1:
             return node, part
         node = node[part]
     raise AssertionError("unreachable")
+
+
+# Names other frameworks use, for the field this config calls otherwise.
+KEY_SYNONYMS = {
+    "learning_rate": "optim.lr", "lr_rate": "optim.lr", "base_lr": "optim.lr", "lr": "optim.lr",
+    "optimizer": "optim.name", "opt": "optim.name", "wd": "optim.weight_decay",
+    "weight_decay": "optim.weight_decay", "scheduler": "optim.schedule", "lr_schedule": "optim.schedule",
+    "warmup": "optim.warmup_epochs", "clip": "optim.grad_clip_norm",
+    "epochs": "train.epochs", "num_epochs": "train.epochs", "n_epochs": "train.epochs",
+    "max_epochs": "train.epochs", "epoch": "train.epochs",
+    "batch_size": "train.batch_size", "batch": "train.batch_size", "bs": "train.batch_size",
+    "batchsize": "train.batch_size", "train_batch_size": "train.batch_size",
+    "arch": "model.name", "architecture": "model.name", "backbone": "model.name",
+    "model_name": "model.name", "model": "model.name", "num_classes": "model.num_classes",
+    "img_size": "data.image_size", "image_size": "data.image_size", "input_size": "data.image_size",
+    "resolution": "data.image_size", "dataset_name": "data.dataset", "dataset": "data.dataset",
+    "data_dir": "data.data_dir", "data_root": "data.data_dir", "root": "data.data_dir",
+}
+
+
+def _leaf_keys(config, prefix: str = "") -> list[str]:
+    out = []
+    for key in config.keys():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if isinstance(config[key], ml_collections.ConfigDict):
+            out.extend(_leaf_keys(config[key], dotted))
+        else:
+            out.append(dotted)
+    return out
+
+
+def suggest_keys(config, parts: list[str], depth: int, n: int = 3) -> list[str]:
+    """Up to ``n`` existing keys the user probably meant; ``parts[depth]`` is unknown.
+
+    Names are compared leaf to leaf (comparing whole dotted paths rates every
+    key of the same section as close: ``optim.learning_rate`` once suggested
+    ``optim.name``): a known synonym first (``learning_rate`` -> ``optim.lr``),
+    then the same leaf in another section (``train.lr`` -> ``optim.lr``), then
+    spelling neighbours in the same section, then anywhere. A misspelt section
+    is corrected in place (``optimizer.lr`` -> ``optim.lr``).
+    """
+    prefix, name = ".".join(parts[:depth]), parts[depth].lower()
+    node = config[prefix] if prefix else config
+    leaves = _leaf_keys(config)
+    close_keys = difflib.get_close_matches(name, list(node.keys()), n=n, cutoff=0.6)
+    if depth < len(parts) - 1:  # a section name: keep the rest of the path
+        rest = ".".join(parts[depth + 1:])
+        found = [".".join(filter(None, (prefix, k, rest))) for k in close_keys]
+    else:
+        found = [KEY_SYNONYMS[m] for m in difflib.get_close_matches(name, KEY_SYNONYMS, n=1, cutoff=0.85)]
+        found += [leaf for leaf in leaves if leaf.rsplit(".", 1)[-1] == name]
+        found += [f"{prefix}.{k}" if prefix else k for k in close_keys]
+        by_leaf: dict[str, list[str]] = {}
+        for leaf in leaves:
+            by_leaf.setdefault(leaf.rsplit(".", 1)[-1], []).append(leaf)
+        for close in difflib.get_close_matches(name, by_leaf, n=n, cutoff=0.8):
+            found += by_leaf[close]
+    existing = set(leaves) | set(_section_keys(config))
+    return list(dict.fromkeys(k for k in found if k in existing))[:n]
+
+
+def _section_keys(config, prefix: str = "") -> list[str]:
+    out = []
+    for key in config.keys():
+        if isinstance(config[key], ml_collections.ConfigDict):
+            dotted = f"{prefix}.{key}" if prefix else key
+            out += [dotted, *_section_keys(config[key], dotted)]
+    return out
 
 
 def _parse_value(key: str, raw: str, current):

@@ -186,6 +186,7 @@ class PredictSummary:
     failed: int = 0
     patients: int = 0
     seconds: float = 0.0
+    skipped: list = dataclasses.field(default_factory=list)  # (path, reason) of each error row
 
 
 def predict_rows(scorer, items: list[InputItem], *, aggregate: str = "max") -> Iterator[dict]:
@@ -236,6 +237,7 @@ def run_predict(scorer, items: list[InputItem], stream: IO, fmt: str, *, aggrega
             summary.scored += 1
         else:
             summary.failed += 1
+            summary.skipped.append((row["path"], row["error"]))
         if progress is not None:
             progress.update(1)
         if (summary.scored + summary.failed) % scorer.batch_size == 0:

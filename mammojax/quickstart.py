@@ -23,7 +23,7 @@ def run_quickstart(workdir: str | Path, *, overrides=(), echo=print) -> dict:
     from mammojax import runtime
 
     runtime.setup()
-    from mammojax.config import apply_override
+    from mammojax.config import apply_override, validate_config
     from mammojax.data.records import load_dataset
     from mammojax.evaluation.evaluate import dataset_options_for, evaluate_checkpoint, select_split
     from mammojax.checkpoint import load_checkpoint
@@ -34,6 +34,7 @@ def run_quickstart(workdir: str | Path, *, overrides=(), echo=print) -> dict:
     config = quickstart_config()
     for item in overrides:
         apply_override(config, item)
+    validate_config(config)  # before any data is read or the workdir exists
 
     echo(f"[1/3] training {config.model.name} on {config.data.synthetic_count} synthetic phantoms "
          f"({config.data.image_size} px, {config.train.epochs} epochs) in {workdir / 'train'}")

@@ -9,8 +9,10 @@ import sys
 
 import click
 
+from mammojax.cli.outcome import EXIT_STATUS_HELP
 
-@click.command("predict")
+
+@click.command("predict", epilog=EXIT_STATUS_HELP)
 @click.option("--checkpoint", required=True, type=click.Path(),
               help="Checkpoint directory or training workdir (its best/ is used).")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
@@ -25,12 +27,14 @@ def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
     """Score INPUTS (image files, folders searched recursively, or .csv manifests
     with a `path` column) and write one row per image, one error row per
     unreadable file, then one row per patient (kind=patient, max over her
-    images). Exit code 0 even when some files fail; a summary goes to stderr."""
+    images). A summary goes to stderr."""
     from mammojax import predict as lib
+    from mammojax.cli import outcome
 
-    # Cheap checks first: a missing input or an existing --out fails in
-    # milliseconds, before JAX loads.
+    # Cheap checks first: a missing input, no image at all or an existing
+    # --out fails in milliseconds, before JAX loads or --out is created.
     items = lib.collect_inputs(inputs)
+    outcome.require_images(items, inputs)
     lib.check_output(out, overwrite=overwrite)
     fmt = lib.output_format(out, as_json)
 
@@ -50,6 +54,9 @@ def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
         progress.close()
         if stream is not sys.stdout:
             stream.close()
+    for path, reason in summary.skipped:
+        outcome.report_skipped(path, reason)
     rate = summary.scored / summary.seconds if summary.seconds > 0 else 0.0
     click.echo(f"{summary.scored} scored, {summary.failed} failed, {summary.patients} patients "
                f"({rate:.1f} images/s)", err=True)
+    outcome.finish(summary.scored, summary.failed)

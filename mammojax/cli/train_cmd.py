@@ -22,13 +22,14 @@ def train(ctx, config_path, workdir, coordinator, num_processes, process_id):
     --config.optim.lr=3e-4 --config.train.epochs=5. Killed runs resume from the
     latest checkpoint when the same command is run again.
     """
-    from mammojax.config import load_config
+    from mammojax.config import load_config, validate_config
     from mammojax.errors import ConfigError
 
     for arg in ctx.args:
         if not arg.startswith("--config."):
             raise ConfigError(f"unexpected argument {arg!r}; config overrides look like --config.KEY=VALUE")
     config = load_config(config_path, ctx.args)
+    validate_config(config)  # before any data is read or the workdir exists
 
     from mammojax import runtime
 

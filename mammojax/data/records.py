@@ -145,6 +145,14 @@ def load_dataset(name: str, data_dir: str | os.PathLike, *, task: str = "default
     one); ``opts`` are adapter options (e.g. ``birads3="negative"``). Unknown
     names, tasks or options and a missing ``data_dir`` raise ``MammojaxError``.
     """
+    adapter, path = check_dataset_request(name, data_dir, task=task, options=opts)
+    return adapter.load(path, task=task, **opts)
+
+
+def check_dataset_request(name: str, data_dir: str | os.PathLike, *, task: str = "default",
+                          options=()) -> tuple:
+    """``(adapter, data path or None)`` for a :func:`load_dataset` call, or its
+    one-line error: checks names and paths only, reads no data."""
     from mammojax.data.adapters import ADAPTERS  # adapters import this module
 
     if name not in ADAPTERS:
@@ -160,9 +168,9 @@ def load_dataset(name: str, data_dir: str | os.PathLike, *, task: str = "default
     if task not in adapter.tasks:
         raise MammojaxError(
             f"dataset {name!r} has no task {task!r}; valid tasks: {', '.join(adapter.tasks)}")
-    unknown = sorted(set(opts) - set(adapter.options))
+    unknown = sorted(set(options) - set(adapter.options))
     if unknown:
         valid = ", ".join(adapter.options) or "none"
         raise MammojaxError(
             f"dataset {name!r} has no option {', '.join(unknown)}; valid options: {valid}")
-    return adapter.load(path, task=task, **opts)
+    return adapter, path

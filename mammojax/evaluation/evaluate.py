@@ -100,6 +100,7 @@ def summarize(scored: ScoredImages, *, tau: float, temperature: float = 1.0,
         "n_images": int(labels.size),
         "n_patients": len(set(scored.patient_ids)),
         "n_excluded": len(scored.excluded),
+        "excluded": [{"path": str(path), "reason": str(reason)} for path, reason in scored.excluded],
         "tau": float(tau),
         "tau_source": tau_source,
         "tau_optimistic": threshold_policy is not None,
@@ -241,6 +242,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
     tta = scorer.scoring.tta_hflip
     scored = score_records(scorer, records, cache_dir=cache_dir, progress=progress,
                            max_pixels=int(config.get("data", {}).get("max_pixels", 80_000_000)))
+    if not scored.paths:
+        raise MammojaxError(f"could not read any of the {len(records)} images of split {split!r} "
+                            f"of dataset {dataset!r} (first: {scored.excluded[0][0]}: {scored.excluded[0][1]})")
     result = summarize(scored, tau=ckpt.tau, temperature=ckpt.temperature,
                        operating_points=read_operating_points(ckpt.meta),
                        patient_aggregate=aggregate_how, n_bootstrap=n_bootstrap, seed=seed,
