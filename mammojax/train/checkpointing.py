@@ -16,6 +16,7 @@ with the fixed steps-per-epoch says exactly where in the data to continue.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -33,10 +34,10 @@ IDENTITY_FIELDS = (
 )
 
 
-def run_identity(config) -> dict:
-    """The values of :data:`IDENTITY_FIELDS` in ``config``."""
+def run_identity(config, fields: tuple[str, ...] = IDENTITY_FIELDS) -> dict:
+    """The values of ``fields`` (dotted config keys; default :data:`IDENTITY_FIELDS`) in ``config``."""
     out = {}
-    for dotted in IDENTITY_FIELDS:
+    for dotted in fields:
         node = config
         for part in dotted.split("."):
             node = node[part]
@@ -113,8 +114,11 @@ class TrainCheckpoints:
                 saved = self.read_progress(step).get("identity", {})
             except Exception:  # a corrupt checkpoint is handled by restore_latest
                 continue
-            diff = [f"{k}={saved.get(k)!r} (config: {v!r})" for k, v in identity.items()
-                    if saved.get(k) != v]
+            # Both ways round: a key only one side has (another trainer's run) is a difference too.
+            # Compared as JSON, the form the saved side went through.
+            identity = json.loads(json.dumps(identity))
+            diff = [f"{k}={saved.get(k)!r} (config: {identity.get(k)!r})" for k in sorted(set(saved) | set(identity))
+                    if saved.get(k) != identity.get(k)]
             if diff:
                 raise CheckpointError(
                     f"{self.directory}: holds checkpoints of a different run ({'; '.join(diff)}); "
