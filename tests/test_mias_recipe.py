@@ -158,8 +158,8 @@ def test_mias_config_trains_then_eval_and_predict_work_without_edits(tmp_path, m
 
     from mammojax.checkpoint import load_checkpoint
     from mammojax.cli import cli
-    from mammojax.inference import Predictor
     from mammojax.film_scoring import score_images_by_windows
+    from mammojax.inference import Predictor
 
     monkeypatch.setenv("MAMMOJAX_CACHE_DIR", str(tmp_path / "cache"))
     workdir = tmp_path / "wd"
@@ -215,8 +215,8 @@ def test_mias_config_trains_then_eval_and_predict_work_without_edits(tmp_path, m
 def test_an_ensemble_scores_each_patch_by_its_members_mean_margin():
     import jax
 
-    from mammojax.models import create_model, init_variables
     from mammojax.film_scoring import lesion_margins
+    from mammojax.models import create_model, init_variables
 
     model = create_model("resnet18", num_classes=2, head_pooling="topk")
     first, second = (init_variables(model, jax.random.key(k), 32) for k in (1, 2))

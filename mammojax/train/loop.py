@@ -24,8 +24,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -322,5 +322,4 @@ def _epoch_line(record: dict) -> str:
             f"f1 {fmt('val_f1')}")
 
 
-__all__ = ["train_and_evaluate", "fit", "Feed", "Run", "evaluate", "operating_point_metrics",
-           "host_variables"]
+__all__ = ["Feed", "Run", "evaluate", "fit", "host_variables", "operating_point_metrics", "train_and_evaluate"]

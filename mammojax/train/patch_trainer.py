@@ -80,9 +80,15 @@ def _prepare(run, *, data):
 
     from mammojax.film_scoring import window_scoring_meta
     from mammojax.train.data import prepare_training_data
-    from mammojax.train.losses import inverse_frequency_weights
     from mammojax.train.loop import Feed, host_variables, operating_point_metrics
-    from mammojax.train.patches import PURPOSE_PATCH_SAMPLING, PatchSettings, PatchSource, epoch_batches, plan_epoch
+    from mammojax.train.losses import inverse_frequency_weights
+    from mammojax.train.patches import (
+        PURPOSE_PATCH_SAMPLING,
+        PatchSettings,
+        PatchSource,
+        epoch_batches,
+        plan_epoch,
+    )
 
     config = run.config
     if data is None:

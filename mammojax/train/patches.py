@@ -23,7 +23,7 @@ memory beyond its batch.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class PatchSettings:
     hard_negative_start: float = 0.5
 
     @classmethod
-    def from_config(cls, section) -> "PatchSettings":
+    def from_config(cls, section) -> PatchSettings:
         return cls(**{f.name: section[f.name] for f in dataclasses.fields(cls)})
 
 
@@ -208,7 +208,7 @@ class EpochPlan:
     def __len__(self) -> int:
         return len(self.label)
 
-    def with_hard(self, chosen: Sequence[int]) -> "EpochPlan":
+    def with_hard(self, chosen: Sequence[int]) -> EpochPlan:
         """The plan with pool members ``chosen`` (best first) in the hard slots."""
         chosen = np.asarray(chosen, np.int64)
         if len(chosen) != len(self.hard_slots):

@@ -8,7 +8,7 @@ only what it feeds that loop.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from mammojax.errors import ConfigError
 from mammojax.train import patch_trainer, whole_image

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from train_support import REPO, checkpoint_steps, restore_state, subprocess_env
 
 pytestmark = pytest.mark.slow

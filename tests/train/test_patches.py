@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from mammojax.train.patches import (
-    PatchSettings, PatchSource, background_pixels, crop, epoch_batches, hardest, plan_epoch,
+    PatchSettings,
+    PatchSource,
+    background_pixels,
+    crop,
+    epoch_batches,
+    hardest,
+    plan_epoch,
 )
 
 

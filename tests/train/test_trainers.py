@@ -39,7 +39,11 @@ def test_a_workdir_of_another_trainer_is_refused(tmp_path):
     import numpy as np
 
     from mammojax.errors import CheckpointError
-    from mammojax.train.checkpointing import IDENTITY_FIELDS, TrainCheckpoints, run_identity
+    from mammojax.train.checkpointing import (
+        IDENTITY_FIELDS,
+        TrainCheckpoints,
+        run_identity,
+    )
 
     config = base_config()
     patches = run_identity(config, IDENTITY_FIELDS + patch_trainer.PATCH_IDENTITY_FIELDS)
