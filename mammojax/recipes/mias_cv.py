@@ -77,7 +77,6 @@ def run_mias_cv(config, workdir: str | os.PathLike, *, log: Callable[[str], None
 
     started = time.time()
     workdir = Workdir(workdir)
-    workdir.root.mkdir(parents=True, exist_ok=True)
     if config.train.recipe != "patches":
         raise MammojaxError(f"cross-validation trains the patch recipe; train.recipe is {config.train.recipe!r}")
     k = int(config.cv.num_folds)
@@ -91,6 +90,7 @@ def run_mias_cv(config, workdir: str | os.PathLike, *, log: Callable[[str], None
         raise MammojaxError("cv.ensemble > 1 needs eval.scoring='windows' (whole-film scoring takes one network)")
     data_dir, options = dataset_options(config)
     loaded = load_dataset(config.data.dataset, data_dir, task=config.data.task, **options)
+    workdir.root.mkdir(parents=True, exist_ok=True)
     # Decoding and resizing learn nothing from labels: one cache serves every fold.
     cache = prepare_cache(loaded.records, cache_dir=workdir.cache_dir(config),
                           image_size=int(config.data.image_size), orient=bool(config.data.orient),
