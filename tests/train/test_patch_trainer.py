@@ -133,6 +133,31 @@ def test_eight_devices_train_like_one(runs):
     assert not np.allclose(losses(runs["full"])[0], losses(runs["full"])[-1])
 
 
+def test_two_processes_train_like_one(runs, tmp_path):
+    """Two processes (jax.distributed, gloo) of one device each share every global patch batch."""
+    import jax
+
+    from train_support import free_port
+
+    coordinator = f"127.0.0.1:{free_port()}"
+    workdir = tmp_path / "two"
+    procs = [subprocess.Popen(patch_command(workdir, "--coordinator", coordinator, "--num-processes", "2",
+                                            "--process-id", str(i)),
+                              env=subprocess_env(), text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for i in range(2)]
+    outputs = [finish(proc) for proc in procs]
+    assert "; 2 devices" in outputs[0]
+
+    def losses(path):
+        return np.array([r["train_loss"] for r in records(path) if r["kind"] == "train"])
+
+    np.testing.assert_allclose(losses(runs["full"]), losses(workdir), rtol=5e-5, atol=1e-5)
+    one = jax.tree_util.tree_leaves(best_variables(runs["full"]))
+    two = jax.tree_util.tree_leaves(best_variables(workdir))
+    diff = np.concatenate([np.abs(np.asarray(x) - np.asarray(y)).ravel() for x, y in zip(one, two)])
+    assert diff.max() < 1e-4 and (diff > 1e-6).mean() < 1e-3
+
+
 def test_best_holds_the_window_scoring_and_tau_fitted_on_validation_window_scores(runs):
     from mammojax.checkpoint import load_checkpoint
     from mammojax.config import load_config
