@@ -187,8 +187,11 @@ def resolve_checkpoint_dir(path: str | os.PathLike) -> Path:
         raise CheckpointError(f"{path}: checkpoint not found")
     if (path / META_FILE).is_file():
         return path
-    if (path / "best" / META_FILE).is_file():
-        return path / "best"
+    from mammojax.workdir import Workdir
+
+    best = Workdir(path).best
+    if (best / META_FILE).is_file():
+        return best
     raise CheckpointError(
         f"{path}: not a mammojax checkpoint (no {META_FILE}); pass a checkpoint directory "
         "or a training workdir, or create one with `mammojax train` or `mammojax convert-weights`")

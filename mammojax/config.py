@@ -43,42 +43,42 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.max_pixels = 80_000_000  # screening cap on decoded pixels per image
     c.data.cache_dir = ""  # decoded-image cache; default: <workdir>/cache
     c.data.val_fraction = 0.15  # patient-wise split fractions
-    c.data.test_fraction = 0.15
+    c.data.test_fraction = 0.15  # women held out for mammojax eval --split test
     c.data.num_folds = 0  # >0: k-fold cross-validation instead of a fixed split
     c.data.fold = 0  # which fold is held out when num_folds > 0
     c.data.synthetic_count = 256  # phantom images for dataset="synthetic"
     c.data.balanced_sampling = False  # draw classes equally often in training
 
     c.augment = ml_collections.ConfigDict()
-    c.augment.hflip = True
-    c.augment.vflip = False
+    c.augment.hflip = True  # random left-right mirror
+    c.augment.vflip = False  # random top-bottom mirror
     c.augment.rotation_degrees = 10.0  # uniform in [-r, r]
     c.augment.crop_scale_min = 0.8  # random resized crop keeps at least this area
     c.augment.gamma_range = (0.8, 1.25)  # non-linear: z-score does not undo it
-    c.augment.contrast_range = (0.9, 1.1)
-    c.augment.brightness_delta = 0.1
+    c.augment.contrast_range = (0.9, 1.1)  # random contrast factor
+    c.augment.brightness_delta = 0.1  # random brightness shift, in z-score units
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adam"  # adam | adamw
-    c.optim.lr = 1e-4
-    c.optim.weight_decay = 0.0
-    c.optim.warmup_epochs = 0.0
+    c.optim.lr = 1e-4  # peak learning rate (after warmup)
+    c.optim.weight_decay = 0.0  # adamw: decoupled decay; adam: L2 added to the gradient
+    c.optim.warmup_epochs = 0.0  # linear warmup from lr/warmup_steps to lr
     c.optim.schedule = "constant"  # constant | cosine
     c.optim.grad_clip_norm = 0.0  # 0 disables clipping
-    c.optim.label_smoothing = 0.0
+    c.optim.label_smoothing = 0.0  # cross-entropy target smoothing
     c.optim.class_weighting = False  # weight the loss by inverse class frequency
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 16  # global batch, split over all devices
-    c.train.epochs = 30
-    c.train.eval_batch_size = 32
+    c.train.epochs = 30  # the schedule (and the run) ends after this many epochs
+    c.train.eval_batch_size = 32  # validation batch (padded and masked, every film counts once)
     c.train.best_metric = "auc"  # validation metric that picks the best checkpoint
-    c.train.best_mode = "max"
-    c.train.log_every_steps = 10
-    c.train.checkpoint_every_epochs = 1
+    c.train.best_mode = "max"  # max | min: which way best_metric improves
+    c.train.log_every_steps = 10  # a metrics.jsonl record every N steps
+    c.train.checkpoint_every_epochs = 1  # checkpoint at every N-th epoch end (and the best, and the last)
     c.train.checkpoint_every_steps = 0  # also checkpoint every N steps (0: epoch ends only)
-    # whole_image: the loop below; patches: lesion-patch training scored by windows
-    # (mammojax.recipes.patch_train; needs a config with a ``patch`` section, e.g. configs/mias.py).
+    # The trainer (mammojax.train.trainers.TRAINERS): "whole_image" (augmented films, the paper)
+    # or "patches" (lesion-centred patches, films scored by windows; the patch section below).
     c.train.recipe = "whole_image"
 
     c.eval = ml_collections.ConfigDict()
@@ -88,14 +88,35 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.patient_aggregate = "max"  # max | mean over a patient's views
     c.eval.calibrate = True  # fit temperature scaling on validation data
     c.eval.tta_hflip = False  # average the logits of the image and its mirror (mammojax.scoring)
-    # How a film is scored: "whole" (one pass of the model) or "windows" (patch-sized
-    # windows, needs a ``patch`` section; see mammojax.scoring.FilmScoring). Stored in checkpoints.
-    c.eval.scoring = "whole"
     c.eval.bootstrap = 1000  # bootstrap resamples (of patients) for the AUC CI
+    # How a film becomes one score: "whole" (one pass of the model) or "windows" (patch-sized
+    # windows every patch.window_stride px over the breast, mean of the top patch.window_top_k margins).
+    # Stored in checkpoints (mammojax.scoring.FilmScoring): every entry point scores films this way.
+    c.eval.scoring = "whole"
+    c.eval.contralateral = 0.0  # CV only: subtract this x the woman's other-breast margin (0: off)
+
+    # Lesion-patch training (train.recipe = "patches"; mammojax.train.patches). Sizes are in
+    # model-input pixels (the film is data.image_size px); epochs, batch and optimizer are train.* / optim.*.
+    c.patch = ml_collections.ConfigDict()
+    c.patch.size = 64  # patch side; the window side when eval.scoring = "windows"
+    c.patch.positives_per_lesion = 2  # jittered crops of each annotated lesion centre per epoch
+    c.patch.negatives_per_positive = 1.0  # lesion-free patches per lesion patch (1.0: balanced classes)
+    c.patch.jitter_fraction = 0.25  # random shift of a positive's centre, as a fraction of the side
+    c.patch.background_from_abnormal = True  # negatives also from the lesion-free breast of abnormal films
+    c.patch.hard_negative_fraction = 0.0  # share of negatives mined as the current network's top scorers
+    c.patch.hard_negative_pool = 4  # mined negatives are the best of this many times as many draws
+    c.patch.hard_negative_start = 0.5  # mining starts once this fraction of the steps is done
+    c.patch.window_stride = 16  # step between scoring windows
+    c.patch.window_top_k = 3  # a film's score: mean margin of its k highest windows
+
+    # Patient-wise k-fold cross-validation (mammojax cv; mammojax.recipes.mias_cv).
+    c.cv = ml_collections.ConfigDict()
+    c.cv.num_folds = 5  # folds of women; each is the test set once
+    c.cv.ensemble = 1  # networks per fold (seeds differ); their window margins are averaged
 
     c.explain = ml_collections.ConfigDict()
     c.explain.method = "gradcam"  # gradcam | gradcam++ | hirescam
-    c.explain.layer = "stage4"
+    c.explain.layer = "stage4"  # the feature map Grad-CAM explains
     return c
 
 
@@ -123,9 +144,6 @@ def quickstart_config() -> ml_collections.ConfigDict:
     return c
 
 
-# train.recipe values: mammojax.train.loop dispatches on them.
-RECIPES = ("whole_image", "patches")
-BEST_MODES = ("max", "min")
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -148,7 +166,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     from mammojax.evaluation.thresholds import POLICIES
     from mammojax.explain.cam import CAM_METHODS
     from mammojax.models.common import DTYPES, HEAD_POOLINGS
+    from mammojax.scoring.film_scoring import KINDS
+    from mammojax.train.checkpointing import BEST_MODES
     from mammojax.train.optim import OPTIMIZERS, SCHEDULES
+    from mammojax.train.trainers import TRAINERS
 
     problems: list[str] = []
 
@@ -187,7 +208,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     choice("optim.name", OPTIMIZERS)
     choice("optim.schedule", SCHEDULES)
     choice("train.best_mode", BEST_MODES)
-    choice("train.recipe", RECIPES)
+    choice("train.recipe", list(TRAINERS))
+    choice("eval.scoring", KINDS)
     choice("eval.threshold_policy", POLICIES)
     choice("eval.patient_aggregate", AGGREGATES)
     choice("explain.method", list(CAM_METHODS))

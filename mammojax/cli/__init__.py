@@ -17,6 +17,7 @@ from mammojax.errors import MammojaxError
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("mammojax.cli.train_cmd", "train", "Train a model from a config file."),
+    "cv": ("mammojax.cli.cv_cmd", "cv", "Patient-wise k-fold cross-validation of a patch-trainer config."),
     "eval": ("mammojax.cli.eval_cmd", "eval_", "Evaluate a checkpoint: metrics, ROC, report."),
     "predict": ("mammojax.cli.predict_cmd", "predict", "Score images, folders or a manifest."),
     "explain": ("mammojax.cli.explain_cmd", "explain", "Grad-CAM heatmaps and overlays."),

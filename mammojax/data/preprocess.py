@@ -36,6 +36,8 @@ import numpy as np
 
 # Fraction of the longer image side added around the detected breast box.
 CROP_MARGIN = 0.02
+# z-score units above the minimum of a preprocessed image that count as breast (input_breast_mask).
+INPUT_BREAST_MARGIN = 0.5
 # Fraction of rows by which one edge's breast contact must exceed the other's.
 ORIENT_MIN_EDGE_CONTACT = 0.25
 # The left/right tissue balance must differ by this fraction to decide a flip.
@@ -224,6 +226,18 @@ def zscore(x: np.ndarray) -> np.ndarray:
     if not std > 1e-6 * max(1.0, abs(mean)):
         return np.zeros_like(x)
     return ((x - np.float32(mean)) * np.float32(1.0 / std)).astype(np.float32, copy=False)
+
+
+def input_breast_mask(image: np.ndarray) -> np.ndarray:
+    """Boolean ``(S, S)``: the breast pixels of a preprocessed (z-scored) model input.
+
+    A pixel is breast when it lies ``INPUT_BREAST_MARGIN`` standard deviations
+    above the image minimum, which after z-scoring is the background (and the
+    padding). Patch sampling centres negatives there and window scoring keeps
+    the windows centred there, so both see the same breast.
+    """
+    plane = np.asarray(image)[..., 0] if np.ndim(image) == 3 else np.asarray(image)
+    return plane > plane.min() + INPUT_BREAST_MARGIN
 
 
 def resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
