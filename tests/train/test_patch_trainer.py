@@ -164,7 +164,6 @@ def test_eight_devices_train_like_one(runs):
 def test_two_processes_train_like_one(runs, tmp_path):
     """Two processes (jax.distributed, gloo) of one device each share every global patch batch."""
     import jax
-
     from train_support import free_port
 
     coordinator = f"127.0.0.1:{free_port()}"
