@@ -188,20 +188,22 @@ def test_two_processes_train_like_one(runs, tmp_path):
 def test_best_holds_the_window_scoring_and_tau_fitted_on_validation_window_scores(runs):
     from mammojax.checkpoint import load_checkpoint
     from mammojax.config import load_config
-    from mammojax.train.loop import operating_point_metrics
-    from mammojax.train.patch_trainer import film_logits
+    from mammojax.train.loop import operating_point_metrics, validation_logits
+    from mammojax.train.patch_trainer import FILMS_PER_SCORING_CALL
 
     workdir = runs["full"]
     best = load_checkpoint(workdir)
-    assert best.meta["scoring"] == {"kind": "windows", "size": 16, "stride": 8, "top_k": 3}
+    scoring = {k: best.meta["scoring"][k] for k in ("kind", "size", "stride", "top_k")}
+    assert scoring == {"kind": "windows", "size": 16, "stride": 8, "top_k": 3}
     assert best.meta["recipe"] == "patches" and best.meta["epoch"] == 2
     config = load_config(REPO / "configs" / "mias_smoke.py", PATCH_RUN)
     # The validation films, as the run split and decoded them: refit tau and temperature on their window scores.
     from mammojax.train.data import prepare_training_data
 
     data = prepare_training_data(config, workdir, progress=False)
-    val = operating_point_metrics(film_logits(best.model, best.variables, data.val, config),
-                                  np.asarray(data.val.labels), config)
+    logits, labels = validation_logits(best.model, best.variables, data.val, config,
+                                       batch_size=FILMS_PER_SCORING_CALL)
+    val = operating_point_metrics(logits, labels, config)
     # This process runs XLA without the trainer's CPU flags (runtime.setup): logits agree to float noise,
     # which the temperature's line search turns into a few 1e-6 of relative difference.
     assert best.tau == pytest.approx(val["tau"], abs=1e-5)
