@@ -53,11 +53,19 @@ class Checkpoint:
 
     @property
     def tau(self) -> float:
-        return float(self.meta.get("tau", 0.5))
+        """The image-level operating point (see :attr:`operating_points`)."""
+        return self.operating_points["image"].tau
 
     @property
     def temperature(self) -> float:
-        return float(self.meta.get("temperature", 1.0))
+        return self.operating_points["image"].temperature
+
+    @property
+    def operating_points(self) -> dict:
+        """Tau and temperature per level (mammojax.evaluation.operating_points, its one reader)."""
+        from mammojax.evaluation.operating_points import read_operating_points
+
+        return read_operating_points(self.meta)
 
     @property
     def patient_aggregate(self) -> str:

@@ -76,7 +76,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.train.best_mode = "max"  # max | min: which way best_metric improves
     c.train.log_every_steps = 10  # a metrics.jsonl record every N steps
     c.train.checkpoint_every_epochs = 1  # checkpoint at every N-th epoch end (and the best, and the last)
-    c.train.checkpoint_every_steps = 0  # also checkpoint every N steps (0: epoch ends only)
+    c.train.checkpoint_every_steps = 0  # also checkpoint every N steps (0: off)
+    # Also checkpoint when this long has passed since the last one (checked every log_every_steps;
+    # 0: off), so a crash loses minutes, not an epoch. SIGTERM saves at once and exits 0.
+    c.train.checkpoint_every_minutes = 10.0
     # The trainer (mammojax.train.trainers.TRAINERS): "whole_image" (augmented films, the paper)
     # or "patches" (lesion-centred patches, films scored by windows; the patch section below).
     c.train.recipe = "whole_image"
@@ -218,7 +221,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                 "train.eval_batch_size", "train.epochs", "train.log_every_steps"):
         number(key, 0, low_open=True)
     for key in ("optim.weight_decay", "optim.warmup_epochs", "optim.grad_clip_norm",
-                "train.checkpoint_every_steps", "eval.bootstrap", "data.num_folds"):
+                "train.checkpoint_every_steps", "train.checkpoint_every_minutes", "eval.bootstrap",
+                "data.num_folds"):
         number(key, 0)
     number("optim.lr", 0, low_open=True)
     number("optim.label_smoothing", 0, 1, high_open=True)

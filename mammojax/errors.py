@@ -36,3 +36,12 @@ class ConfigError(MammojaxError):
 
 class CheckpointError(MammojaxError):
     """A checkpoint is missing, corrupt, or belongs to another model."""
+
+
+class TrainingStopped(Exception):
+    """Not an error: a run stopped on request (SIGTERM) after saving a checkpoint.
+
+    The CLI prints its one-line message and exits 0; running the same command
+    again resumes exactly where it stopped. Library callers (cross-validation)
+    let it pass through, so they stop too.
+    """

@@ -85,7 +85,8 @@ def test_smoke_cross_validation_command_on_real_mias(tmp_path, monkeypatch):
     assert meta["tau"] == pytest.approx(result["folds"][2]["tau_image"])
     assert meta["temperature"] == pytest.approx(result["folds"][2]["temperature"])
     assert {k: meta["scoring"][k] for k in ("kind", "size", "stride", "top_k", "tta_hflip")} == \
-        {"kind": "windows", "size": 32, "stride": 16, "top_k": 3, "tta_hflip": False}  # the smoke config turns TTA off
+        {"kind": "windows", "size": 32, "stride": 16, "top_k": 3, "tta_hflip": False}  # as mias_smoke scores
+    assert set(meta["operating_points"]) == {"image", "breast", "patient"}
     # Each fold's network was trained by the patch trainer of the core, in its own training workdir.
     network = workdir / "networks" / "fold2-member0"
     assert (network / "best" / "mammojax.json").is_file() and list((network / "checkpoints").iterdir())
@@ -159,7 +160,7 @@ def test_mias_config_trains_then_eval_and_predict_work_without_edits(tmp_path, m
     assert 0.0 <= meta["tau"] <= 1.0 and meta["temperature"] > 0
     assert meta["config"]["data"]["dataset"] == "mias" and meta["config"]["data"]["image_size"] == 64
     assert {k: meta["scoring"][k] for k in ("kind", "size", "stride", "top_k", "tta_hflip")} == \
-        {"kind": "windows", "size": 32, "stride": 16, "top_k": 3, "tta_hflip": True}
+        {"kind": "windows", "size": 32, "stride": 16, "top_k": 3, "tta_hflip": False}  # as mias_smoke scores
     assert set(meta["operating_points"]) == {"image", "breast", "patient"}
     assert (workdir / "training_curves.png").stat().st_size > 0
 

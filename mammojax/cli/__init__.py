@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from mammojax.errors import MammojaxError
+from mammojax.errors import MammojaxError, TrainingStopped
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("mammojax.cli.train_cmd", "train", "Train a model from a config file."),
@@ -68,6 +68,9 @@ def main(argv=None) -> int:
         # Without standalone mode, a command that ends with click's Exit(code)
         # (a batch's partial status, the web server's status) returns the code.
         code = cli.main(args=argv, prog_name="mammojax", standalone_mode=False)
+    except TrainingStopped as stop:
+        click.echo(f"mammojax: {stop}", err=True)
+        return 0
     except MammojaxError as err:
         click.echo(f"mammojax: error: {err}", err=True)
         return err.exit_code

@@ -24,8 +24,9 @@ def cv(ctx, config_path, data_dir, workdir):
     --config.KEY=VALUE, e.g. --config.cv.num_folds=3. A killed run resumes
     where it stopped when the same command is run again.
     """
-    overrides = list(ctx.args) + ([f"--config.data.data_dir={data_dir}"] if data_dir is not None else [])
-    config = load_run_config(config_path, overrides)  # validated with the data dir in place
+    # --data-dir is one more override, so the config is checked with it in place.
+    overrides = [*ctx.args, *([f"--config.data.data_dir={data_dir}"] if data_dir is not None else [])]
+    config = load_run_config(config_path, overrides)
 
     from mammojax import runtime
 

@@ -216,7 +216,6 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
     from mammojax import runtime
     from mammojax.checkpoint import load_checkpoint
     from mammojax.data.records import load_dataset
-    from mammojax.evaluation.operating_points import read_operating_points
     from mammojax.jsonio import json_safe
     from mammojax.scoring import Scorer
 
@@ -246,7 +245,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
         raise MammojaxError(f"could not read any of the {len(records)} images of split {split!r} "
                             f"of dataset {dataset!r} (first: {scored.excluded[0][0]}: {scored.excluded[0][1]})")
     result = summarize(scored, tau=ckpt.tau, temperature=ckpt.temperature,
-                       operating_points=read_operating_points(ckpt.meta),
+                       operating_points=ckpt.operating_points,
                        patient_aggregate=aggregate_how, n_bootstrap=n_bootstrap, seed=seed,
                        threshold_policy=threshold_policy,
                        target=float(eval_cfg.get("target", 0.9) if target is None else target))

@@ -82,7 +82,12 @@ def to_meta(points: dict[str, OperatingPoint]) -> dict:
 
 
 def read_operating_points(meta: dict) -> dict[str, OperatingPoint]:
-    """The one reader of a checkpoint's operating points (old checkpoints: the image pair everywhere)."""
+    """The one reader of a checkpoint's operating points (old checkpoints: the image pair everywhere).
+
+    A stored level wins over the top-level ``tau``/``temperature`` (a
+    cross-validation fold keeps its other-breast pair there, which single-film
+    scoring cannot use).
+    """
     image = OperatingPoint(tau=float(meta.get("tau", 0.5)), temperature=float(meta.get("temperature", 1.0)))
     stored = meta.get("operating_points") or {}
     return {level: OperatingPoint(**stored[level]) if level in stored else image for level in LEVELS}

@@ -139,7 +139,8 @@ def run_mias_cv(config, workdir: str | os.PathLike, *, log: Callable[[str], None
                                k_: operating[k_] for k_ in ("tau_image", "tau_patient", "temperature")})
         folds.append(fold_result)
         if ensemble == 1:  # one network = one inference checkpoint; an ensemble's members are in networks/
-            _save_fold_checkpoint(workdir.fold_checkpoint(fold), variables, config, fold, k, operating)
+            _save_fold_checkpoint(workdir.fold_checkpoint(fold), variables, config, fold, k, operating,
+                                  data.val, val_raw)
         probs = _probabilities(test_logits, operating["temperature"])
         probs_single = _probabilities(test_raw, single["temperature"])
         for j, i in enumerate(test_idx):
@@ -320,15 +321,27 @@ def pool_folds(predictions: list[dict], n_boot: int, seed: int) -> dict:
     return {"image": image, "patient": patient}
 
 
-def _save_fold_checkpoint(directory: Path, variables: dict, config, fold: int, k: int, operating: dict) -> None:
-    """An inference checkpoint whose config names this fold (``eval --split val`` = its test women)."""
+def _save_fold_checkpoint(directory: Path, variables: dict, config, fold: int, k: int, operating: dict,
+                          val_cache, val_logits: np.ndarray) -> None:
+    """An inference checkpoint whose config names this fold (``eval --split val`` = its test women).
+
+    ``tau``/``temperature`` are the CV's image-level ones (other-breast term
+    included). ``operating_points`` (per level, read by ``mammojax eval``) are
+    fitted on the inner-validation films scored one at a time (``val_logits``),
+    as ``eval`` scores them: it has no other-breast term.
+    """
     from mammojax.checkpoint import make_meta, save_checkpoint
+    from mammojax.evaluation.operating_points import fit_from_config, to_meta
 
     fold_config = config.copy_and_resolve_references()
     fold_config.data.num_folds = k
     fold_config.data.fold = fold
     # make_meta stores the config's film scoring: tau was fitted on films scored that way.
-    extra = {"cv": {"fold": fold, "tau_patient": operating["tau_patient"], "inner_val_auc": operating["val_auc"]}}
+    records = list(val_cache.records)
+    points = fit_from_config(val_logits, np.asarray(val_cache.labels), [r.patient_id for r in records],
+                             [r.laterality for r in records], config)
+    extra = {"cv": {"fold": fold, "tau_patient": operating["tau_patient"], "inner_val_auc": operating["val_auc"]},
+             "operating_points": to_meta(points)}
     save_checkpoint(directory, variables, make_meta(fold_config, tau=operating["tau_image"],
                                                     temperature=operating["temperature"], extra=extra),
                     overwrite=True)

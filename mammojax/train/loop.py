@@ -13,24 +13,32 @@ bar, the tau / temperature fit (:func:`operating_point_metrics`) and the
 workdir layout (:mod:`mammojax.workdir`).
 
 Kill a run at any moment and run the same command again: it continues from
-the latest checkpoint (epoch ends and every ``train.checkpoint_every_steps``
-steps) and ends with exactly the parameters an uninterrupted run would have,
-provided the trainer's batches are a pure function of (config, epoch, step,
-and what it kept in the checkpoint's ``memo``).
+the latest checkpoint (epoch ends, every ``train.checkpoint_every_steps``
+steps and every ``train.checkpoint_every_minutes``) and ends with exactly the
+parameters an uninterrupted run would have, provided the trainer's batches
+are a pure function of (config, epoch, step, and what it kept in the
+checkpoint's ``memo``). SIGTERM (a scheduler's preemption) saves a checkpoint
+at the next step boundary and stops with :class:`~mammojax.errors.TrainingStopped`
+(``mammojax train`` exits 0). The host never waits for a step to read its
+loss: losses and gradient norms are fetched every ``train.log_every_steps``
+steps (and before every checkpoint), where divergence is detected.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
 from mammojax import runtime
-from mammojax.errors import ConfigError, MammojaxError
+from mammojax.errors import ConfigError, MammojaxError, TrainingStopped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +153,7 @@ def fit(config, workdir: str | Path, prepare: Callable[[Run], Feed], *, identity
     class_weights = jax.device_put(np.asarray(feed.class_weights, np.float32), sharding.replicated(mesh))
     train_step = jit_steps(state, mesh, label_smoothing=float(config.optim.label_smoothing))
     every_steps = int(config.train.checkpoint_every_steps)
+    every_seconds = 60.0 * float(config.train.checkpoint_every_minutes)
     every_epochs = max(1, int(config.train.checkpoint_every_epochs))
     log_every = max(1, int(config.train.log_every_steps))
     batch_size = int(config.train.batch_size)
@@ -152,32 +161,41 @@ def fit(config, workdir: str | Path, prepare: Callable[[Run], Feed], *, identity
         print(f"{feed.description}; {mesh.devices.size} devices", file=sys.stderr, flush=True)
 
     bar = ProgressBar(total_steps=total_steps, initial_step=step, batch_size=batch_size, enabled=is_main)
-    last_saved = checkpoints.steps()[-1] if checkpoints.steps() else None
+    pending = _PendingMetrics(progress=progress, bar=bar, writer=writer, schedule=schedule,
+                              steps_per_epoch=steps_per_epoch, log_every=log_every, directory=checkpoints.directory)
+    sigterm = _StopRequest()
+    saved = {"step": checkpoints.steps()[-1] if checkpoints.steps() else None, "time": time.monotonic()}
+
+    def save(metric=None) -> None:
+        pending.flush(last_saved=saved["step"])  # a diverged step must never reach a checkpoint
+        checkpoints.save(step, state, progress, metric=metric)
+        saved.update(step=step, time=time.monotonic())
+
     try:
         for epoch in range(step // steps_per_epoch, epochs):
             start = step - epoch * steps_per_epoch
+            stopping = False
             for local in feed.batches(state, epoch, start, memo):
                 state, metrics = train_step(state, sharding.global_batch(local, mesh), class_weights)
                 step += 1
-                loss = float(_host(metrics["loss"]))
-                if not math.isfinite(loss):
-                    kept = f"step {last_saved}" if last_saved is not None else "none yet"
-                    raise MammojaxError(
-                        f"training diverged: loss is {loss} at step {step} (epoch {epoch + 1}); "
-                        f"last good checkpoint in {checkpoints.directory}: {kept}; lower optim.lr")
-                progress["epoch_loss_sum"] += loss
-                progress["epoch_loss_count"] += 1
-                bar.update(step, epoch=epoch + 1, loss=loss)
-                if step % log_every == 0:
-                    writer.write({"kind": "train", "step": step, "epoch": step / steps_per_epoch,
-                                  "train_loss": loss, "grad_norm": float(_host(metrics["grad_norm"])),
-                                  "lr": float(schedule(step - 1)), "images_per_second": bar.images_per_second})
-                if every_steps and step % every_steps == 0 and step % steps_per_epoch:
-                    checkpoints.save(step, state, progress)
-                    last_saved = step
+                pending.add(step, metrics)  # no host sync here: fetched every log_every steps
+                boundary = step % log_every == 0
+                if boundary:
+                    pending.flush(last_saved=saved["step"])
+                stopping = sigterm.requested
+                timed = boundary and every_seconds > 0 and time.monotonic() - saved["time"] >= every_seconds
+                if jax.process_count() > 1:  # saving is collective: processes decide together, at log steps
+                    stopping, timed = _agree(stopping, timed) if boundary else (False, False)
+                if step % steps_per_epoch and (stopping or timed or (every_steps and step % every_steps == 0)):
+                    save()
+                if stopping:
+                    break
+            if stopping and step % steps_per_epoch:
+                raise TrainingStopped(_stopped_line(step, epoch, epochs, checkpoints.directory))
             if step != (epoch + 1) * steps_per_epoch:
                 raise MammojaxError(f"epoch {epoch + 1} ended at step {step}, not at "
                                     f"{(epoch + 1) * steps_per_epoch}: the trainer fed too few batches")
+            pending.flush(last_saved=saved["step"])
 
             # End of epoch: validate (every epoch, or after the last one), maybe write the best model, checkpoint.
             last_epoch = epoch + 1 == epochs
@@ -193,24 +211,25 @@ def fit(config, workdir: str | Path, prepare: Callable[[Run], Feed], *, identity
             progress["history"].append({k: _finite_or_none(v) for k, v in record.items()})
             progress["epoch_loss_sum"], progress["epoch_loss_count"] = 0.0, 0
             if val is None:
-                if (epoch + 1) % every_epochs == 0:
-                    checkpoints.save(step, state, progress)
-                    last_saved = step
-                continue
-            value = val.get(best_metric)
-            if value is None:
-                raise ConfigError(f"train.best_metric {best_metric!r} is not a validation metric; "
-                                  f"valid: {', '.join(sorted(val))}")
-            # A fixed schedule keeps its last epoch, whatever its value (even a NaN AUC).
-            improved = is_better(value, progress["best_value"], best_mode) if feed.select_epoch else True
-            if improved:
-                progress["best_value"], progress["best_epoch"] = _finite_or_none(float(value)), epoch + 1
-                best_meta = {**feed.best_meta, **({"operating_points": points} if points else {})}
-                _save_best(workdir.best, state, config, val, epoch + 1, is_main, best_meta)
-            if improved or (epoch + 1) % every_epochs == 0 or last_epoch:
-                checkpoints.save(step, state, progress, metric=value)
-                last_saved = step
+                if (epoch + 1) % every_epochs == 0 or stopping:
+                    save()
+            else:
+                value = val.get(best_metric)
+                if value is None:
+                    raise ConfigError(f"train.best_metric {best_metric!r} is not a validation metric; "
+                                      f"valid: {', '.join(sorted(val))}")
+                # A fixed schedule keeps its last epoch, whatever its value (even a NaN AUC).
+                improved = is_better(value, progress["best_value"], best_mode) if feed.select_epoch else True
+                if improved:
+                    progress["best_value"], progress["best_epoch"] = _finite_or_none(float(value)), epoch + 1
+                    best_meta = {**feed.best_meta, **({"operating_points": points} if points else {})}
+                    _save_best(workdir.best, state, config, val, epoch + 1, is_main, best_meta)
+                if improved or (epoch + 1) % every_epochs == 0 or last_epoch or stopping:
+                    save(metric=value)
+            if stopping and not last_epoch:
+                raise TrainingStopped(_stopped_line(step, epoch, epochs, checkpoints.directory))
     finally:
+        sigterm.close()
         bar.close()
         writer.close()
         checkpoints.close()
@@ -282,6 +301,90 @@ def operating_point_metrics(logits: np.ndarray, labels: np.ndarray, config) -> d
     metrics["loss"] = float(-log_probs[np.arange(labels.size), labels].mean())
     metrics["temperature"] = float(temperature)
     return metrics
+
+
+class _PendingMetrics:
+    """The per-step loss and gradient norm, kept on the device until the next fetch.
+
+    Reading a step's loss on the host makes the host wait for that step; the
+    loop instead fetches the steps since the last fetch in one transfer, every
+    ``train.log_every_steps`` steps, before every checkpoint and at epoch ends.
+    A non-finite loss is found there: the error names the step and the range
+    checked together, and since every save fetches first, no checkpoint ever
+    holds a diverged state.
+    """
+
+    def __init__(self, *, progress: dict, bar, writer, schedule, steps_per_epoch: int, log_every: int,
+                 directory):
+        self.progress, self.bar, self.writer, self.schedule = progress, bar, writer, schedule
+        self.steps_per_epoch, self.log_every, self.directory = steps_per_epoch, log_every, directory
+        self._items: list[tuple[int, dict]] = []
+
+    def add(self, step: int, metrics: dict) -> None:
+        self._items.append((step, metrics))
+
+    def flush(self, *, last_saved: int | None) -> None:
+        if not self._items:
+            return
+        import jax
+
+        items, self._items = self._items, []
+        values = jax.device_get([(_host(m["loss"]), _host(m["grad_norm"])) for _, m in items])
+        first, last = items[0][0], items[-1][0]
+        losses = [float(loss) for loss, _ in values]
+        for (step, _), loss in zip(items, losses):
+            if not math.isfinite(loss):
+                kept = f"step {last_saved}" if last_saved is not None else "none yet"
+                checked = f"steps {first}-{last} checked together" if last > first else f"step {step} checked"
+                raise MammojaxError(
+                    f"training diverged: loss is {loss} at step {step} "
+                    f"(epoch {(step - 1) // self.steps_per_epoch + 1}; {checked}); "
+                    f"last good checkpoint in {self.directory}: {kept}; lower optim.lr")
+        for loss in losses:  # one at a time: the same sum however the steps were fetched (resume)
+            self.progress["epoch_loss_sum"] += loss
+        self.progress["epoch_loss_count"] += len(losses)
+        self.bar.update(last, epoch=(last - 1) // self.steps_per_epoch + 1, loss=losses[-1])
+        for (step, _), loss, (_, grad_norm) in zip(items, losses, values):
+            if step % self.log_every == 0:
+                self.writer.write({"kind": "train", "step": step, "epoch": step / self.steps_per_epoch,
+                                   "train_loss": loss, "grad_norm": float(grad_norm),
+                                   "lr": float(self.schedule(step - 1)),
+                                   "images_per_second": self.bar.images_per_second})
+
+
+class _StopRequest:
+    """SIGTERM, while the loop runs, asks it to stop at the next step boundary (after a checkpoint).
+
+    Only the main thread may install signal handlers; elsewhere (a run started
+    from a worker thread) SIGTERM keeps its usual meaning.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def close(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+
+def _agree(*flags: bool) -> tuple[bool, ...]:
+    """Each flag, true when it is true on any process (a collective: every process must call it)."""
+    from jax.experimental import multihost_utils
+
+    gathered = np.asarray(multihost_utils.process_allgather(np.asarray(flags, np.int32)))
+    return tuple(bool(v) for v in gathered.reshape(-1, len(flags)).max(axis=0))
+
+
+def _stopped_line(step: int, epoch: int, epochs: int, directory) -> str:
+    return (f"stopped by SIGTERM at step {step} (epoch {epoch + 1} of {epochs}); checkpoint saved in {directory}; "
+            "run the same command to resume")
 
 
 def host_variables(state) -> dict:

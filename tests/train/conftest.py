@@ -1,16 +1,11 @@
-"""Fixtures for the training tests; ``tests/`` itself is put on the path for its helper modules."""
+"""Fixtures for the training tests (tests/conftest.py puts ``tests/`` on the path for train_support)."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-TESTS = Path(__file__).resolve().parents[1]
-if str(TESTS) not in sys.path:
-    sys.path.insert(0, str(TESTS))  # train_support, train_worker: shared with the tests beside the package
 
 
 def cache_from_arrays(directory: Path, images: np.ndarray, labels, lesions) -> object:

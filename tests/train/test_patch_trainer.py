@@ -116,6 +116,34 @@ def test_killed_mid_epoch_then_resumed_ends_bit_identical(runs):
     assert epochs(runs["full"]) == epochs(runs["killed"])
 
 
+def test_sigterm_mid_epoch_saves_exits_0_and_the_rerun_ends_bit_identical(runs, tmp_path):
+    import re
+
+    import jax
+
+    workdir = tmp_path / "stopped"
+    proc = start(workdir)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        metrics = workdir / "metrics.jsonl"
+        if metrics.exists() and '"kind": "train"' in metrics.read_text():  # training has begun
+            os.kill(proc.pid, signal.SIGTERM)
+            break
+        time.sleep(0.01)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    lines = [line[line.find("mammojax: stopped"):] for line in err.splitlines() if "mammojax: stopped" in line]
+    assert len(lines) == 1 and lines[0].endswith("run the same command to resume"), err[-3000:]
+    stopped_at = int(re.search(r"stopped by SIGTERM at step (\d+)", lines[0]).group(1))
+    assert stopped_at % runs["steps_per_epoch"], "stopped at an epoch end: the test wants mid-epoch"
+    assert checkpoint_steps(workdir)[-1] == stopped_at
+    finish(start(workdir))
+    final = 2 * runs["steps_per_epoch"]
+    for x, y in zip(jax.tree_util.tree_leaves(restore_state(runs["full"], final)),
+                    jax.tree_util.tree_leaves(restore_state(workdir, final))):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_eight_devices_train_like_one(runs):
     """The sharding tests' tolerance (tests/train_support.assert_same_training) on the whole run."""
     import jax
@@ -136,7 +164,6 @@ def test_eight_devices_train_like_one(runs):
 def test_two_processes_train_like_one(runs, tmp_path):
     """Two processes (jax.distributed, gloo) of one device each share every global patch batch."""
     import jax
-
     from train_support import free_port
 
     coordinator = f"127.0.0.1:{free_port()}"

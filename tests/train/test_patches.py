@@ -24,7 +24,7 @@ def _epoch(source, seed=0, mine=False):
 def test_positives_hold_the_lesion_and_negatives_are_breast_without_it(phantom_cache):
     settings = PatchSettings(size=16, positives_per_lesion=3, negatives_per_positive=2.0, jitter_fraction=0.1)
     source = PatchSource(phantom_cache, settings)
-    plan, batch = _epoch(source)
+    _, batch = _epoch(source)
     patches, labels = batch["image"], batch["label"]
     assert patches.shape == (9, 16, 16, 1) and source.patches_per_epoch == 9
     assert (labels == 1).sum() == 3
