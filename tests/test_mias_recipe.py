@@ -160,7 +160,7 @@ def test_mias_config_trains_then_eval_and_predict_work_without_edits(tmp_path, m
     assert 0.0 <= meta["tau"] <= 1.0 and meta["temperature"] > 0
     assert meta["config"]["data"]["dataset"] == "mias" and meta["config"]["data"]["image_size"] == 64
     assert {k: meta["scoring"][k] for k in ("kind", "size", "stride", "top_k", "tta_hflip")} == \
-        {"kind": "windows", "size": 32, "stride": 16, "top_k": 3, "tta_hflip": False}  # as mias_smoke scores
+        {"kind": "windows", "size": 32, "stride": 16, "top_k": 3, "tta_hflip": True}  # configs/mias.py scores with flip TTA
     assert set(meta["operating_points"]) == {"image", "breast", "patient"}
     assert (workdir / "training_curves.png").stat().st_size > 0
 
