@@ -29,6 +29,8 @@ from mammojax.jsonio import write_json
 META_FILE = "mammojax.json"
 VARIABLES_DIR = "variables"
 FORMAT_VERSION = 1
+# Names for a checkpoint whose metadata has none (written by hand): what a 0/1 label says.
+DEFAULT_CLASS_NAMES = ("negative", "positive")
 
 
 @dataclasses.dataclass
@@ -57,6 +59,16 @@ class Checkpoint:
         return float(self.meta.get("temperature", 1.0))
 
     @property
+    def class_names(self) -> list[str]:
+        """Names of class 0 and class 1 (the positive class), as the training task defined them."""
+        return list(self.meta.get("class_names") or DEFAULT_CLASS_NAMES)
+
+    @property
+    def positive_class(self) -> str:
+        """The name of what the probability is the probability of (``"abnormal"``, ``"malignant"``...)."""
+        return self.class_names[1]
+
+    @property
     def patient_aggregate(self) -> str:
         """How a patient's image scores become hers (mammojax.evaluation.aggregate)."""
         return str(self.meta.get("patient_aggregate", "max"))
@@ -73,8 +85,11 @@ def make_meta(config, *, tau: float = 0.5, temperature: float = 1.0, extra: dict
     """Metadata for a checkpoint trained with ``config`` (a ConfigDict).
 
     ``scoring`` says how its films are scored (:class:`mammojax.scoring.FilmScoring`):
-    tau and the temperature were fitted on films scored that way.
+    tau and the temperature were fitted on films scored that way. ``class_names``
+    are the training task's (:func:`mammojax.data.records.class_names`), so every
+    output names the classes as the data defined them ("abnormal" for MIAS).
     """
+    from mammojax.data.records import class_names
     from mammojax.scoring.film_scoring import film_scoring_from_config
 
     meta = {
@@ -88,7 +103,7 @@ def make_meta(config, *, tau: float = 0.5, temperature: float = 1.0, extra: dict
         "temperature": float(temperature),
         "threshold_policy": config.eval.threshold_policy,
         "patient_aggregate": config.eval.patient_aggregate,
-        "class_names": ["normal", "cancer"],
+        "class_names": list(class_names(config.data.dataset, config.data.task)),
         "scoring": film_scoring_from_config(config).to_meta(),
         "config": config.to_dict(),
     }

@@ -5,16 +5,20 @@ Inputs are image files, folders (searched recursively) or CSV manifests with a
 written as soon as each batch is scored, so a long run can be watched and a
 crash keeps what was done.
 
-Rows (the same fields in CSV and JSONL):
+Rows (the same fields in CSV and JSONL: :data:`FIELDS`):
 
-* ``kind=image``: ``path, patient_id, probability, decision`` (1 when
-  ``probability >= tau``), ``label`` (the class name of the decision).
+* ``kind=image``: ``path, patient_id``, ``probability`` (of the checkpoint's
+  positive class, e.g. "abnormal"), ``decision``: the class called at the
+  checkpoint's tau, by name (the positive class when ``probability >= tau``,
+  else the other one, e.g. "normal"). There is no ground truth here, so no
+  column is called ``label``; ``eval``'s ``scores.csv`` has ``truth`` beside
+  the same ``probability`` and ``decision``.
 * ``kind=error``: ``path, patient_id, error``: the file could not be read; the
   run goes on with the next file.
 * ``kind=patient``, written after every image: one per patient,
   ``probability`` = the maximum over that patient's scored images (a lesion
-  seen on any view flags the woman), ``decision`` and ``label`` at ``tau``,
-  ``n_images``; ``path`` is empty.
+  seen on any view flags the woman), ``decision`` at ``tau``, ``n_images``;
+  ``path`` is empty.
 
 Patient ids come from the manifest; otherwise from the file name, never from
 DICOM headers (which hold real names): the stem with trailing laterality/view
@@ -37,7 +41,7 @@ from typing import IO, Iterable, Iterator
 from mammojax.errors import MammojaxError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".dcm", ".dicom"}
-FIELDS = ("kind", "path", "patient_id", "probability", "decision", "label", "n_images", "error")
+FIELDS = ("kind", "path", "patient_id", "probability", "decision", "n_images", "error")
 # Laterality/view tokens dropped from the end of a file stem to find the patient.
 _VIEW_TOKENS = {"l", "r", "left", "right", "cc", "mlo", "ml", "lm", "xccl", "at", "spot",
                 "lcc", "rcc", "lmlo", "rmlo"}
@@ -197,25 +201,22 @@ def predict_rows(scorer, items: list[InputItem], *, aggregate: str = "max") -> I
     """
     from mammojax.evaluation.aggregate import aggregate as aggregate_scores
 
-    names = scorer.class_names
     scored_patients: list[str] = []
     scores: list[float] = []
     for item, result in zip(items, scorer.score_paths([i.path for i in items])):
         if not result.ok:
             yield {"kind": "error", "path": result.path, "patient_id": item.patient_id, "error": result.error}
             continue
-        decision = int(result.probability >= scorer.tau)
         scored_patients.append(item.patient_id)
         scores.append(result.probability)
         yield {"kind": "image", "path": result.path, "patient_id": item.patient_id,
-               "probability": round(result.probability, 6), "decision": decision, "label": names[decision]}
+               "probability": round(result.probability, 6), "decision": scorer.decision(result.probability)}
     if not scores:
         return
     grouped = aggregate_scores(None, scores, scored_patients, scored_patients, aggregate)
     for patient, score, size in zip(grouped.keys, grouped.scores, grouped.sizes):
-        decision = int(score >= scorer.tau)
         yield {"kind": "patient", "path": "", "patient_id": patient, "probability": round(float(score), 6),
-               "decision": decision, "label": names[decision], "n_images": int(size)}
+               "decision": scorer.decision(float(score)), "n_images": int(size)}
 
 
 def run_predict(scorer, items: list[InputItem], stream: IO, fmt: str, *, aggregate: str = "max",

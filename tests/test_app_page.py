@@ -95,6 +95,8 @@ def test_uploads_are_scored_explained_and_summarised(monkeypatch, checkpoint_dir
     # Two good images: a probability, a decision, an overlay each; one clean error.
     probabilities = [float(m.value) for m in app.metric]
     assert len(probabilities) == 2 and all(0.0 <= p <= 1.0 for p in probabilities)
+    # The probability names the checkpoint's positive class (phantoms: "lesion"), never "cancer".
+    assert {m.label for m in app.metric} == {"Probability of lesion"}
     assert [e.value for e in app.error] == [app.error[0].value]
     assert app.error[0].value.startswith("broken.png: ")
     text = _all_text(app)
@@ -114,6 +116,7 @@ def test_uploads_are_scored_explained_and_summarised(monkeypatch, checkpoint_dir
     # Privacy: nothing from the DICOM's patient module anywhere on the page.
     for identifier in IDENTIFIERS:
         assert identifier not in text
+    assert "cancer" not in text.lower()
 
     # The opacity slider only re-blends; a second patient label splits the summary.
     app.slider[0].set_value(0.9).run()

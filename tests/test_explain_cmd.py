@@ -59,7 +59,7 @@ def test_explain_writes_outputs_and_an_error_line_for_a_bad_file(checkpoint, ima
         assert tuple(line["peak_input"]) == np.unravel_index(np.argmax(cam), cam.shape)
         assert 0 <= line["peak_original"][0] < shape[0] and 0 <= line["peak_original"][1] < shape[1]
         assert 0.0 < line["probability"] < 1.0
-        assert line["decision"] == ("cancer" if line["probability"] >= ckpt.tau else "normal")
+        assert line["decision"] == ("lesion" if line["probability"] >= ckpt.tau else "normal")
         with Image.open(out / f"{stem}_overlay.png") as im:
             assert im.size == (shape[1], shape[0]) and im.mode == "RGB"  # original resolution
         with Image.open(out / f"{stem}_panel.png") as im:

@@ -103,6 +103,8 @@ class AppModel:
             "temperature": self.scorer.temperature,
             "threshold_policy": meta.get("threshold_policy"),
             "trained_on": meta.get("data", {}).get("dataset"),
+            "class_names": self.scorer.class_names,
+            "positive_class": self.scorer.positive_class,
             "scoring": self.scorer.scoring.kind,
             "tta_hflip": self.scorer.scoring.tta_hflip,
             "cam_method": self.cam_method,

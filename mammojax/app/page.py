@@ -64,11 +64,13 @@ def show_sidebar(model: logic.AppModel) -> None:
             f"- **Temperature:** {facts['temperature']:.3f}\n"
             f"- **Heatmap:** {facts['cam_method']} at {facts['cam_layer']}")
         st.header("How to read this page")
+        positive = facts["positive_class"]
         st.markdown(
-            "- **Cancer probability** is the model's calibrated score for the image.\n"
+            f"- **Probability of {positive}** is the model's calibrated score for the image"
+            f" ({positive} vs {facts['class_names'][0]}, the classes it was trained on).\n"
             f"- **Decision:** *{logic.SUSPICIOUS_TEXT}* when the probability is at least τ,"
             f" otherwise *{logic.NEGATIVE_TEXT}*.\n"
-            "- **Heatmap (Grad-CAM):** where the image pushed the score towards cancer;"
+            f"- **Heatmap (Grad-CAM):** where the image pushed the score towards {positive};"
             " colours are relative within each image, not probabilities.\n"
             "- **Patient:** all uploads count as one patient (one exam) unless you give them"
             f" different *Patient / exam* labels; the patient score is the {model.patient_aggregate}"
@@ -103,7 +105,7 @@ def show_analysis(key: str, analysis: logic.ImageAnalysis, model: logic.AppModel
         with info:
             colour = "red" if analysis.suspicious else "green"
             st.markdown(f"#### :{colour}[{analysis.decision}]")
-            st.metric("Cancer probability", f"{analysis.probability:.3f}")
+            st.metric(f"Probability of {model.scorer.positive_class}", f"{analysis.probability:.3f}")
             relation = "≥" if analysis.suspicious else "<"
             st.caption(f"probability {analysis.probability:.3f} {relation} decision threshold "
                        f"τ = {analysis.tau:.3f}")
@@ -117,7 +119,7 @@ def show_analysis(key: str, analysis: logic.ImageAnalysis, model: logic.AppModel
             opacity = st.slider("Heatmap opacity", 0.0, 1.0, DEFAULT_OPACITY, 0.05, key=f"opacity-{key}")
             overlay = analysis.overlay(opacity)
             caption = ("Grad-CAM heatmap over the original image" if analysis.heatmap.max() > 0 else
-                       "Grad-CAM: no region pushed the score towards cancer (empty heatmap)")
+                       f"Grad-CAM: no region pushed the score towards {model.scorer.positive_class} (empty heatmap)")
             st.image(overlay, caption=caption, width="stretch")
             st.download_button("Download overlay (PNG)", data=logic.png_bytes(overlay),
                                file_name=f"{Path(analysis.name).stem}-gradcam.png", mime="image/png",

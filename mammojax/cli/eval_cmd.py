@@ -39,7 +39,9 @@ def eval_(checkpoint, dataset, data_dir, task, split, seed, tta_hflip, threshold
           n_bootstrap, batch_size, out_dir, as_json):
     """Evaluate a checkpoint on a dataset split: AUC with a patient-bootstrap CI,
     sensitivity/specificity/PPV/NPV/F1 at image, breast and patient level,
-    calibration, and a self-contained HTML + Markdown report."""
+    calibration, and a self-contained HTML + Markdown report. scores.csv columns:
+    path, patient_id, laterality, truth (the dataset's class), probability (of
+    the positive class), decision (the class called at tau); classes by name."""
     from mammojax import runtime
 
     runtime.setup()

@@ -25,7 +25,11 @@ def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
     """Score INPUTS (image files, folders searched recursively, or .csv manifests
     with a `path` column) and write one row per image, one error row per
     unreadable file, then one row per patient (kind=patient, max over her
-    images). Exit code 0 even when some files fail; a summary goes to stderr."""
+    images). Exit code 0 even when some files fail; a summary goes to stderr.
+
+    Columns: kind, path, patient_id, probability (of the checkpoint's positive
+    class, e.g. abnormal), decision (the class called at the checkpoint's tau,
+    by name), n_images (patient rows), error (error rows)."""
     from mammojax import predict as lib
 
     # Cheap checks first: a missing input or an existing --out fails in

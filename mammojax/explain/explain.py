@@ -38,6 +38,7 @@ class Explanation:
     geometry: object  # mammojax.data.preprocess.Geometry
     method: str
     layer: str
+    positive_class: str = "positive"  # what the probability is the probability of (the checkpoint's class 1)
 
     @property
     def heatmap_original(self) -> np.ndarray:
@@ -115,7 +116,8 @@ class Explainer:
         probability = float(probabilities[0])
         return Explanation(path=path, probability=probability, decision=self.decision(probability),
                            heatmap=heatmaps[0], image=image, original=np.asarray(pixels, np.float32),
-                           geometry=geometry, method=self.method, layer=self.layer)
+                           geometry=geometry, method=self.method, layer=self.layer,
+                           positive_class=self.scorer.positive_class)
 
 
 # -- outputs ---------------------------------------------------------------------
@@ -159,7 +161,7 @@ def write_explanation(explanation: Explanation, out_dir: str | os.PathLike, stem
                                   alpha=alpha, colormap=colormap)
     save_png(overlay, paths["overlay"])
     panel = render_panel(explanation.original, overlay, explanation.probability, explanation.decision,
-                         title=Path(explanation.path).name)
+                         title=Path(explanation.path).name, positive_class=explanation.positive_class)
     save_png(panel, paths["panel"])
     np.save(paths["cam"], np.asarray(explanation.heatmap, np.float32), allow_pickle=False)
     return {**explanation.to_json(), "outputs": {k: str(p) for k, p in paths.items()}}

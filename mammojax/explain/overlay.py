@@ -72,7 +72,8 @@ def overlay_on_original(original: np.ndarray, heatmap: np.ndarray, geometry, *, 
 
 
 def render_panel(original: np.ndarray, overlay: np.ndarray, probability: float, decision: str, *,
-                 title: str | None = None, height_inches: float = 4.0, dpi: int = 100) -> np.ndarray:
+                 title: str | None = None, positive_class: str = "positive", height_inches: float = 4.0,
+                 dpi: int = 100) -> np.ndarray:
     """original | overlay | text, as one uint8 RGB image (matplotlib Agg, no pyplot)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -90,7 +91,7 @@ def render_panel(original: np.ndarray, overlay: np.ndarray, probability: float, 
         axes.set_axis_off()
     text = figure.add_subplot(grid[0, 2])
     text.set_axis_off()
-    lines = ([title] if title else []) + [f"P(cancer) = {probability:.3f}", f"decision: {decision}"]
+    lines = ([title] if title else []) + [f"P({positive_class}) = {probability:.3f}", f"decision: {decision}"]
     text.text(0.05, 0.5, "\n".join(lines), fontsize=11, va="center", ha="left", wrap=True,
               transform=text.transAxes)
     canvas.draw()

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from mammojax.data.records import LESION_KINDS, DatasetRecords
+from mammojax.data.records import LESION_KINDS, DatasetRecords, Task
 from mammojax.errors import MammojaxError
 
 
@@ -17,11 +17,13 @@ class Adapter:
     """How :func:`mammojax.data.records.load_dataset` calls one dataset.
 
     ``load(data_dir, *, task, **opts)`` gets a task already checked against
-    ``tasks`` and only options named in ``options``.
+    ``tasks`` and only options named in ``options``. ``tasks`` says what each
+    task's labels mean (:class:`~mammojax.data.records.Task`: class names and
+    a one-line description); ``"default"`` is always one of them.
     """
 
     load: Callable[..., DatasetRecords]
-    tasks: tuple[str, ...]
+    tasks: dict[str, Task]
     options: tuple[str, ...] = ()
     description: str = ""
     data_dir_optional: bool = False  # synthetic: writes into a cache dir
@@ -73,6 +75,9 @@ def birads_category(value: str) -> int | None:
 
 
 BIRADS3_CHOICES = ("exclude", "negative")
+# The label of the BI-RADS datasets (INbreast, VinDr): a radiologist's suspicion, not a biopsy.
+BIRADS_TASK = Task("suspicious (BI-RADS 4-6) vs negative (BI-RADS 1-2), a proxy without biopsy; "
+                   "BI-RADS 3 per the birads3 option", ("negative", "suspicious"))
 
 
 def birads_label(category: int | None, birads3: str) -> int | None:

@@ -24,12 +24,12 @@ import plistlib
 import re
 from pathlib import Path
 
-from mammojax.data.adapters._common import (Adapter, find_file, label_from_birads, lesion_kind,
+from mammojax.data.adapters._common import (BIRADS_TASK, Adapter, find_file, label_from_birads, lesion_kind,
                                             read_csv_rows, view_fields)
 from mammojax.data.records import DatasetRecords, Exclusion, Lesion, Record
 from mammojax.errors import MammojaxError
 
-TASKS = ("default", "malignant")
+TASKS = {"default": BIRADS_TASK, "malignant": BIRADS_TASK}
 _DICOM_NAME = re.compile(r"^(?P<file>\d+)_(?P<patient>[0-9a-fA-F]+)_MG_(?P<side>[LR])_(?P<view>[A-Z]+)_ANON$")
 _POINT = re.compile(r"\(\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*\)")
 REQUIRED = ("File Name", "Bi-Rads")

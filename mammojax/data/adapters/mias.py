@@ -22,10 +22,13 @@ from pathlib import Path
 
 from mammojax.data.adapters import _archive
 from mammojax.data.adapters._common import Adapter
-from mammojax.data.records import DatasetRecords, Exclusion, Lesion, Record
+from mammojax.data.records import DatasetRecords, Exclusion, Lesion, Record, Task
 from mammojax.errors import MammojaxError
 
-TASKS = ("default", "abnormal", "malignant")
+_ABNORMAL = Task("abnormal (any finding, benign or malignant) vs normal", ("normal", "abnormal"))
+TASKS = {"default": _ABNORMAL, "abnormal": _ABNORMAL,
+         "malignant": Task("malignant vs non-malignant (benign findings and normal films)",
+                           ("non-malignant", "malignant"))}
 DEFAULT_SIZE = 1024  # every mini-MIAS film is 1024x1024; read from the header when possible
 
 # Abnormality classes of Info.txt -> lesion kinds used across adapters.
