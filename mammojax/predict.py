@@ -20,10 +20,19 @@ Rows (the same fields in CSV and JSONL: :data:`FIELDS`):
   seen on any view flags the woman), ``decision`` at ``tau``, ``n_images``;
   ``path`` is empty.
 
-Patient ids come from the manifest; otherwise from the file name, never from
-DICOM headers (which hold real names): the stem with trailing laterality/view
-tokens removed, so ``P001_L_CC.dcm`` and ``P001_R_MLO.dcm`` share ``P001``;
-a name without such tokens is its own patient.
+Patient ids, first that applies (``eval`` groups a dataset's films the same way):
+
+1. a manifest's ``patient_id`` column;
+2. a known dataset's file naming, by that dataset's adapter
+   (:func:`mammojax.data.records.patient_from_file_name`): MIAS films
+   ``mdb001`` and ``mdb002`` are one woman, ``mias001``; INbreast names carry
+   an anonymised patient token;
+3. the file-name stem with trailing laterality/view tokens removed, so
+   ``P001_L_CC.dcm`` and ``P001_R_MLO.dcm`` share ``P001``; a name without
+   such tokens is its own patient.
+
+DICOM headers are never used to group files: they hold real names and ids,
+and nothing read from them may reach the output.
 """
 
 from __future__ import annotations
@@ -56,6 +65,11 @@ class InputItem:
 
 def patient_from_path(path: str | os.PathLike) -> str:
     """A patient id from a file name (see the module docstring); never from DICOM."""
+    from mammojax.data.records import patient_from_file_name
+
+    known = patient_from_file_name(path)
+    if known:
+        return known
     stem = Path(path).name
     suffix = Path(stem).suffix.lower()
     if suffix in IMAGE_SUFFIXES:

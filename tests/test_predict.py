@@ -44,7 +44,7 @@ def image_folder(tmp_path) -> Path:
 def test_patient_ids_from_names_never_from_headers():
     assert patient_from_path("/x/P001_L_CC.png") == "P001"
     assert patient_from_path("/x/P001-R-MLO.dcm") == "P001"
-    assert patient_from_path("/x/mdb001.pgm") == "mdb001"
+    assert patient_from_path("/x/P001_MLO.dcm") == "P001"
     assert patient_from_path("/x/R.png") == "R"  # nothing left to strip
 
 
@@ -121,3 +121,20 @@ def test_score_records_without_cache_skips_unreadable(checkpoint, image_folder):
     assert len(scored.paths) == 3 and [Path(p).name for p, _ in scored.excluded] == ["broken.png"]
     direct = scorer.probabilities(np.stack([scorer.read(p).image for p in scored.paths]))
     np.testing.assert_allclose(scored.probabilities(scorer.temperature), direct, atol=1e-6)
+
+
+def test_predict_pairs_mias_films_as_the_adapter_does(checkpoint, tmp_path):
+    """mdb001 and mdb002 are one woman for predict exactly as for the mias adapter (and eval)."""
+    from mammojax.data.records import load_dataset
+    from mias_support import write_mias_folder
+
+    folder = write_mias_folder(tmp_path / "mias")
+    assert patient_from_path(folder / "mdb002.pgm") == patient_from_path(folder / "mdb001.pgm") == "mias001"
+    result = CliRunner().invoke(main_cli(), ["predict", "--checkpoint", str(checkpoint), "--json", str(folder)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    by_path = {Path(r["path"]).name: r["patient_id"] for r in rows if r["kind"] == "image"}
+    adapter = {Path(r.path).name: r.patient_id for r in load_dataset("mias", folder).records}
+    assert by_path == adapter
+    patients = {r["patient_id"]: r["n_images"] for r in rows if r["kind"] == "patient"}
+    assert patients == {"mias001": 2, "mias002": 2}

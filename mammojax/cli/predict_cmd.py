@@ -29,7 +29,12 @@ def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
 
     Columns: kind, path, patient_id, probability (of the checkpoint's positive
     class, e.g. abnormal), decision (the class called at the checkpoint's tau,
-    by name), n_images (patient rows), error (error rows)."""
+    by name), n_images (patient rows), error (error rows).
+
+    Patients: a manifest's patient_id column; else a known dataset's file
+    naming (MIAS mdb001 + mdb002 are one woman, mias001); else the file-name
+    stem without trailing laterality/view tokens (P001_L_CC.png and
+    P001_R_MLO.png are P001). DICOM headers are never used to group files."""
     from mammojax import predict as lib
 
     # Cheap checks first: a missing input or an existing --out fails in

@@ -189,6 +189,22 @@ def class_names(name: str, task: str = "default") -> tuple[str, str]:
     return dataset_task(name, task).class_names
 
 
+def patient_from_file_name(path: str | os.PathLike) -> str | None:
+    """The patient of a file whose name follows a known dataset's layout, else None.
+
+    The adapters' own rules (``Adapter.patient_of_file``): a MIAS film
+    ``mdbNNN`` belongs to woman ``(NNN + 1) // 2``, an INbreast DICOM to the
+    patient token in its name. Only the file name is read, never the file.
+    """
+    from mammojax.data.adapters import ADAPTERS
+
+    for adapter in ADAPTERS.values():
+        found = adapter.patient_of_file(Path(path)) if adapter.patient_of_file else None
+        if found:
+            return found
+    return None
+
+
 def _adapter(name: str):
     from mammojax.data.adapters import ADAPTERS  # adapters import this module
 

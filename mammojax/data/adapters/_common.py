@@ -28,6 +28,9 @@ class Adapter:
     description: str = ""
     data_dir_optional: bool = False  # synthetic: writes into a cache dir
     task_errors: dict[str, str] = field(default_factory=dict)  # task -> why it cannot exist
+    # The patient of a file from its name alone, when the name follows this
+    # dataset's layout (None otherwise): predict groups loose files with it.
+    patient_of_file: Callable[[Path], str | None] | None = None
 
 
 def read_csv_rows(path: Path, *, delimiter: str = ",",
