@@ -57,7 +57,7 @@ def run_quickstart(workdir: str | Path, *, overrides=(), echo=print) -> dict:
     with open(out_dir / "explanations.jsonl", "w") as lines:
         for record, stem in zip(shown, stems):
             explanation = explainer.explain_path(record.path, laterality=record.laterality)
-            line = explain_lib.write_explanation(explanation, out_dir, stem)
+            line = explain_lib.write_explanation(explanation, out_dir, stem, lesions=record.lesions)
             lines.write(explain_lib.dumps_line(line) + "\n")
     localization = explain_lib.evaluate_localization(ckpt, records, explainer=explainer,
                                                      seed=int(config.seed))

@@ -187,3 +187,15 @@ def test_overlay_opacity_blends_only_where_the_heatmap_is_hot():
     assert full[0, 1, 0] > 100 and full[0, 1, 2] < 100  # peak of "jet" is red
     half = logic.overlay_heatmap(gray, heatmap, 0.5)
     assert np.abs(half[0, 1].astype(int) - 100).sum() < np.abs(full[0, 1].astype(int) - 100).sum()
+
+
+def test_heatmap_is_shown_over_the_breast_only(app_model):
+    from scipy import ndimage
+
+    analysis = logic.analyse_upload(app_model, "left-cc.png", png_bytes(120, 96))
+    # Clear of the skin line by two model-input pixels (the map is interpolated up to the display).
+    background = ndimage.binary_erosion(analysis.display_image < 5, iterations=4)
+    assert background.sum() > 1000
+    assert float(np.max(analysis.heatmap[background])) == 0.0
+    overlay = analysis.overlay(1.0)
+    assert (overlay[background] == analysis.display_image[background][:, None]).all()  # grey, untouched

@@ -5,6 +5,7 @@ one uploaded file is::
 
     bytes --read_upload--> LoadedImage --preprocess_image--> model input
           --one jitted pass--> logits (probability) + Grad-CAM map
+          --on_breast--> the map over the breast only (breast_mask of the input)
           --geometry.to_original--> heatmap on the original image grid
 
 Uploads are processed from memory and never written to disk: a mammogram is
@@ -192,13 +193,17 @@ def analyse_upload(model: AppModel, name: str, data: bytes, *,
     Raises:
         ImageReadError: the bytes are not a readable image (named by ``name``).
     """
+    from mammojax.data.preprocess import breast_mask
+    from mammojax.explain.overlay import on_breast
+
     if max_pixels is None:
         max_pixels = model.scorer.max_pixels
     loaded = read_upload(name, data, max_pixels=max_pixels)
     prepared = model.scorer.prepare(loaded.pixels, loaded.meta.laterality, name=name)
     batch = np.asarray(prepared.image, np.float32)[None]
     probability, heatmap = model.score_and_cam(batch)
-    heatmap_original = np.asarray(prepared.geometry.to_original(np.asarray(heatmap)), np.float32)
+    shown = on_breast(heatmap, breast_mask(prepared.image, prepared.geometry))
+    heatmap_original = np.asarray(prepared.geometry.to_original(shown), np.float32)
     display = _fit_display(loaded.pixels)
     return ImageAnalysis(
         name=name,

@@ -71,7 +71,7 @@ def show_sidebar(model: logic.AppModel) -> None:
             f"- **Decision:** *{logic.SUSPICIOUS_TEXT}* when the probability is at least τ,"
             f" otherwise *{logic.NEGATIVE_TEXT}*.\n"
             f"- **Heatmap (Grad-CAM):** where the image pushed the score towards {positive};"
-            " colours are relative within each image, not probabilities.\n"
+            " colours are relative within each image, not probabilities, and drawn over the breast only.\n"
             "- **Patient:** all uploads count as one patient (one exam) unless you give them"
             f" different *Patient / exam* labels; the patient score is the {model.patient_aggregate}"
             " over her images.\n"
@@ -118,7 +118,7 @@ def show_analysis(key: str, analysis: logic.ImageAnalysis, model: logic.AppModel
         with heat:
             opacity = st.slider("Heatmap opacity", 0.0, 1.0, DEFAULT_OPACITY, 0.05, key=f"opacity-{key}")
             overlay = analysis.overlay(opacity)
-            caption = ("Grad-CAM heatmap over the original image" if analysis.heatmap.max() > 0 else
+            caption = ("Grad-CAM heatmap over the breast" if analysis.heatmap.max() > 0 else
                        f"Grad-CAM: no region pushed the score towards {model.scorer.positive_class} (empty heatmap)")
             st.image(overlay, caption=caption, width="stretch")
             st.download_button("Download overlay (PNG)", data=logic.png_bytes(overlay),

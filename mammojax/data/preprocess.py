@@ -42,6 +42,10 @@ ORIENT_MIN_EDGE_CONTACT = 0.25
 ORIENT_MIN_IMBALANCE = 0.10
 # Long side of the copy the breast detector works on (speed, not accuracy).
 _DETECT_SIZE = 256
+# A pixel of a z-scored model input is breast when it is this many standard
+# deviations above the image minimum (the background and the padding).
+# Window scoring centres its windows there, patch training its negatives.
+BREAST_MARGIN = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,6 +214,38 @@ def preprocess_image(
     # rounding is at most 2**-11 of a z-score (about 0.05%).
     image = zscore(canvas).astype(np.float16).astype(np.float32)
     return Preprocessed(image[..., None], geometry)
+
+
+def breast_pixels(image: np.ndarray) -> np.ndarray:
+    """Boolean ``(H, W)``: pixels of a z-scored ``(H, W[, 1])`` input bright enough to be breast."""
+    plane = image[..., 0] if image.ndim == 3 else image
+    return plane > plane.min() + BREAST_MARGIN
+
+
+def breast_mask(image: np.ndarray, geometry: Geometry | None = None) -> np.ndarray:
+    """Boolean ``(S, S)``: the breast in a z-scored model input, where heatmaps are shown.
+
+    :func:`breast_pixels` inside the content (the padding is never breast,
+    whatever its value), then the largest connected region with its holes
+    filled: film labels and markers are separate, smaller bright regions, and
+    dark fat inside the breast is still breast. An input with no such pixel
+    (blank) gives the whole content.
+    """
+    from scipy import ndimage
+
+    plane = np.asarray(image[..., 0] if image.ndim == 3 else image)
+    content = np.zeros(plane.shape, dtype=bool)
+    if geometry is None:
+        content[:] = True
+    else:
+        (top, left), (height, width) = geometry.pad_offset, geometry.resized_shape
+        content[top:top + height, left:left + width] = True
+    found = breast_pixels(plane) & content
+    labels, count = ndimage.label(found)
+    if count == 0:
+        return content
+    largest = labels == int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
+    return ndimage.binary_fill_holes(largest) & content
 
 
 def zscore(x: np.ndarray) -> np.ndarray:

@@ -3,6 +3,13 @@
 :class:`Explainer` pairs the heatmaps and probabilities of
 :class:`mammojax.scoring.Scorer` with the decoded images for the output files;
 :func:`evaluate_localization` scores heatmaps against annotated lesions.
+
+Heatmaps are *shown* over the breast only: the raw map (saved as
+``<stem>_cam.npy``, model-input resolution) is multiplied by the breast mask of
+the same model input (:func:`mammojax.data.preprocess.breast_mask`: never the
+padding, never the background or a film label) before it is drawn, located
+(``peak_*``) or scored against lesions. Each ``explanations.jsonl`` line says
+so with ``"heatmap_masked": true``.
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ JSONL_NAME = "explanations.jsonl"
 class Explanation:
     """One image's heatmap and prediction.
 
-    ``heatmap`` is float32 ``(S, S)`` over the model input, in [0, 1];
-    ``original`` the decoded image ``(H, W)`` in [0, 1]; peaks are ``(row, col)``.
+    ``heatmap`` is the raw map, float32 ``(S, S)`` over the model input, in
+    [0, 1]; ``breast`` the model input's breast mask ``(S, S)``; ``original``
+    the decoded image ``(H, W)`` in [0, 1]; peaks are ``(row, col)`` of the
+    map restricted to the breast.
     """
 
     path: str
@@ -38,15 +47,30 @@ class Explanation:
     geometry: object  # mammojax.data.preprocess.Geometry
     method: str
     layer: str
-    positive_class: str = "positive"  # what the probability is the probability of (the checkpoint's class 1)
+    breast: np.ndarray  # (S, S) bool
+    tau: float
+    positive_class: str  # what the probability is the probability of (the checkpoint's class 1)
+
+    @property
+    def heatmap_shown(self) -> np.ndarray:
+        """The heatmap over the breast only, peak 1 there (:func:`~mammojax.explain.overlay.on_breast`)."""
+        from mammojax.explain.overlay import on_breast
+
+        return on_breast(self.heatmap, self.breast)
 
     @property
     def heatmap_original(self) -> np.ndarray:
-        return self.geometry.to_original(self.heatmap)
+        """:attr:`heatmap_shown` on the original image's grid."""
+        return self.geometry.to_original(self.heatmap_shown)
+
+    @property
+    def breast_original(self) -> np.ndarray:
+        """The breast mask on the original image's grid (bool ``(H, W)``)."""
+        return self.geometry.to_original(self.breast.astype(np.float32)) > 0.5
 
     @property
     def peak_input(self) -> tuple[int, int]:
-        return loc.peak(self.heatmap)
+        return loc.peak(self.heatmap_shown)
 
     @property
     def peak_original(self) -> tuple[int, int]:
@@ -54,9 +78,11 @@ class Explanation:
 
     def to_json(self) -> dict:
         return {"path": self.path, "probability": round(float(self.probability), 6),
+                "probability_of": self.positive_class, "tau": round(float(self.tau), 6),
                 "decision": self.decision, "method": self.method, "layer": self.layer,
-                "peak_original": list(self.peak_original), "peak_input": list(self.peak_input),
-                "original_shape": list(self.original.shape), "input_size": int(self.heatmap.shape[0])}
+                "heatmap_masked": True, "peak_original": list(self.peak_original),
+                "peak_input": list(self.peak_input), "original_shape": list(self.original.shape),
+                "input_size": int(self.heatmap.shape[0])}
 
 
 class Explainer:
@@ -112,11 +138,14 @@ class Explainer:
         return self._explanation(film.path, film.image, film.geometry, film.pixels)
 
     def _explanation(self, path: str, image: np.ndarray, geometry, pixels: np.ndarray) -> Explanation:
+        from mammojax.data.preprocess import breast_mask
+
         heatmaps, probabilities = self.heatmaps(image[None])
         probability = float(probabilities[0])
         return Explanation(path=path, probability=probability, decision=self.decision(probability),
                            heatmap=heatmaps[0], image=image, original=np.asarray(pixels, np.float32),
                            geometry=geometry, method=self.method, layer=self.layer,
+                           breast=breast_mask(image, geometry), tau=self.tau,
                            positive_class=self.scorer.positive_class)
 
 
@@ -152,16 +181,25 @@ def check_outputs_free(out_dir: str | os.PathLike, stems: Iterable[str], *, over
 
 
 def write_explanation(explanation: Explanation, out_dir: str | os.PathLike, stem: str, *,
-                      alpha: float = 0.4, colormap: str = "jet") -> dict:
-    """Writes ``<stem>_overlay.png``, ``<stem>_panel.png``, ``<stem>_cam.npy``; returns the JSON line."""
-    from mammojax.explain.overlay import overlay_on_original, render_panel, save_png
+                      alpha: float = 0.4, colormap: str = "jet", lesions: Sequence = ()) -> dict:
+    """Writes ``<stem>_overlay.png``, ``<stem>_panel.png``, ``<stem>_cam.npy``; returns the JSON line.
+
+    The overlay and the panel show the heatmap over the breast only; the
+    ``.npy`` holds the raw map. ``lesions`` (the record's, when known) are
+    outlined on the panel.
+    """
+    from mammojax.explain.overlay import blend, render_panel, save_png
 
     paths = output_paths(out_dir, stem)
-    overlay = overlay_on_original(explanation.original, explanation.heatmap, explanation.geometry,
-                                  alpha=alpha, colormap=colormap)
+    overlay = blend(explanation.original, explanation.heatmap_original, alpha=alpha, colormap=colormap,
+                    mask=explanation.breast_original)
     save_png(overlay, paths["overlay"])
+    located = [lesion for lesion in lesions if loc.has_location(lesion)]
+    outline = loc.lesion_mask(located, explanation.original.shape) if located else None
     panel = render_panel(explanation.original, overlay, explanation.probability, explanation.decision,
-                         title=Path(explanation.path).name, positive_class=explanation.positive_class)
+                         tau=explanation.tau, positive_class=explanation.positive_class,
+                         heatmap_name=f"{explanation.method}, {explanation.layer}",
+                         title=Path(explanation.path).name, lesion_mask=outline, colormap=colormap)
     save_png(panel, paths["panel"])
     np.save(paths["cam"], np.asarray(explanation.heatmap, np.float32), allow_pickle=False)
     return {**explanation.to_json(), "outputs": {k: str(p) for k, p in paths.items()}}
@@ -216,13 +254,13 @@ def evaluate_localization(checkpoint, records: Sequence, *, method: str | None =
             continue
         explanation = explainer.explain_pixels(loaded.pixels, path=record.path,
                                                laterality=record.laterality or loaded.meta.laterality)
-        heatmap_original = explanation.heatmap_original
+        heatmap_original = explanation.heatmap_original  # over the breast only, as shown
         shape = heatmap_original.shape
         mask = loc.lesion_mask(record.lesions, shape)
         pointing_mask = loc.lesion_mask(record.lesions, shape, tolerance=tolerance) if tolerance else mask
-        area = loc.breast_region(loaded.pixels) if region == "breast" else None
+        area = explanation.breast_original if region == "breast" else None
         rng = np.random.default_rng([seed, loc.PURPOSE_DELETION, index])
-        batch = loc.deletion_images(explanation.image, explanation.heatmap, fraction=fraction, rng=rng,
+        batch = loc.deletion_images(explanation.image, explanation.heatmap_shown, fraction=fraction, rng=rng,
                                     num_random=num_random, fill=fill)
         probabilities = explainer.probabilities(batch)
         rows.append({

@@ -6,7 +6,9 @@ All functions are NumPy over one image and its lesions:
   a lesion (optionally within ``tolerance`` pixels of it);
 * **mass inside**: the share of the CAM's total mass inside the lesions;
 * **chance level**: the lesion area over the breast (or image) area, i.e. the
-  hit rate of a peak placed uniformly at random in the breast;
+  hit rate of a peak placed uniformly at random in the breast, and the mass
+  inside the lesion of a uniform map over the breast. The breast is the one
+  heatmaps are shown on (:func:`mammojax.data.preprocess.breast_mask`);
 * **deletion faithfulness**: the drop in cancer probability when the top-k %
   CAM pixels of the model input are replaced by the image mean, against the
   drop for a region of the same size and shape at a random place (the CAM's
@@ -24,9 +26,6 @@ import numpy as np
 
 from mammojax.errors import MammojaxError
 
-# Pixels at or below this (original image in [0, 1]) count as background when
-# the breast area is estimated for the chance level.
-BACKGROUND_LEVEL = 0.02
 # Purpose id for np.random.default_rng([seed, purpose, index]) (architecture.md).
 PURPOSE_DELETION = 601
 
@@ -99,12 +98,6 @@ def mass_inside(heatmap: np.ndarray, mask: np.ndarray) -> float:
     if total <= 0:
         return float("nan")
     return float(np.sum(heatmap[mask], dtype=np.float64)) / total
-
-
-def breast_region(pixels: np.ndarray) -> np.ndarray:
-    """Pixels brighter than the background; the whole image if that leaves nothing."""
-    region = np.asarray(pixels) > BACKGROUND_LEVEL
-    return region if region.any() else np.ones(region.shape, dtype=bool)
 
 
 def chance_level(mask: np.ndarray, region: np.ndarray | None = None) -> float:

@@ -9,16 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# A pixel belongs to the breast when it is this many standard deviations above
-# the image minimum (the background after z-scoring). Patch training centres
-# its negatives there too, so it imports this value.
-BREAST_MARGIN = 0.5
-
-
-def breast_mask(image: np.ndarray) -> np.ndarray:
-    """Boolean ``(H, W)``: pixels of a z-scored ``(H, W[, 1])`` film bright enough to be breast."""
-    plane = image[..., 0] if image.ndim == 3 else image
-    return plane > plane.min() + BREAST_MARGIN
+from mammojax.data.preprocess import breast_pixels
 
 
 def window_positions(image: np.ndarray, size: int, stride: int) -> np.ndarray:
@@ -30,7 +21,7 @@ def window_positions(image: np.ndarray, size: int, stride: int) -> np.ndarray:
     height, width = image.shape[:2]
     tops = np.unique(np.r_[np.arange(0, max(1, height - size + 1), stride), max(0, height - size)])
     lefts = np.unique(np.r_[np.arange(0, max(1, width - size + 1), stride), max(0, width - size)])
-    breast = breast_mask(image)
+    breast = breast_pixels(image)
     grid = np.array([(t, l) for t in tops for l in lefts])
     keep = breast[np.minimum(grid[:, 0] + size // 2, height - 1), np.minimum(grid[:, 1] + size // 2, width - 1)]
     return grid[keep] if keep.any() else grid
