@@ -76,8 +76,12 @@ def run_quickstart(workdir: str | Path, *, overrides=(), echo=print) -> dict:
         "test_patient_sensitivity": patient.get("sensitivity"),
         "test_patient_specificity": patient.get("specificity"),
         "tau": evaluation.get("tau"),
+        # Each localization measure beside what a heatmap that knows nothing scores.
+        "cam_mass_inside": localization["summary"].get("mass_inside"),
+        "lesion_area_share": localization["summary"].get("lesion_area_share"),
         "pointing_game": localization["summary"].get("pointing_game"),
         "pointing_chance": localization["summary"].get("pointing_chance"),
+        "localization_skipped": localization["summary"].get("skipped_reasons"),
         "report": str(workdir / "eval" / "report.html"),
         "overlays": str(out_dir),
         "training_curves": str(workdir / "train" / "training_curves.png"),

@@ -207,6 +207,12 @@ def write_explanation(explanation: Explanation, out_dir: str | os.PathLike, stem
 
 # -- localization ----------------------------------------------------------------
 
+# Why a record has no localization row: every skipped record gets one of these.
+SKIP_NEGATIVE = "negative (no lesion to point at)"
+SKIP_UNLOCATED = "positive without a located lesion"
+SKIP_UNREADABLE = "unreadable"
+SKIP_REASONS = (SKIP_NEGATIVE, SKIP_UNLOCATED, SKIP_UNREADABLE)
+
 
 def localizable(record, *, positives_only: bool = True) -> bool:
     """A record the localization metrics can score: located lesions (and positive)."""
@@ -221,7 +227,13 @@ def evaluate_localization(checkpoint, records: Sequence, *, method: str | None =
                           region: str = "breast", positives_only: bool = True,
                           explainer: Explainer | None = None,
                           progress: Callable[[int, int], None] | None = None) -> dict:
-    """Pointing game, CAM mass in the lesion and deletion faithfulness over ``records``.
+    """Heatmap mass in the lesion, pointing game and deletion faithfulness over ``records``.
+
+    Both localization measures are paired with what a heatmap that knows
+    nothing would score, over the same breast: a uniform map puts the
+    lesion's share of the breast area inside the lesion (``lesion_area_share``),
+    and a peak placed at random hits the lesion that often (``pointing_chance``,
+    the same share of the lesion grown by ``tolerance``).
 
     Args:
         checkpoint: a Checkpoint or a path (ignored when ``explainer`` is given).
@@ -233,7 +245,9 @@ def evaluate_localization(checkpoint, records: Sequence, *, method: str | None =
         region: ``"breast"`` or ``"image"``: the area the chance level is taken over.
 
     Returns:
-        ``{"summary": {...}, "images": [per-image rows], "skipped": [{"path", "reason"}]}``.
+        ``{"summary": {...}, "images": [per-image rows], "skipped": [{"path", "reason"[, "error"]}]}``;
+        every skipped record's reason is one of :data:`SKIP_REASONS`, counted in
+        ``summary["skipped_reasons"]``.
     """
     if region not in ("breast", "image"):
         raise MammojaxError(f"unknown chance region {region!r}; valid: breast, image")
@@ -241,19 +255,19 @@ def evaluate_localization(checkpoint, records: Sequence, *, method: str | None =
 
     explainer = explainer or Explainer(checkpoint, method=method, layer=layer)
     todo = [r for r in records if localizable(r, positives_only=positives_only)]
-    skipped = [{"path": r.path, "reason": "no located lesion" if int(r.label) == 1 or not positives_only
-                else "negative"} for r in records if not localizable(r, positives_only=positives_only)]
+    skipped = [{"path": r.path, "reason": SKIP_UNLOCATED if int(r.label) == 1 or not positives_only
+                else SKIP_NEGATIVE} for r in records if not localizable(r, positives_only=positives_only)]
     rows = []
     for index, record in enumerate(todo):
         if progress:
             progress(index, len(todo))
         try:
             loaded = read_image(record.path)
+            explanation = explainer.explain_pixels(loaded.pixels, path=record.path,
+                                                   laterality=record.laterality or loaded.meta.laterality)
         except MammojaxError as err:
-            skipped.append({"path": record.path, "reason": str(err)})
+            skipped.append({"path": record.path, "reason": SKIP_UNREADABLE, "error": str(err)})
             continue
-        explanation = explainer.explain_pixels(loaded.pixels, path=record.path,
-                                               laterality=record.laterality or loaded.meta.laterality)
         heatmap_original = explanation.heatmap_original  # over the breast only, as shown
         shape = heatmap_original.shape
         mask = loc.lesion_mask(record.lesions, shape)
@@ -269,35 +283,56 @@ def evaluate_localization(checkpoint, records: Sequence, *, method: str | None =
             "hit": float(loc.pointing_hit(heatmap_original, pointing_mask)),
             "chance": loc.chance_level(pointing_mask, area),
             "mass_inside": loc.mass_inside(heatmap_original, mask),
+            "lesion_share": loc.chance_level(mask, area),
             "drop_cam": float(probabilities[0] - probabilities[1]),
             "drop_random": float(probabilities[0] - probabilities[2:].mean()),
             "peak_original": list(loc.peak(heatmap_original)),
         })
     summary = loc.summarize(rows)
+    counts = {reason: sum(s["reason"] == reason for s in skipped) for reason in SKIP_REASONS}
     summary.update({"method": explainer.method, "layer": explainer.layer, "tolerance": tolerance,
-                    "fraction": fraction, "fill": fill, "region": region, "skipped": len(skipped)})
+                    "fraction": fraction, "fill": fill, "region": region, "records": len(records),
+                    "skipped": len(skipped), "skipped_reasons": counts})
     return {"summary": summary, "images": rows, "skipped": skipped}
 
 
 def format_localization_table(summary: dict) -> str:
-    """The summary as an aligned two-column text table."""
-    labels = [
-        ("images", "images scored"),
-        ("pointing_game", "pointing game hit rate"),
-        ("pointing_chance", "pointing game chance level"),
-        ("pointing_lift", "hit rate / chance"),
-        ("mass_inside", "CAM mass inside lesion"),
-        ("drop_cam", f"P drop, top {summary.get('fraction', 0):.0%} CAM removed"),
-        ("drop_random", "P drop, random region removed"),
-        ("faithfulness_gap", "faithfulness gap (CAM - random)"),
-        ("skipped", "records skipped"),
-    ]
-    width = max(len(text) for _, text in labels)
-    lines = [f"localization ({summary.get('method')}, {summary.get('layer')})"]
-    for key, text in labels:
+    """The summary as plain text: each measure beside what a heatmap that knows nothing scores.
+
+    The mass inside the lesion comes first: it weighs the whole map, where the
+    pointing game looks at one pixel. Each is followed by its uniform/chance
+    level and the ratio (1.0x = no better than knowing nothing).
+    """
+    def number(key):
         value = summary.get(key)
-        shown = "n/a" if value is None else (str(value) if isinstance(value, int) else f"{value:.4f}")
-        lines.append(f"  {text:<{width}}  {shown}")
+        return "n/a" if value is None else f"{value:.4f}"
+
+    def ratio(top, bottom):
+        a, b = summary.get(top), summary.get(bottom)
+        return f"{a / b:.2f}x" if a is not None and b else "n/a"
+
+    where = "the breast" if summary.get("region", "breast") == "breast" else "the image"
+    skipped = summary.get("skipped_reasons") or {}
+    skipped_text = ", ".join(f"{n} {reason}" for reason, n in skipped.items()) or "none"
+    grown = f" grown by {summary['tolerance']:g} px" if summary.get("tolerance") else ""
+    rows = [
+        ("records", f"{summary.get('records', 'n/a')}: {summary.get('images', 0)} scored "
+                    f"(positive, with a located lesion), {summary.get('skipped', 0)} skipped"),
+        ("skipped because", skipped_text),
+        ("heatmap mass inside the lesion", number("mass_inside")),
+        (f"  a uniform map over {where}", f"{number('lesion_area_share')}  (the lesion's share of {where})"),
+        ("  mass / uniform", ratio("mass_inside", "lesion_area_share")),  # = summary["mass_lift"]
+        (f"pointing game: peak in the lesion{grown}", number("pointing_game")),
+        ("  a peak placed at random", number("pointing_chance")),
+        ("  hit rate / chance", ratio("pointing_game", "pointing_chance")),
+        (f"P drop, top {summary.get('fraction', 0):.0%} of the map removed", number("drop_cam")),
+        ("P drop, a random region as large", number("drop_random")),
+        ("faithfulness gap (map - random)", number("faithfulness_gap")),
+    ]
+    width = max(len(text) for text, _ in rows)
+    lines = [f"localization ({summary.get('method')}, {summary.get('layer')}), heatmaps over {where} only; "
+             "1.00x = no better than a map that knows nothing"]
+    lines += [f"  {text:<{width}}  {value}" for text, value in rows]
     return "\n".join(lines)
 
 

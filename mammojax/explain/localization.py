@@ -152,7 +152,12 @@ def deletion_images(image: np.ndarray, heatmap: np.ndarray, *, fraction: float, 
 
 
 def summarize(rows: Sequence[dict]) -> dict:
-    """Mean metrics over per-image rows (NaN-aware), with the pointing game's chance level."""
+    """Mean metrics over per-image rows (NaN-aware), each beside its no-knowledge level.
+
+    ``pointing_lift`` = hit rate / chance, ``mass_lift`` = mass inside the
+    lesion / the lesion's share of the area (a uniform map's mass there):
+    1.0 means no better than a heatmap that knows nothing.
+    """
 
     def mean(key):
         values = np.array([r[key] for r in rows if r.get(key) is not None], dtype=np.float64)
@@ -160,14 +165,16 @@ def summarize(rows: Sequence[dict]) -> dict:
         return float(values.mean()) if values.size else None
 
     hit_rate, chance = mean("hit"), mean("chance")
+    mass, share = mean("mass_inside"), mean("lesion_share")
     drop_cam, drop_random = mean("drop_cam"), mean("drop_random")
     return {
         "images": len(rows),
         "pointing_game": hit_rate,
         "pointing_chance": chance,
         "pointing_lift": hit_rate / chance if hit_rate is not None and chance else None,
-        "mass_inside": mean("mass_inside"),
-        "lesion_area_share": chance,
+        "mass_inside": mass,
+        "lesion_area_share": share,
+        "mass_lift": mass / share if mass is not None and share else None,
         "drop_cam": drop_cam,
         "drop_random": drop_random,
         "faithfulness_gap": (drop_cam - drop_random
