@@ -112,6 +112,27 @@ def make_meta(config, *, tau: float = 0.5, temperature: float = 1.0, extra: dict
     return meta
 
 
+def training_data_warning(meta: dict, *, dataset: str | None = None) -> str | None:
+    """Why the data being scored look unlike the checkpoint's training data (one line), or None.
+
+    The one rule ``predict``, ``eval`` and the web page apply: ``dataset`` is
+    the dataset ``eval`` scores, None for files (``predict``, the page). A
+    checkpoint trained only on synthetic phantoms (``data.dataset ==
+    "synthetic"``) says nothing about real mammograms, so scoring files or any
+    other dataset with it is flagged; it once called every real MIAS film
+    positive without a word. Converted weights (``converted_from``) were never
+    trained here, so their ``data`` entry is no evidence either way.
+    """
+    if "converted_from" in meta:
+        return None
+    trained_on = (meta.get("data") or {}).get("dataset")
+    if trained_on == "synthetic" and dataset != "synthetic":
+        scored = "these files" if dataset is None else f"dataset {dataset!r}"
+        return (f"this checkpoint was trained on synthetic phantoms only: its scores of {scored} mean "
+                "nothing if they are real mammograms (train on real films first, e.g. configs/mias.py)")
+    return None
+
+
 def save_checkpoint(directory: str | os.PathLike, variables: dict, meta: dict, *,
                     overwrite: bool = False) -> Path:
     """Writes a checkpoint atomically: a crash never leaves a half-written one.

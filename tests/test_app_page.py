@@ -78,6 +78,8 @@ def test_with_a_checkpoint_the_page_shows_title_disclaimer_and_uploader(monkeypa
     app = _run_page(monkeypatch, checkpoint_dir)
     assert app.title[0].value == page_title()
     assert "not a medical device" in app.warning[0].value
+    # A phantom-trained model says so on the page (issue 19 item 9).
+    assert any("synthetic phantoms only" in w.value for w in app.warning)
     assert len(app.file_uploader) == 1 and app.file_uploader[0].accept_multiple_files
     assert f"{TAU:.3f}" in _all_text(app)  # the checkpoint's own threshold is shown
     assert not app.error

@@ -88,6 +88,13 @@ class AppModel:
         aggregate = self.checkpoint.patient_aggregate
         return aggregate if aggregate in PATIENT_AGGREGATES else "max"
 
+    @property
+    def data_warning(self) -> str | None:
+        """Why uploads look unlike this model's training data (synthetic phantoms only), or None."""
+        from mammojax.checkpoint import training_data_warning
+
+        return training_data_warning(self.checkpoint.meta)
+
     def score_and_cam(self, images: np.ndarray) -> tuple[float, np.ndarray]:
         """``(probability, heatmap (H, W) in [0, 1])`` of one preprocessed film ``(1, H, W, 1)``."""
         heatmaps, logits = self.scorer.explain(images)
@@ -111,6 +118,7 @@ class AppModel:
             "cam_method": self.cam_method,
             "cam_layer": self.cam_layer,
             "patient_aggregate": self.patient_aggregate,
+            "warning": self.data_warning,
         }
 
 

@@ -172,6 +172,8 @@ def main() -> None:
         show_guidance(str(err))
         return
     show_sidebar(model)
+    if model.data_warning:
+        st.warning(f"**This model:** {model.data_warning}", icon="⚠️")
 
     limit_mb = st.get_option("server.maxUploadSize")
     files = st.file_uploader(

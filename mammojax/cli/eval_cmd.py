@@ -53,6 +53,8 @@ def eval_(checkpoint, dataset, data_dir, task, split, seed, tta_hflip, threshold
                                  threshold_policy=threshold_policy, target=target,
                                  batch_size=batch_size, n_bootstrap=n_bootstrap,
                                  progress=not as_json)
+    for warning in result["warnings"]:
+        click.echo(f"mammojax: warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return

@@ -50,6 +50,11 @@ def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
     from mammojax.scoring import Scorer
 
     scorer = Scorer.from_checkpoint(checkpoint, batch_size=batch_size, tta_hflip=True if tta_hflip else None)
+    from mammojax.checkpoint import training_data_warning
+
+    warning = training_data_warning(scorer.checkpoint.meta)
+    if warning:
+        click.echo(f"mammojax: warning: {warning}", err=True)
     stream = lib.open_output(out, overwrite=overwrite)
     progress = progress_bar(len(items), desc="predict")
     try:

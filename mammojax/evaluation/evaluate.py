@@ -208,7 +208,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
     ``out_dir`` it writes ``metrics.json``, ``scores.csv`` and the report.
     """
     from mammojax import runtime
-    from mammojax.checkpoint import load_checkpoint
+    from mammojax.checkpoint import load_checkpoint, training_data_warning
     from mammojax.data.records import dataset_task, load_dataset
     from mammojax.jsonio import json_safe
     from mammojax.scoring import Scorer
@@ -244,6 +244,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
               "task": task, "task_description": meaning.description,
               "class_names": list(meaning.class_names), "checkpoint_class_names": scorer.class_names,
               "split": split, "seed": seed, "tta_hflip": tta, **result}
+    warning = training_data_warning(ckpt.meta, dataset=dataset)
+    result["warnings"] = [warning] if warning else []
     result = json_safe(result)
     if out_dir is not None:
         write_outputs(out_dir, result, scored, temperature=ckpt.temperature, report=report)

@@ -79,11 +79,13 @@ def _summary_lines(result: dict) -> list[str]:
     return lines
 
 
-def _warning(result: dict) -> str | None:
+def _warnings(result: dict) -> list[str]:
+    """What the reader must know before trusting the numbers."""
+    found = [f"Warning: {text}" for text in result.get("warnings") or []]
     if result.get("tau_optimistic"):
-        return ("Warning: the threshold was chosen on the data being evaluated; sensitivity, "
-                "specificity and the other thresholded metrics are optimistic.")
-    return None
+        found.append("Warning: the threshold was chosen on the data being evaluated; sensitivity, "
+                     "specificity and the other thresholded metrics are optimistic.")
+    return found
 
 
 # ---------------------------------------------------------------------------
@@ -187,8 +189,7 @@ def _png(fig) -> bytes:
 def render_markdown(result: dict) -> str:
     header, rows = metrics_table(result)
     out = ["# mammojax evaluation report", ""]
-    warning = _warning(result)
-    if warning:
+    for warning in _warnings(result):
         out += [f"> **{warning}**", ""]
     out += [f"- {line}" for line in _summary_lines(result)] + [""]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -208,8 +209,7 @@ def render_html(result: dict, pngs: dict[str, bytes]) -> str:
              ".warn{background:#fff3cd;border:1px solid #e0b000;padding:0.6em}"
              "img{max-width:48%;margin:0.5%}</style></head><body>",
              "<h1>mammojax evaluation report</h1>"]
-    warning = _warning(result)
-    if warning:
+    for warning in _warnings(result):
         parts.append(f'<p class="warn"><strong>{esc(warning)}</strong></p>')
     parts.append("<ul>" + "".join(f"<li>{esc(line)}</li>" for line in _summary_lines(result)) + "</ul>")
     parts.append("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header)
