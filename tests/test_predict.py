@@ -138,3 +138,22 @@ def test_predict_pairs_mias_films_as_the_adapter_does(checkpoint, tmp_path):
     assert by_path == adapter
     patients = {r["patient_id"]: r["n_images"] for r in rows if r["kind"] == "patient"}
     assert patients == {"mias001": 2, "mias002": 2}
+
+
+def test_for_processing_images_are_scored_but_flagged(checkpoint, tmp_path):
+    """A raw FOR PROCESSING DICOM gets a warning in its row, its patient's row and the closing line."""
+    from app_support import IDENTIFIERS, dicom_bytes
+    from mammojax.data.screening import FOR_PROCESSING_REASON
+
+    (tmp_path / "W1_L_CC.dcm").write_bytes(dicom_bytes())
+    (tmp_path / "W1_R_CC.dcm").write_bytes(dicom_bytes(laterality="R", intent="FOR PROCESSING"))
+    out = tmp_path / "rows.csv"
+    result = CliRunner().invoke(main_cli(), ["predict", "--checkpoint", str(checkpoint), "--out", str(out),
+                                             str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    rows = {r["path"] and Path(r["path"]).name or r["kind"]: r for r in csv.DictReader(out.open())}
+    assert rows["W1_R_CC.dcm"]["warning"] == FOR_PROCESSING_REASON and rows["W1_R_CC.dcm"]["probability"]
+    assert rows["W1_L_CC.dcm"]["warning"] == ""
+    assert rows["patient"]["warning"] == "1 of her 2 images flagged"
+    assert f"2 scored (1 flagged: {FOR_PROCESSING_REASON}; see the warning column)" in result.stderr
+    assert not any(identifier in out.read_text() + result.output for identifier in IDENTIFIERS)

@@ -29,7 +29,8 @@ def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
 
     Columns: kind, path, patient_id, probability (of the checkpoint's positive
     class, e.g. abnormal), decision (the class called at the checkpoint's tau,
-    by name), n_images (patient rows), error (error rows).
+    by name), n_images (patient rows), warning (a score not to trust: a FOR
+    PROCESSING image; patient rows count them), error (error rows).
 
     Patients: a manifest's patient_id column; else a known dataset's file
     naming (MIAS mdb001 + mdb002 are one woman, mias001); else the file-name
@@ -65,5 +66,6 @@ def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
         if stream is not sys.stdout:
             stream.close()
     rate = summary.scored / summary.seconds if summary.seconds > 0 else 0.0
-    click.echo(f"{summary.scored} scored, {summary.failed} failed, {summary.patients} patients "
+    flagged = "".join(f" ({n} flagged: {reason}; see the warning column)" for reason, n in summary.flagged.items())
+    click.echo(f"{summary.scored} scored{flagged}, {summary.failed} failed, {summary.patients} patients "
                f"({rate:.1f} images/s)", err=True)
