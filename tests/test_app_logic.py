@@ -37,6 +37,9 @@ def test_png_upload_gives_probability_decision_and_overlay(app_model):
     assert analysis.display_image.shape == (120, 96)
     assert analysis.heatmap.shape == (120, 96)
     assert 0.0 <= analysis.heatmap.min() and analysis.heatmap.max() <= 1.0
+    # A session keeps only display-size uint8 arrays: about 2 bytes per displayed pixel.
+    assert {a.dtype for a in (analysis.model_input, analysis.display_image, analysis.heat)} == {np.dtype(np.uint8)}
+    assert analysis.nbytes == IMAGE_SIZE**2 + 2 * 120 * 96
     overlay = analysis.overlay(0.5)
     assert overlay.shape == (120, 96, 3) and overlay.dtype == np.uint8
     assert analysis.meta["format"] == "png"
@@ -46,6 +49,7 @@ def test_large_images_are_shown_downscaled(app_model):
     analysis = logic.analyse_upload(app_model, "big.png", png_bytes(1500, 1200))
     assert max(analysis.display_image.shape) == logic.DISPLAY_MAX_SIDE
     assert analysis.heatmap.shape == analysis.display_image.shape
+    assert analysis.nbytes < 2.1 * logic.DISPLAY_MAX_SIDE**2  # not 1500 x 1200 floats
     assert analysis.meta["original_shape"] == [1500, 1200]
 
 
@@ -102,8 +106,7 @@ def test_decision_is_at_tau_inclusive():
 def _fake_analysis(name: str, probability: float, tau: float = 0.5) -> logic.ImageAnalysis:
     gray = np.zeros((4, 4), np.uint8)
     return logic.ImageAnalysis(name=name, probability=probability, tau=tau, model_input=gray,
-                               display_image=gray, heatmap=np.zeros((4, 4), np.float32),
-                               meta={"format": "png"})
+                               display_image=gray, heat=gray, meta={"format": "png"})
 
 
 def test_patient_score_is_the_max_over_her_views_by_default():

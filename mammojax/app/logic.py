@@ -162,15 +162,24 @@ def load_app_model(path: str | os.PathLike, *, warm_up: bool = True) -> AppModel
 
 @dataclasses.dataclass(frozen=True)
 class ImageAnalysis:
-    """The page's result for one uploaded image."""
+    """The page's result for one uploaded image: only what the page redraws.
+
+    A session keeps one per upload, so everything is display-sized uint8
+    (about 2 bytes per displayed pixel): no full-resolution or float array.
+    """
 
     name: str  # the uploaded file's name, as the user chose it
     probability: float
     tau: float
     model_input: np.ndarray  # (S, S) uint8: what the network saw
     display_image: np.ndarray  # (h, w) uint8: the original, at most DISPLAY_MAX_SIDE
-    heatmap: np.ndarray  # (h, w) float32 in [0, 1], on display_image's grid
+    heat: np.ndarray  # (h, w) uint8: the heatmap over the breast, 255 = its peak, on display_image's grid
     meta: dict  # safe fields only, see safe_meta()
+
+    @property
+    def heatmap(self) -> np.ndarray:
+        """The heatmap as float32 in [0, 1] (``heat`` / 255)."""
+        return self.heat.astype(np.float32) / 255.0
 
     @property
     def suspicious(self) -> bool:
@@ -183,6 +192,11 @@ class ImageAnalysis:
     def overlay(self, opacity: float) -> np.ndarray:
         """(h, w, 3) uint8: the heatmap over the original image."""
         return overlay_heatmap(self.display_image, self.heatmap, opacity)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the analysis holds (its arrays)."""
+        return self.model_input.nbytes + self.display_image.nbytes + self.heat.nbytes
 
 
 def is_suspicious(probability: float, tau: float) -> bool:
@@ -219,7 +233,7 @@ def analyse_upload(model: AppModel, name: str, data: bytes, *,
         tau=model.tau,
         model_input=_to_uint8(_window(np.asarray(prepared.image)[..., 0])),
         display_image=_to_uint8(display),
-        heatmap=np.clip(_resize(heatmap_original, display.shape), 0.0, 1.0),
+        heat=_to_uint8(_resize(heatmap_original, display.shape)),
         meta=safe_meta(loaded.meta),
     )
 
