@@ -38,7 +38,6 @@ import io
 import os
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -112,7 +111,7 @@ class Server:
         env = {**os.environ, "PYTHONPATH": str(REPO),
                # How long the server keeps a closed session for a reconnect (Streamlit's default: 120 s).
                "STREAMLIT_SERVER_DISCONNECTED_SESSION_TTL": str(int(session_ttl))}
-        self.log = open(log, "wb")
+        self.log = open(log, "wb")  # noqa: SIM115 - open while the server runs, closed by stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "mammojax", "app", "--checkpoint", str(checkpoint), "--host", HOST,
              "--port", str(self.port)], cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT,
@@ -297,7 +296,7 @@ def analyse_one(url: str, name: str, data: bytes, start: threading.Barrier | Non
                 result.errors.append(element.alert.body)
             elif kind == "exception":
                 result.errors.append(element.exception.message)
-    except Exception as err:  # a failed session is a finding, not a crash of the test
+    except Exception as err:  # noqa: BLE001 - a failed session is a finding, not a crash of the test
         result.errors.append(f"{type(err).__name__}: {err}")
     finally:
         if session is not None:

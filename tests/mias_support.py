@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-
 from app_support import phantom_pixels
 
 # Two women: mdb001 (R, benign mass) + mdb002 (L, normal); mdb003 (R, normal) + mdb004 (L, malignant).

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from eval_support import TAU, make_tiny_checkpoint
 from PIL import Image
 
-from eval_support import TAU, make_tiny_checkpoint
 from mammojax.cli import main
 from mammojax.predict import collect_inputs, patient_from_path
 
@@ -125,8 +125,9 @@ def test_score_records_without_cache_skips_unreadable(checkpoint, image_folder):
 
 def test_predict_pairs_mias_films_as_the_adapter_does(checkpoint, tmp_path):
     """mdb001 and mdb002 are one woman for predict exactly as for the mias adapter (and eval)."""
-    from mammojax.data.records import load_dataset
     from mias_support import write_mias_folder
+
+    from mammojax.data.records import load_dataset
 
     folder = write_mias_folder(tmp_path / "mias")
     assert patient_from_path(folder / "mdb002.pgm") == patient_from_path(folder / "mdb001.pgm") == "mias001"
@@ -143,6 +144,7 @@ def test_predict_pairs_mias_films_as_the_adapter_does(checkpoint, tmp_path):
 def test_for_processing_images_are_scored_but_flagged(checkpoint, tmp_path):
     """A raw FOR PROCESSING DICOM gets a warning in its row, its patient's row and the closing line."""
     from app_support import IDENTIFIERS, dicom_bytes
+
     from mammojax.data.screening import FOR_PROCESSING_REASON
 
     (tmp_path / "W1_L_CC.dcm").write_bytes(dicom_bytes())

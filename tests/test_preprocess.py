@@ -196,7 +196,7 @@ def test_breast_mask_is_the_breast_not_the_padding_a_label_or_the_background():
     pixels[5:12, 100:112] = 1.0  # a film label, apart from the breast
     prepared = preprocess_image(pixels, image_size=48)
     mask = breast_mask(prepared.image, prepared.geometry)
-    top, left = prepared.geometry.pad_offset
+    top, _ = prepared.geometry.pad_offset
     height, width = prepared.geometry.resized_shape
     assert not mask[:top].any() and not mask[top + height:].any()  # padding is never breast
     back = prepared.geometry.to_original(mask.astype(np.float32)) > 0.5

@@ -59,7 +59,7 @@ def forget_upload_bytes(file_id: str) -> None:
         for record in uploads.get_files(context.session_id, [file_id]):
             uploads.add_file(context.session_id,
                              UploadedFileRec(file_id=record.file_id, name=record.name, type=record.type, data=b""))
-    except Exception as err:  # housekeeping must never break an analysis
+    except Exception as err:  # noqa: BLE001 - housekeeping must never break an analysis
         _LOG.debug("could not drop the upload's bytes: %s", err)
 
 
@@ -114,7 +114,7 @@ def start_janitor(period: float | None = None) -> threading.Thread:
             time.sleep(period)
             try:
                 reap_ended_sessions()
-            except Exception as err:  # keep sweeping: one failure must not end the thread
+            except Exception as err:  # noqa: BLE001 - keep sweeping: one failure must not end the thread
                 _LOG.warning("mammojax page: session clean-up failed: %s", err)
             release_memory()
 

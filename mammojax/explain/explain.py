@@ -316,8 +316,8 @@ def format_localization_table(summary: dict) -> str:
     skipped_text = ", ".join(f"{n} {reason}" for reason, n in skipped.items()) or "none"
     grown = f" grown by {summary['tolerance']:g} px" if summary.get("tolerance") else ""
     rows = [
-        ("records", f"{summary.get('records', 'n/a')}: {summary.get('images', 0)} scored "
-                    f"(positive, with a located lesion), {summary.get('skipped', 0)} skipped"),
+        ("records", (f"{summary.get('records', 'n/a')}: {summary.get('images', 0)} scored "
+                     f"(positive, with a located lesion), {summary.get('skipped', 0)} skipped")),
         ("skipped because", skipped_text),
         ("heatmap mass inside the lesion", number("mass_inside")),
         (f"  a uniform map over {where}", f"{number('lesion_area_share')}  (the lesion's share of {where})"),
@@ -330,8 +330,8 @@ def format_localization_table(summary: dict) -> str:
         ("faithfulness gap (map - random)", number("faithfulness_gap")),
     ]
     width = max(len(text) for text, _ in rows)
-    lines = [f"localization ({summary.get('method')}, {summary.get('layer')}), heatmaps over {where} only; "
-             "1.00x = no better than a map that knows nothing"]
+    lines = [(f"localization ({summary.get('method')}, {summary.get('layer')}), heatmaps over {where} only; "
+              "1.00x = no better than a map that knows nothing")]
     lines += [f"  {text:<{width}}  {value}" for text, value in rows]
     return "\n".join(lines)
 

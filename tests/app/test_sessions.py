@@ -12,7 +12,6 @@ import sys
 import time
 
 import pytest
-
 from app_support import make_tiny_checkpoint, png_bytes
 from conftest import REPO
 

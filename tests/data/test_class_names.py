@@ -6,11 +6,11 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from mias_support import write_mias_folder
 
 from mammojax.data.adapters import ADAPTERS
 from mammojax.data.records import class_names, dataset_task
 from mammojax.errors import MammojaxError
-from mias_support import write_mias_folder
 
 
 def test_every_task_of_every_dataset_names_its_two_classes():

@@ -6,7 +6,12 @@ import csv
 
 import numpy as np
 
-from mammojax.evaluation.evaluate import SCORES_COLUMNS, ScoredImages, summarize, write_outputs
+from mammojax.evaluation.evaluate import (
+    SCORES_COLUMNS,
+    ScoredImages,
+    summarize,
+    write_outputs,
+)
 
 
 def _scored() -> ScoredImages:

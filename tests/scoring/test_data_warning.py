@@ -10,10 +10,10 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
 from app_support import png_bytes
+from click.testing import CliRunner
 from eval_support import make_tiny_checkpoint
+
 from mammojax.checkpoint import training_data_warning
 
 WARNING = "mammojax: warning: this checkpoint was trained on synthetic phantoms only"

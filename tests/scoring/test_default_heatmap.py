@@ -11,10 +11,9 @@ import json
 
 import numpy as np
 import pytest
+from app_support import png_bytes
 from click.testing import CliRunner
 from PIL import Image
-
-from app_support import png_bytes
 
 
 @pytest.fixture(scope="module")
