@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import difflib
 import importlib.util
+import math
 from pathlib import Path
 from typing import Iterable
 
@@ -42,42 +43,42 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.max_pixels = 80_000_000  # screening cap on decoded pixels per image
     c.data.cache_dir = ""  # decoded-image cache; default: <workdir>/cache
     c.data.val_fraction = 0.15  # patient-wise split fractions
-    c.data.test_fraction = 0.15
+    c.data.test_fraction = 0.15  # women held out for mammojax eval --split test
     c.data.num_folds = 0  # >0: k-fold cross-validation instead of a fixed split
     c.data.fold = 0  # which fold is held out when num_folds > 0
     c.data.synthetic_count = 256  # phantom images for dataset="synthetic"
     c.data.balanced_sampling = False  # draw classes equally often in training
 
     c.augment = ml_collections.ConfigDict()
-    c.augment.hflip = True
-    c.augment.vflip = False
+    c.augment.hflip = True  # random left-right mirror
+    c.augment.vflip = False  # random top-bottom mirror
     c.augment.rotation_degrees = 10.0  # uniform in [-r, r]
     c.augment.crop_scale_min = 0.8  # random resized crop keeps at least this area
     c.augment.gamma_range = (0.8, 1.25)  # non-linear: z-score does not undo it
-    c.augment.contrast_range = (0.9, 1.1)
-    c.augment.brightness_delta = 0.1
+    c.augment.contrast_range = (0.9, 1.1)  # random contrast factor
+    c.augment.brightness_delta = 0.1  # random brightness shift, in z-score units
 
     c.optim = ml_collections.ConfigDict()
     c.optim.name = "adam"  # adam | adamw
-    c.optim.lr = 1e-4
-    c.optim.weight_decay = 0.0
-    c.optim.warmup_epochs = 0.0
+    c.optim.lr = 1e-4  # peak learning rate (after warmup)
+    c.optim.weight_decay = 0.0  # adamw: decoupled decay; adam: L2 added to the gradient
+    c.optim.warmup_epochs = 0.0  # linear warmup from lr/warmup_steps to lr
     c.optim.schedule = "constant"  # constant | cosine
     c.optim.grad_clip_norm = 0.0  # 0 disables clipping
-    c.optim.label_smoothing = 0.0
+    c.optim.label_smoothing = 0.0  # cross-entropy target smoothing
     c.optim.class_weighting = False  # weight the loss by inverse class frequency
 
     c.train = ml_collections.ConfigDict()
     c.train.batch_size = 16  # global batch, split over all devices
-    c.train.epochs = 30
-    c.train.eval_batch_size = 32
+    c.train.epochs = 30  # the schedule (and the run) ends after this many epochs
+    c.train.eval_batch_size = 32  # validation batch (padded and masked, every film counts once)
     c.train.best_metric = "auc"  # validation metric that picks the best checkpoint
-    c.train.best_mode = "max"
-    c.train.log_every_steps = 10
-    c.train.checkpoint_every_epochs = 1
+    c.train.best_mode = "max"  # max | min: which way best_metric improves
+    c.train.log_every_steps = 10  # a metrics.jsonl record every N steps
+    c.train.checkpoint_every_epochs = 1  # checkpoint at every N-th epoch end (and the best, and the last)
     c.train.checkpoint_every_steps = 0  # also checkpoint every N steps (0: epoch ends only)
-    # whole_image: the loop below; patches: lesion-patch training scored by windows
-    # (mammojax.recipes.patch_train; needs a config with a ``patch`` section, e.g. configs/mias.py).
+    # The trainer (mammojax.train.trainers.TRAINERS): "whole_image" (augmented films, the paper)
+    # or "patches" (lesion-centred patches, films scored by windows; the patch section below).
     c.train.recipe = "whole_image"
 
     c.eval = ml_collections.ConfigDict()
@@ -87,14 +88,35 @@ def base_config() -> ml_collections.ConfigDict:
     c.eval.patient_aggregate = "max"  # max | mean over a patient's views
     c.eval.calibrate = True  # fit temperature scaling on validation data
     c.eval.tta_hflip = False  # average the logits of the image and its mirror (mammojax.scoring)
-    # How a film is scored: "whole" (one pass of the model) or "windows" (patch-sized
-    # windows, needs a ``patch`` section; see mammojax.scoring.FilmScoring). Stored in checkpoints.
-    c.eval.scoring = "whole"
     c.eval.bootstrap = 1000  # bootstrap resamples (of patients) for the AUC CI
+    # How a film becomes one score: "whole" (one pass of the model) or "windows" (patch-sized
+    # windows every patch.window_stride px over the breast, mean of the top patch.window_top_k margins).
+    # Stored in checkpoints (mammojax.scoring.FilmScoring): every entry point scores films this way.
+    c.eval.scoring = "whole"
+    c.eval.contralateral = 0.0  # CV only: subtract this x the woman's other-breast margin (0: off)
+
+    # Lesion-patch training (train.recipe = "patches"; mammojax.train.patches). Sizes are in
+    # model-input pixels (the film is data.image_size px); epochs, batch and optimizer are train.* / optim.*.
+    c.patch = ml_collections.ConfigDict()
+    c.patch.size = 64  # patch side; the window side when eval.scoring = "windows"
+    c.patch.positives_per_lesion = 2  # jittered crops of each annotated lesion centre per epoch
+    c.patch.negatives_per_positive = 1.0  # lesion-free patches per lesion patch (1.0: balanced classes)
+    c.patch.jitter_fraction = 0.25  # random shift of a positive's centre, as a fraction of the side
+    c.patch.background_from_abnormal = True  # negatives also from the lesion-free breast of abnormal films
+    c.patch.hard_negative_fraction = 0.0  # share of negatives mined as the current network's top scorers
+    c.patch.hard_negative_pool = 4  # mined negatives are the best of this many times as many draws
+    c.patch.hard_negative_start = 0.5  # mining starts once this fraction of the steps is done
+    c.patch.window_stride = 16  # step between scoring windows
+    c.patch.window_top_k = 3  # a film's score: mean margin of its k highest windows
+
+    # Patient-wise k-fold cross-validation (mammojax cv; mammojax.recipes.mias_cv).
+    c.cv = ml_collections.ConfigDict()
+    c.cv.num_folds = 5  # folds of women; each is the test set once
+    c.cv.ensemble = 1  # networks per fold (seeds differ); their window margins are averaged
 
     c.explain = ml_collections.ConfigDict()
     c.explain.method = "gradcam"  # gradcam | gradcam++ | hirescam
-    c.explain.layer = "stage4"
+    c.explain.layer = "stage4"  # the feature map Grad-CAM explains
     return c
 
 
@@ -120,6 +142,126 @@ def quickstart_config() -> ml_collections.ConfigDict:
     c.eval.bootstrap = 200
     c.explain.layer = "stage3"
     return c
+
+
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Checks a run's names and numbers before any data is read or file written.
+
+    Names are checked against the registries that will use them (models,
+    optimizers, schedules, datasets and their tasks, threshold policies, ...),
+    numbers against their ranges, paths for existence; a misspelt model name
+    fails here in seconds instead of after the data are decoded, and leaves
+    no workdir behind. All problems go into one ``ConfigError`` line. Fields
+    an older config lacks are not checked. Imports the model registry (so
+    JAX): the XLA flags are set first.
+    """
+    from mammojax import runtime
+
+    runtime.setup(compilation_cache=False)  # XLA flags must be in place before JAX loads
+    from mammojax import models
+    from mammojax.errors import MammojaxError
+    from mammojax.evaluation.aggregate import AGGREGATES
+    from mammojax.evaluation.thresholds import POLICIES
+    from mammojax.explain.cam import CAM_METHODS
+    from mammojax.models.common import DTYPES, HEAD_POOLINGS
+    from mammojax.scoring.film_scoring import KINDS
+    from mammojax.train.checkpointing import BEST_MODES
+    from mammojax.train.optim import OPTIMIZERS, SCHEDULES
+    from mammojax.train.trainers import TRAINERS
+
+    problems: list[str] = []
+
+    def value(key: str):
+        section, _, leaf = key.rpartition(".")
+        node = config
+        for part in filter(None, section.split(".")):
+            node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+        return node.get(leaf, _MISSING) if isinstance(node, ml_collections.ConfigDict) else _MISSING
+
+    def choice(key: str, valid) -> None:
+        got = value(key)
+        if got is _MISSING or got in valid:
+            return
+        close = difflib.get_close_matches(str(got), [str(v) for v in valid], n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        problems.append(f"{key}={got!r} is unknown ({hint}valid: {', '.join(map(str, valid))})")
+
+    def number(key: str, low: float, high: float = math.inf, *, low_open: bool = False,
+               high_open: bool = False) -> None:
+        got = value(key)
+        if got is _MISSING:
+            return
+        below = got <= low if low_open else got < low
+        above = got >= high if high_open else got > high
+        if isinstance(got, bool) or not isinstance(got, (int, float)) or below or above:
+            if high == math.inf:
+                wanted = f"{'>' if low_open else '>='} {low:g}"
+            else:
+                wanted = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+            problems.append(f"{key}={got!r} must be {wanted}")
+
+    choice("model.name", list(models.MODELS))
+    choice("model.head_pooling", HEAD_POOLINGS)
+    choice("model.dtype", list(DTYPES))
+    choice("optim.name", OPTIMIZERS)
+    choice("optim.schedule", SCHEDULES)
+    choice("train.best_mode", BEST_MODES)
+    choice("train.recipe", list(TRAINERS))
+    choice("eval.scoring", KINDS)
+    choice("eval.threshold_policy", POLICIES)
+    choice("eval.patient_aggregate", AGGREGATES)
+    choice("explain.method", list(CAM_METHODS))
+    choice("explain.layer", models.FEATURE_NAMES)
+    for key in ("data.image_size", "data.max_pixels", "data.synthetic_count", "train.batch_size",
+                "train.eval_batch_size", "train.epochs", "train.log_every_steps"):
+        number(key, 0, low_open=True)
+    for key in ("optim.weight_decay", "optim.warmup_epochs", "optim.grad_clip_norm",
+                "train.checkpoint_every_steps", "eval.bootstrap", "data.num_folds"):
+        number(key, 0)
+    number("optim.lr", 0, low_open=True)
+    number("optim.label_smoothing", 0, 1, high_open=True)
+    number("data.val_fraction", 0, 1, high_open=True)
+    number("data.test_fraction", 0, 1, high_open=True)
+    number("eval.tau", 0, 1)
+    number("eval.target", 0, 1, low_open=True, high_open=True)
+    fractions = value("data.val_fraction"), value("data.test_fraction")
+    if _MISSING not in fractions and all(isinstance(f, (int, float)) for f in fractions) \
+            and sum(fractions) >= 1:
+        problems.append("data.val_fraction + data.test_fraction must be below 1 (no training data left)")
+    folds, fold = value("data.num_folds"), value("data.fold")
+    if isinstance(folds, int) and folds == 1:
+        problems.append("data.num_folds=1 is not cross-validation (use 0 or at least 2)")
+    if isinstance(folds, int) and folds >= 2 and isinstance(fold, int) and not 0 <= fold < folds:
+        problems.append(f"data.fold={fold} is outside [0, {folds})")
+    if value("train.recipe") == "patches" and "patch" not in config:
+        problems.append("train.recipe='patches' needs a 'patch' section (see configs/mias.py)")
+    if value("data.dataset") is not _MISSING:
+        from mammojax.data.records import check_dataset_request
+
+        try:
+            check_dataset_request(config.data.dataset, value("data.data_dir") or "",
+                                  task=value("data.task") or "default")
+        except MammojaxError as err:
+            problems.append(str(err))
+    init = value("model.init_checkpoint")
+    if init and init is not _MISSING:
+        from mammojax.checkpoint import read_meta
+
+        try:
+            trained = read_meta(init)["model"]["name"]
+        except MammojaxError as err:
+            problems.append(f"model.init_checkpoint: {err}")
+        else:
+            if trained != value("model.name"):
+                problems.append(f"model.init_checkpoint {init} holds model {trained!r}, "
+                                f"not model.name={value('model.name')!r}")
+    if problems:
+        raise ConfigError("invalid config: " + "; ".join(problems))
+
+
+_MISSING = object()
 
 
 def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> ml_collections.ConfigDict:
@@ -162,17 +304,87 @@ def _resolve_parent(config, dotted: str):
     parts = dotted.split(".")
     node = config
     for depth, part in enumerate(parts):
-        keys = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+        prefix = ".".join(parts[:depth])
+        if not isinstance(node, ml_collections.ConfigDict):
+            raise ConfigError(f"unknown config key {dotted!r}: {prefix!r} is a value, not a section")
+        keys = list(node.keys())
         if part not in keys:
-            prefix = ".".join(parts[:depth])
-            valid = [f"{prefix}.{k}" if prefix else k for k in keys]
-            close = difflib.get_close_matches(".".join(parts[: depth + 1]), valid, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(sorted(valid))}"
+            close = suggest_keys(config, parts, depth)
+            valid = sorted(f"{prefix}.{k}" if prefix else k for k in keys)
+            hint = f"; did you mean {', '.join(close)}?" if close else f"; valid keys: {', '.join(valid)}"
             raise ConfigError(f"unknown config key {dotted!r}{hint}")
         if depth == len(parts) - 1:
             return node, part
         node = node[part]
     raise AssertionError("unreachable")
+
+
+# Names other frameworks use, for the field this config calls otherwise.
+KEY_SYNONYMS = {
+    "learning_rate": "optim.lr", "lr_rate": "optim.lr", "base_lr": "optim.lr", "lr": "optim.lr",
+    "optimizer": "optim.name", "opt": "optim.name", "wd": "optim.weight_decay",
+    "weight_decay": "optim.weight_decay", "scheduler": "optim.schedule", "lr_schedule": "optim.schedule",
+    "warmup": "optim.warmup_epochs", "clip": "optim.grad_clip_norm",
+    "epochs": "train.epochs", "num_epochs": "train.epochs", "n_epochs": "train.epochs",
+    "max_epochs": "train.epochs", "epoch": "train.epochs",
+    "batch_size": "train.batch_size", "batch": "train.batch_size", "bs": "train.batch_size",
+    "batchsize": "train.batch_size", "train_batch_size": "train.batch_size",
+    "arch": "model.name", "architecture": "model.name", "backbone": "model.name",
+    "model_name": "model.name", "model": "model.name", "num_classes": "model.num_classes",
+    "img_size": "data.image_size", "image_size": "data.image_size", "input_size": "data.image_size",
+    "resolution": "data.image_size", "dataset_name": "data.dataset", "dataset": "data.dataset",
+    "data_dir": "data.data_dir", "data_root": "data.data_dir", "root": "data.data_dir",
+}
+
+
+def _leaf_keys(config, prefix: str = "") -> list[str]:
+    out = []
+    for key in config.keys():
+        dotted = f"{prefix}.{key}" if prefix else key
+        if isinstance(config[key], ml_collections.ConfigDict):
+            out.extend(_leaf_keys(config[key], dotted))
+        else:
+            out.append(dotted)
+    return out
+
+
+def suggest_keys(config, parts: list[str], depth: int, n: int = 3) -> list[str]:
+    """Up to ``n`` existing keys the user probably meant; ``parts[depth]`` is unknown.
+
+    Names are compared leaf to leaf (comparing whole dotted paths rates every
+    key of the same section as close: ``optim.learning_rate`` once suggested
+    ``optim.name``): a known synonym first (``learning_rate`` -> ``optim.lr``),
+    then the same leaf in another section (``train.lr`` -> ``optim.lr``), then
+    spelling neighbours in the same section, then anywhere. A misspelt section
+    is corrected in place (``optimizer.lr`` -> ``optim.lr``).
+    """
+    prefix, name = ".".join(parts[:depth]), parts[depth].lower()
+    node = config[prefix] if prefix else config
+    leaves = _leaf_keys(config)
+    close_keys = difflib.get_close_matches(name, list(node.keys()), n=n, cutoff=0.6)
+    if depth < len(parts) - 1:  # a section name: keep the rest of the path
+        rest = ".".join(parts[depth + 1:])
+        found = [".".join(filter(None, (prefix, k, rest))) for k in close_keys]
+    else:
+        found = [KEY_SYNONYMS[m] for m in difflib.get_close_matches(name, KEY_SYNONYMS, n=1, cutoff=0.85)]
+        found += [leaf for leaf in leaves if leaf.rsplit(".", 1)[-1] == name]
+        found += [f"{prefix}.{k}" if prefix else k for k in close_keys]
+        by_leaf: dict[str, list[str]] = {}
+        for leaf in leaves:
+            by_leaf.setdefault(leaf.rsplit(".", 1)[-1], []).append(leaf)
+        for close in difflib.get_close_matches(name, by_leaf, n=n, cutoff=0.8):
+            found += by_leaf[close]
+    existing = set(leaves) | set(_section_keys(config))
+    return list(dict.fromkeys(k for k in found if k in existing))[:n]
+
+
+def _section_keys(config, prefix: str = "") -> list[str]:
+    out = []
+    for key in config.keys():
+        if isinstance(config[key], ml_collections.ConfigDict):
+            dotted = f"{prefix}.{key}" if prefix else key
+            out += [dotted, *_section_keys(config[key], dotted)]
+    return out
 
 
 def _parse_value(key: str, raw: str, current):

@@ -208,6 +208,7 @@ class PredictSummary:
     flagged: dict = dataclasses.field(default_factory=dict)  # warning -> scored images with it
     patients: int = 0
     seconds: float = 0.0
+    skipped: list = dataclasses.field(default_factory=list)  # (path, reason) of each error row
 
 
 def predict_rows(scorer, items: list[InputItem], *, aggregate: str = "max") -> Iterator[dict]:
@@ -265,6 +266,7 @@ def run_predict(scorer, items: list[InputItem], stream: IO, fmt: str, *, aggrega
                 summary.flagged[reason] = summary.flagged.get(reason, 0) + 1
         else:
             summary.failed += 1
+            summary.skipped.append((row["path"], row["error"]))
         if progress is not None:
             progress.update(1)
         if (summary.scored + summary.failed) % scorer.batch_size == 0:

@@ -23,33 +23,36 @@ def run_quickstart(workdir: str | Path, *, overrides=(), echo=print) -> dict:
     from mammojax import runtime
 
     runtime.setup()
-    from mammojax.config import apply_override
+    from mammojax.config import apply_override, validate_config
     from mammojax.data.records import load_dataset
     from mammojax.evaluation.evaluate import dataset_options_for, evaluate_checkpoint, select_split
     from mammojax.checkpoint import load_checkpoint
     from mammojax.explain import explain as explain_lib
     from mammojax.train.loop import train_and_evaluate
+    from mammojax.workdir import QUICKSTART_EVAL, QUICKSTART_EXPLAIN, QUICKSTART_SUMMARY, QUICKSTART_TRAIN, Workdir
 
     workdir = Path(workdir).absolute()
+    train_dir = workdir / QUICKSTART_TRAIN
     config = quickstart_config()
     for item in overrides:
         apply_override(config, item)
+    validate_config(config)  # before any data is read or the workdir exists
 
     echo(f"[1/3] training {config.model.name} on {config.data.synthetic_count} synthetic phantoms "
-         f"({config.data.image_size} px, {config.train.epochs} epochs) in {workdir / 'train'}")
-    trained = train_and_evaluate(config, workdir / "train")
+         f"({config.data.image_size} px, {config.train.epochs} epochs) in {train_dir}")
+    trained = train_and_evaluate(config, train_dir)
 
     echo("[2/3] evaluating the best checkpoint on the held-out test women")
-    evaluation = evaluate_checkpoint(workdir / "train", "synthetic", "", split="test",
-                                     out_dir=workdir / "eval")
+    evaluation = evaluate_checkpoint(train_dir, "synthetic", "", split="test",
+                                     out_dir=workdir / QUICKSTART_EVAL)
 
     echo(f"[3/3] Grad-CAM ({config.explain.method}, {config.explain.layer}) on the test phantoms")
-    ckpt = load_checkpoint(workdir / "train")
+    ckpt = load_checkpoint(train_dir)
     data_dir, options = dataset_options_for("synthetic", "", ckpt, ckpt.meta["config"], int(config.seed))
     records = select_split(load_dataset("synthetic", data_dir, **options).records,
                            ckpt.meta["config"], "test", int(config.seed))
     explainer = explain_lib.Explainer(ckpt)  # the checkpoint's heatmap: config.explain
-    out_dir = workdir / "explain"
+    out_dir = workdir / QUICKSTART_EXPLAIN
     out_dir.mkdir(parents=True, exist_ok=True)
     shown = ([r for r in records if r.label == 1][:EXPLAIN_PER_CLASS]
              + [r for r in records if r.label == 0][:EXPLAIN_PER_CLASS])
@@ -82,10 +85,10 @@ def run_quickstart(workdir: str | Path, *, overrides=(), echo=print) -> dict:
         "pointing_game": localization["summary"].get("pointing_game"),
         "pointing_chance": localization["summary"].get("pointing_chance"),
         "localization_skipped": localization["summary"].get("skipped_reasons"),
-        "report": str(workdir / "eval" / "report.html"),
+        "report": str(workdir / QUICKSTART_EVAL / "report.html"),
         "overlays": str(out_dir),
-        "training_curves": str(workdir / "train" / "training_curves.png"),
+        "training_curves": str(Workdir(train_dir).curves),
     }
-    (workdir / "quickstart.json").write_text(json.dumps(summary, indent=2, default=str))
+    (workdir / QUICKSTART_SUMMARY).write_text(json.dumps(summary, indent=2, default=str))
     echo(explain_lib.format_localization_table(localization["summary"]))
     return summary

@@ -5,7 +5,8 @@ Call :func:`setup` first thing in any entry point that will import JAX. It
 * applies measured XLA CPU defaults (see ``XLA_CPU_DEFAULT_FLAGS``) unless the
   user set ``XLA_FLAGS`` themselves or ``MAMMOJAX_XLA_DEFAULTS=0``;
 * keeps TensorFlow (used only for tf.data) off every GPU, so it never takes
-  accelerator memory from JAX;
+  accelerator memory from JAX, and quiet: no INFO/WARNING lines, no oneDNN
+  notices (see ``TF_QUIET_DEFAULTS``); its real errors still print;
 * turns on JAX's persistent compilation cache, so repeated CLI runs do not
   recompile.
 """
@@ -21,6 +22,16 @@ from pathlib import Path
 # It is a default, not a rule: MAMMOJAX_XLA_DEFAULTS=0 or your own XLA_FLAGS
 # wins.
 XLA_CPU_DEFAULT_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",)
+
+# TensorFlow runs only the tf.data input pipeline here. On CPUs where it turns
+# its oneDNN ops on (AVX-512 machines), it prints "I0000 ... oneDNN custom
+# operations are on" and, for our float16 cache, "E0000 ... oneDNN supports
+# DT_HALF only on platforms with AVX-512" on every run. absl writes those
+# before TF_CPP_MIN_LOG_LEVEL applies, so the level alone does not hide them;
+# oneDNN off does, and costs nothing: the pipeline has no convolution or
+# matmul for oneDNN to speed up. TF_CPP_MIN_LOG_LEVEL=2 hides INFO and
+# WARNING and keeps ERROR. Environment values set by the user win.
+TF_QUIET_DEFAULTS = {"TF_CPP_MIN_LOG_LEVEL": "2", "TF_ENABLE_ONEDNN_OPTS": "0"}
 
 _flags_done = False
 _cache_done = False
@@ -44,8 +55,8 @@ def setup(*, compilation_cache: bool = True) -> None:
                 if key not in flags:
                     flags = f"{flags} {flag}".strip()
             os.environ["XLA_FLAGS"] = flags
-        # TensorFlow only feeds tf.data on the host; it must not grab GPU memory.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        for name, value in TF_QUIET_DEFAULTS.items():  # read when TensorFlow loads
+            os.environ.setdefault(name, value)
     # Tracked apart from the flags: an early setup(compilation_cache=False)
     # (importing TensorFlow for tf.data) must not switch the cache off for good.
     if compilation_cache and not _cache_done and os.environ.get("MAMMOJAX_COMPILATION_CACHE", "1") != "0":

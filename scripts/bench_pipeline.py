@@ -148,7 +148,7 @@ def _package_step(model, size: int):
     mesh = make_mesh(jax.devices()[:1])
     tx, _ = make_optimizer(base_config().optim, steps_per_epoch=100, epochs=1)
     state = create_train_state(model, tx, rng=jax.random.key(0), image_size=size, mesh=mesh)
-    train_step, _ = jit_steps(state, mesh, label_smoothing=0.0)
+    train_step = jit_steps(state, mesh, label_smoothing=0.0)
     weights = jax.device_put(jnp.ones(2, jnp.float32), replicated(mesh))
     return train_step, state, (weights,), "mammojax.train.state"
 

@@ -41,7 +41,7 @@ def build_jax(args):
     tx, _ = make_optimizer(base_config().optim, steps_per_epoch=1, epochs=1)
     state = create_train_state(models.create_model("resnet18"), tx, rng=jax.random.key(0),
                                image_size=args.image_size, mesh=mesh)
-    train_step, _ = jit_steps(state, mesh, label_smoothing=0.0)
+    train_step = jit_steps(state, mesh, label_smoothing=0.0)
     rng = np.random.default_rng(0)
     batch = sharding.global_batch({
         "image": rng.normal(size=(args.batch_size, args.image_size, args.image_size, 1)).astype(np.float32),

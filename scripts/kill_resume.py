@@ -42,9 +42,11 @@ if str(REPO) not in sys.path:
 
 from train_support import checkpoint_steps, restore_state, run_train, start_train  # noqa: E402
 
+from mammojax.workdir import Workdir  # noqa: E402
+
 
 def logged_records(workdir: Path) -> list[dict]:
-    path = workdir / "metrics.jsonl"
+    path = Workdir(workdir).metrics
     if not path.exists():
         return []
     records = []
@@ -65,7 +67,7 @@ def epoch_summaries(workdir: Path) -> list[dict]:
 
 def audit_checkpoints(workdir: Path) -> tuple[list[int], list[str], list[str]]:
     """(numeric steps, other entries, problems): every numeric step must restore."""
-    directory = workdir / "checkpoints"
+    directory = Workdir(workdir).checkpoints
     if not directory.exists():
         return [], [], []
     others = sorted(p.name for p in directory.iterdir() if not p.name.isdigit())
@@ -81,7 +83,7 @@ def audit_checkpoints(workdir: Path) -> tuple[list[int], list[str], list[str]]:
 
 def wait_first_metrics_write(proc, workdir: Path) -> float:
     """Monotonic time at which this process first wrote metrics.jsonl (or ended)."""
-    path = workdir / "metrics.jsonl"
+    path = Workdir(workdir).metrics
     before = path.stat().st_mtime_ns if path.exists() else 0
     while proc.poll() is None:
         if path.exists() and path.stat().st_mtime_ns != before:
@@ -109,8 +111,10 @@ def best_variables(workdir: Path):
     import numpy as np
     import orbax.checkpoint as ocp
 
+    from mammojax.checkpoint import VARIABLES_DIR
+
     with ocp.StandardCheckpointer() as ckptr:
-        return jax.tree_util.tree_map(np.asarray, ckptr.restore((workdir / "best" / "variables").absolute()))
+        return jax.tree_util.tree_map(np.asarray, ckptr.restore(Workdir(workdir).best / VARIABLES_DIR))
 
 
 def main(argv=None) -> int:

@@ -5,5 +5,5 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
-EXTRAS="${EXTRAS:-dicom}" source scripts/setup_env.sh
+source scripts/setup_env.sh  # the same environment (and extras) as scripts/test.sh
 exec mammojax quickstart --workdir "${1:-runs/quickstart}"

@@ -5,7 +5,7 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
-source scripts/setup_env.sh
+source scripts/setup_env.sh  # the same environment (and extras) as scripts/quickstart.sh
 # The end-to-end web test drives Debian's Chromium; install it when missing.
 bash scripts/install_browser.sh || echo "test: chromium unavailable; the browser test will skip" >&2
 exec python -m pytest -q "$@"

@@ -71,7 +71,7 @@ def _one_step(mesh, batch):
 
     state = create_train_state(_probe_model(), optax.sgd(0.1), rng=jax.random.key(0),
                                image_size=IMAGE_SIZE, mesh=mesh)
-    train_step, _ = jit_steps(state, mesh, label_smoothing=0.0)
+    train_step = jit_steps(state, mesh, label_smoothing=0.0)
     state, _ = train_step(state, sharding.global_batch(batch, mesh), None)
     leaves = jax.tree_util.tree_leaves_with_path({"params": state.params, "batch_stats": state.batch_stats})
     return {"/".join(str(key.key) for key in path): np.asarray(leaf.addressable_data(0)) for path, leaf in leaves}
@@ -111,7 +111,7 @@ def check_sharding(out: str) -> None:
     # The batch layout the compiled train step asks for, whatever array it is handed.
     state = create_train_state(_probe_model(), optax.sgd(0.1), rng=jax.random.key(0),
                                image_size=IMAGE_SIZE, mesh=mesh)
-    train_step, _ = jit_steps(state, mesh, label_smoothing=0.0)
+    train_step = jit_steps(state, mesh, label_smoothing=0.0)
     shapes = {k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in batch.items()}  # no placement of its own
     compiled = train_step.lower(state, shapes, None).compile()
     step_sharding = compiled.input_shardings[0][1]["image"]

@@ -90,3 +90,17 @@ def test_screen_reports_for_processing_images(tmp_path):
     assert "presentation.dcm" not in text
     # Without --screen no file is opened, so nothing can be flagged.
     assert "flagged" not in json.loads(CliRunner().invoke(data, args[:-1] + ["--json"]).stdout)
+
+
+def test_prepare_defaults_to_the_user_cache_and_says_where(tmp_path, monkeypatch):
+    monkeypatch.setenv("MAMMOJAX_CACHE_DIR", str(tmp_path / "user-cache"))
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    result = CliRunner().invoke(data, ["prepare", "--dataset", "synthetic", "--data-dir", str(tmp_path / "ph"),
+                                       "-o", "count=8", "-o", "size=48", "--image-size", "32"])
+    assert result.exit_code == 0, result.output
+    root = tmp_path / "user-cache" / "decoded"
+    caches = [p for p in root.iterdir() if p.is_dir()]
+    assert len(caches) == 1 and f"{caches[0]}: 8 images cached, 0 excluded" in result.stdout
+    assert list(here.iterdir()) == []

@@ -66,3 +66,73 @@ def test_eval_test_split_matches_the_training_split(workdir, tmp_path, monkeypat
     assert metrics["n_images"] == len(expected) > 0
     assert metrics["tau_optimistic"] and "optimistic" in result.stderr
     assert "optimistic" in (out / "report.html").read_text()
+
+
+def test_eval_skips_unreadable_images_and_exits_partial(workdir, tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    monkeypatch.setenv("MAMMOJAX_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "own"
+    data.mkdir()
+    rows = ["path,label,patient_id"]
+    for i in range(6):
+        pixels = np.random.default_rng(i).integers(20, 220, (40, 36), dtype=np.uint8)
+        Image.fromarray(pixels).save(data / f"img{i}.png")
+        rows.append(f"img{i}.png,{i % 2},p{i // 2}")
+    (data / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot a png")
+    rows.append("broken.png,1,p9")
+    (data / "manifest.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(_cli(), ["eval", "--checkpoint", str(workdir), "--dataset", "csv",
+                                         "--data-dir", str(data), "--split", "all", "--out", str(out)])
+    assert result.exit_code == 3, result.output  # partial: one skipped, six scored
+    skipped = [l for l in result.stderr.splitlines() if l.startswith("mammojax: skipped")]
+    assert len(skipped) == 1 and skipped[0].startswith(f"mammojax: skipped {data / 'broken.png'}: ")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_images"] == 6 and metrics["n_excluded"] == 1
+    assert [e["path"] for e in metrics["excluded"]] == [str(data / "broken.png")]
+
+
+def test_eval_writes_beside_the_model_and_keeps_earlier_results(workdir, tmp_path, monkeypatch):
+    monkeypatch.setenv("MAMMOJAX_CACHE_DIR", str(tmp_path / "cache"))
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the user's current folder gets nothing
+    args = ["eval", "--checkpoint", str(workdir / "best"), "--dataset", "synthetic",
+            "--data-dir", str(tmp_path / "phantoms"), "--split", "val", "--bootstrap", "0"]
+    result = CliRunner().invoke(_cli(), args)
+    assert result.exit_code == 0, result.output
+    out = workdir / "eval-synthetic-val"  # the training workdir, also when given its best/
+    assert (out / "metrics.json").is_file() and f"report: {out}/report.html" in result.stderr
+    assert list(elsewhere.iterdir()) == []
+
+    before = (out / "metrics.json").stat().st_mtime_ns
+    refused = CliRunner().invoke(_cli(), args)
+    assert refused.exit_code != 0 and "already holds results" in str(refused.exception)
+    assert (out / "metrics.json").stat().st_mtime_ns == before
+    assert CliRunner().invoke(_cli(), args + ["--overwrite"]).exit_code == 0
+    assert (out / "metrics.json").stat().st_mtime_ns != before
+
+
+def test_eval_default_for_a_plain_checkpoint_is_inside_it(tmp_path):
+    from mammojax.cli.eval_cmd import default_out_dir
+
+    ckpt = make_tiny_checkpoint(tmp_path / "converted")
+    assert default_out_dir(ckpt, "mias", "test") == ckpt.absolute() / "eval-mias-test"
+
+
+def test_eval_with_no_readable_image_is_one_error_line(workdir, tmp_path, monkeypatch, capsys):
+    from mammojax.cli import main
+
+    monkeypatch.setenv("MAMMOJAX_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "own"
+    data.mkdir()
+    (data / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot a png")
+    (data / "manifest.csv").write_text("path,label\nbroken.png,1\n")
+    out = tmp_path / "eval"
+    code = main(["eval", "--checkpoint", str(workdir), "--dataset", "csv", "--data-dir", str(data),
+                 "--split", "all", "--out", str(out)])
+    errors = [l for l in capsys.readouterr().err.splitlines() if l.startswith("mammojax: error:")]
+    assert code == 2 and len(errors) == 1 and "could not read any of the 1 images" in errors[0]
+    assert str(data / "broken.png") in errors[0] and not out.exists()

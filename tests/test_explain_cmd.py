@@ -45,8 +45,11 @@ def images(tmp_path):
 def test_explain_writes_outputs_and_an_error_line_for_a_bad_file(checkpoint, images, tmp_path, capsys):
     out = tmp_path / "out"
     code = main(["explain", "--checkpoint", str(checkpoint), *map(str, images), "--out", str(out), "--json"])
-    assert code == 0
-    stdout_lines = [json.loads(l) for l in capsys.readouterr().out.splitlines() if l.startswith("{")]
+    assert code == 3  # one input skipped, the others explained
+    captured = capsys.readouterr()
+    skipped = [l for l in captured.err.splitlines() if l.startswith("mammojax: skipped")]
+    assert len(skipped) == 1 and skipped[0].startswith(f"mammojax: skipped {images[1]}: ")
+    stdout_lines = [json.loads(l) for l in captured.out.splitlines() if l.startswith("{")]
     lines = [json.loads(l) for l in (out / "explanations.jsonl").read_text().splitlines()]
     assert lines == stdout_lines and len(lines) == 3
     assert "error" in lines[1] and "broken.png" in lines[1]["error"]
@@ -70,6 +73,22 @@ def test_explain_writes_outputs_and_an_error_line_for_a_bad_file(checkpoint, ima
             assert im.size == (shape[1], shape[0]) and im.mode == "RGB"  # original resolution
         with Image.open(out / f"{stem}_panel.png") as im:
             assert im.mode == "RGB" and im.size[0] > im.size[1]
+
+
+def test_explain_without_an_image_or_with_only_a_bad_one_fails(checkpoint, images, tmp_path, capsys):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "readme.txt").write_text("not an image")
+    out = tmp_path / "out"
+    assert main(["explain", "--checkpoint", str(checkpoint), str(notes), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"mammojax: error: no image in {notes}")
+    assert not out.exists()  # refused before anything was written
+
+    assert main(["explain", "--checkpoint", str(checkpoint), str(images[1]), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith(f"mammojax: skipped {images[1]}: ")
+    assert err[-1] == "mammojax: error: could not explain the input"
 
 
 def test_explain_refuses_to_overwrite_unless_asked(checkpoint, images, tmp_path, capsys):

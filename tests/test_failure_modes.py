@@ -159,7 +159,8 @@ def test_checkpoint_meta_naming_another_model(material, capfd, tmp_path):
     assert not (tmp_path / "p.csv").exists()
 
 
-@pytest.mark.parametrize("damage", ["garbage", "empty", "no_model", "truncated_variables"])
+@pytest.mark.parametrize("damage", ["garbage", "empty", "no_model", "truncated_variables",
+                                    "altered_variables"])
 def test_corrupt_checkpoint(material, capfd, tmp_path, damage):
     ckpt = tmp_path / "broken"
     shutil.copytree(material["ckpt"], ckpt)
@@ -173,7 +174,13 @@ def test_corrupt_checkpoint(material, capfd, tmp_path, damage):
     else:
         files = [p for p in (ckpt / "variables").rglob("*") if p.is_file()]
         biggest = max(files, key=lambda p: p.stat().st_size)
-        biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 3])
+        data = biggest.read_bytes()
+        if damage == "truncated_variables":
+            biggest.write_bytes(data[: len(data) // 3])
+        else:  # same size, different bytes: only the checksum can tell
+            middle = len(data) // 2
+            biggest.write_bytes(data[:middle] + bytes(b ^ 0xFF for b in data[middle:middle + 64])
+                                + data[middle + 64:])
     out = tmp_path / "preds.csv"
     out.write_text("previous results\n")
     before = tree_hashes(ckpt, out)
@@ -182,6 +189,18 @@ def test_corrupt_checkpoint(material, capfd, tmp_path, damage):
     line = assert_one_clear_line(code, err, str(ckpt))
     assert "\\x" not in line and len(line) < 400
     assert tree_hashes(ckpt, out) == before
+
+
+def test_checkpoint_without_digests_still_loads(material, tmp_path):
+    """Checkpoints written before variables_files existed are read as before."""
+    from mammojax.checkpoint import META_FILE, VARIABLES_FILES_KEY, load_checkpoint
+
+    ckpt = tmp_path / "older"
+    shutil.copytree(material["ckpt"], ckpt)
+    meta = json.loads((ckpt / META_FILE).read_text())
+    assert meta.pop(VARIABLES_FILES_KEY)
+    (ckpt / META_FILE).write_text(json.dumps(meta))
+    assert load_checkpoint(ckpt).model_name == "resnet18"
 
 
 def test_existing_output_is_not_overwritten(material, capfd, tmp_path):

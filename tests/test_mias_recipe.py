@@ -1,17 +1,19 @@
-"""The mini-MIAS cross-validation recipe: patch sampling, pooling, and a real quick run."""
+"""The mini-MIAS cross-validation recipe: pooling, window scoring, and real smoke runs of `mammojax cv` and `train`.
+
+Patch sampling and the patch trainer itself are tested in tests/train/.
+"""
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from mammojax.config import load_config
 from mammojax.errors import MammojaxError
-from mammojax.recipes.patches import PatchSettings, crop, sample_epoch
 
 REPO = Path(__file__).resolve().parents[1]
 MIAS = REPO.parent / "shared" / "data" / "mias" / "all-mias-dev.tar.gz"
@@ -26,27 +28,6 @@ def _phantoms():
     labels = np.array([1, 0])
     lesions = [({"kind": "mass", "row": 40.0, "col": 20.0, "radius": 4.0},), ()]
     return images, labels, lesions
-
-
-def test_sample_epoch_cuts_lesions_for_positives_and_breast_for_negatives():
-    images, labels, lesions = _phantoms()
-    settings = PatchSettings(size=16, positives_per_lesion=3, negatives_per_positive=2.0, jitter_fraction=0.1)
-    patches, patch_labels = sample_epoch(images, labels, lesions, settings, np.random.default_rng(0))
-    assert patches.shape == (9, 16, 16, 1)
-    assert (patch_labels == 1).sum() == 3
-    # Every positive patch holds the lesion; no negative does (they come from the normal image).
-    assert all(patches[i].max() == 5.0 for i in np.flatnonzero(patch_labels == 1))
-    assert all(patches[i].max() < 5.0 for i in np.flatnonzero(patch_labels == 0))
-    # Negatives are centred on breast pixels, so they are mostly breast.
-    assert all((patches[i] == 0.0).mean() >= 0.5 for i in np.flatnonzero(patch_labels == 0))
-    again, _ = sample_epoch(images, labels, lesions, settings, np.random.default_rng(0))
-    np.testing.assert_array_equal(patches, again)
-
-
-def test_crop_stays_inside_the_image():
-    image = np.arange(100, dtype=np.float32).reshape(10, 10, 1)
-    assert crop(image, 0, 0, 4).shape == (4, 4, 1)
-    np.testing.assert_array_equal(crop(image, 9.7, 9.7, 4), image[6:, 6:])
 
 
 def test_pooled_metrics_use_each_folds_threshold_and_patient_max():
@@ -69,22 +50,20 @@ def test_pooled_metrics_use_each_folds_threshold_and_patient_max():
     assert pooled["image"]["auc"] == pytest.approx(0.75)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not MIAS.is_file(), reason=f"mini-MIAS archive not found at {MIAS}")
-def test_quick_cross_validation_on_real_mias(tmp_path):
-    spec = importlib.util.spec_from_file_location("mias_config", REPO / "configs" / "mias.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.quick(module.get_config())
-    config.data.cache_dir = str(tmp_path / "cache")
-    from mammojax import runtime
+def test_smoke_cross_validation_command_on_real_mias(tmp_path, monkeypatch):
+    from mammojax.cli import main
 
-    runtime.setup()  # persistent compilation cache: reruns skip most of the ~30 s of XLA compiles
-    from mammojax.recipes.mias_cv import run_mias_cv
-
-    result = run_mias_cv(config, MIAS, tmp_path / "cv", log=lambda _: None)
+    monkeypatch.setenv("MAMMOJAX_CACHE_DIR", str(tmp_path / "user-cache"))
+    workdir = tmp_path / "cv"
+    command = ["cv", "--config", str(REPO / "configs" / "mias_smoke.py"), "--data-dir", str(MIAS),
+               "--workdir", str(workdir)]
+    assert main(command) == 0
+    result = json.loads((workdir / "results.json").read_text())
 
     assert len(result["folds"]) == 5
-    with open(tmp_path / "cv" / "predictions.csv") as handle:
+    with open(workdir / "predictions.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 242
     fold_of = {}
@@ -96,94 +75,53 @@ def test_quick_cross_validation_on_real_mias(tmp_path):
         pooled = result["pooled"][level]
         assert 0.0 <= pooled["auc_low"] <= pooled["auc"] <= pooled["auc_high"] <= 1.0
         assert 0.0 <= pooled["sensitivity"] <= 1.0 and 0.0 <= pooled["specificity"] <= 1.0
-    table = (tmp_path / "cv" / "table.md").read_text()
+    table = (workdir / "table.md").read_text()
     assert sum(line.startswith("| ") for line in table.splitlines()) == 1 + 5 + 1  # header, folds, pooled
     assert "**pooled**" in table
-    assert (tmp_path / "cv" / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (workdir / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert result["hardware"]["cores"] >= 1 and result["wall_seconds"] > 0
-    meta = json.loads((tmp_path / "cv" / "fold2" / "mammojax.json").read_text())
+    meta = json.loads((workdir / "fold2" / "mammojax.json").read_text())
     assert meta["config"]["data"]["fold"] == 2 and meta["config"]["data"]["num_folds"] == 5
     assert meta["tau"] == pytest.approx(result["folds"][2]["tau_image"])
     assert meta["temperature"] == pytest.approx(result["folds"][2]["temperature"])
+    assert {k: meta["scoring"][k] for k in ("kind", "size", "stride", "top_k", "tta_hflip")} == \
+        {"kind": "windows", "size": 32, "stride": 16, "top_k": 3, "tta_hflip": True}
+    assert set(meta["operating_points"]) == {"image", "breast", "patient"}
+    # Each fold's network was trained by the patch trainer of the core, in its own training workdir.
+    network = workdir / "networks" / "fold2-member0"
+    assert (network / "best" / "mammojax.json").is_file() and list((network / "checkpoints").iterdir())
+    assert json.loads((network / "config.json").read_text())["seed"] == 2
 
     # Run again with two networks per fold: the first of each fold is read back, not retrained
     # (a killed run resumes the same way), and the ensemble's scores are its own.
+    from mammojax import runtime
+    from mammojax.recipes.mias_cv import run_mias_cv
+
+    runtime.setup()
+    config = load_config(REPO / "configs" / "mias_smoke.py", [f"--config.data.data_dir={MIAS}",
+                                                               "--config.cv.ensemble=2"])
     lines = []
-    config.cv.ensemble = 2
-    bigger = run_mias_cv(config, MIAS, tmp_path / "cv", log=lines.append)
+    bigger = run_mias_cv(config, workdir, log=lines.append)
     reused = [line for line in lines if "trained network read from" in line]
     assert len(reused) == 5 and all("member 1:" in line for line in reused)
-    assert sorted(p.name for p in (tmp_path / "cv" / "networks").iterdir()) == sorted(
+    assert sorted(p.name for p in (workdir / "networks").iterdir()) == sorted(
         f"fold{f}-member{m}" for f in range(5) for m in range(2))
-    assert bigger["settings"]["ensemble"] == 2 and "2 networks per fold" in (tmp_path / "cv" / "table.md").read_text()
+    assert bigger["settings"]["ensemble"] == 2 and "2 networks per fold" in (workdir / "table.md").read_text()
     assert [f["val_patch_auc"] for f in bigger["folds"]] != [f["val_patch_auc"] for f in result["folds"]]
 
     # Networks of another configuration in the workdir are refused, not reused or overwritten.
-    config.patch.epochs = 3
-    with pytest.raises(MammojaxError, match="another configuration"):
-        run_mias_cv(config, MIAS, tmp_path / "cv", log=lambda _: None)
+    config.train.epochs = 3
+    with pytest.raises(MammojaxError, match="different run.*train.epochs=2 \\(config: 3\\)"):
+        run_mias_cv(config, workdir, log=lambda _: None)
 
 
-def test_background_of_abnormal_images_keeps_away_from_the_lesion():
-    from mammojax.recipes.patches import background_pixels
-
-    images, _, lesions = _phantoms()
-    pixels = background_pixels(images[0], lesions[0], size=16)
-    assert len(pixels) > 0
-    # Every centre is farther than radius + half a patch from the lesion (Chebyshev distance).
-    assert np.all(np.max(np.abs(pixels - [40, 20]), axis=1) > 4 + 8)
-    # A lesion without a centre (MIAS *NOTE 3*) makes the whole image unusable as background.
-    assert len(background_pixels(images[0], ({"kind": "calc", "row": None, "col": None, "radius": None},), 16)) == 0
-
-
-def test_negatives_from_abnormal_images_never_hold_the_lesion():
-    images, labels, lesions = _phantoms()
-    settings = PatchSettings(size=16, positives_per_lesion=4, negatives_per_positive=4.0, jitter_fraction=0.1,
-                             background_from_abnormal=True)
-    patches, patch_labels = sample_epoch(images, labels, lesions, settings, np.random.default_rng(1))
-    assert (patch_labels == 0).sum() == 16
-    assert all(patches[i].max() < 5.0 for i in np.flatnonzero(patch_labels == 0))
-
-
-def test_hard_negatives_are_the_highest_scoring_of_a_larger_draw():
-    images, labels, lesions = _phantoms()
-    images = images.copy()
-    rows, cols = np.mgrid[:64, :64]
-    images[1, :, :48, 0] = (cols[:, :48] / 48.0)  # normal image: brighter towards the right of the breast
-    settings = PatchSettings(size=16, positives_per_lesion=8, negatives_per_positive=1.0, jitter_fraction=0.1,
-                             background_from_abnormal=False, hard_negative_fraction=1.0, hard_negative_pool=4)
-    scorer = lambda batch: batch.mean(axis=(1, 2, 3))  # "looks like a lesion" = bright
-    hard, hard_labels = sample_epoch(images, labels, lesions, settings, np.random.default_rng(2),
-                                     negative_scorer=scorer)
-    easy, easy_labels = sample_epoch(images, labels, lesions, settings, np.random.default_rng(2))
-    assert (hard_labels == 0).sum() == (easy_labels == 0).sum() == 8
-    assert hard[hard_labels == 0].mean() > easy[easy_labels == 0].mean() + 0.05
-
-
-def test_windows_cover_the_breast_and_score_the_best_window():
-    from mammojax.recipes.patches import score_images_by_windows, window_positions
+def test_windows_cover_the_breast():
+    from mammojax.scoring.windows import window_positions
 
     images, _, _ = _phantoms()
     positions = window_positions(images[1], size=16, stride=8)
     # Centres fall on breast pixels (columns < 48); the last column of windows is flush with the edge.
     assert np.all(positions[:, 1] + 8 < 48) and positions[:, 0].max() == 64 - 16
-
-    class BrightnessModel:  # stands in for the network: lesion margin = mean brightness of the window
-        num_classes = 2
-
-    import mammojax.recipes.patches as patches
-
-    original = patches._lesion_score_fn
-    patches._lesion_score_fn = lambda model: (lambda variables, x: np.asarray(x).mean(axis=(1, 2, 3)))
-    try:
-        scores = score_images_by_windows(BrightnessModel(), {}, images, size=16, stride=8, top_k=1,
-                                         tta_hflip=False)
-    finally:
-        patches._lesion_score_fn = original
-    assert scores.shape == (2, 2) and np.all(scores[:, 0] == 0)
-    assert scores[0, 1] > scores[1, 1]  # the lesion's window wins
-    window = images[0, 32:48, 16:32].mean()  # a window that holds the whole lesion disc
-    assert scores[0, 1] >= window - 1e-6
 
 
 def test_contralateral_score_subtracts_the_other_breast():
@@ -195,8 +133,9 @@ def test_contralateral_score_subtracts_the_other_breast():
     np.testing.assert_allclose(contralateral_logits(logits, ["a", "a", "b", "c"], weight=0.0)[:, 1], [2, 0.5, 0, 3])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not MIAS.is_file(), reason=f"mini-MIAS archive not found at {MIAS}")
-def test_mias_config_trains_then_eval_and_predict_work_without_edits(tmp_path, monkeypatch, capsys):
+def test_mias_config_trains_then_eval_and_predict_work_without_edits(tmp_path, monkeypatch):
     """Issue 10, item 3, at smoke size: train runs the patch recipe and stores tau/temperature and the
     window scoring; eval and predict then score films by windows, as the cross-validation did."""
     import tarfile
@@ -212,23 +151,24 @@ def test_mias_config_trains_then_eval_and_predict_work_without_edits(tmp_path, m
     workdir = tmp_path / "wd"
     train_args = ["train", "--config", str(REPO / "configs" / "mias.py"), "--workdir", str(workdir),
                   f"--config.data.data_dir={MIAS}", "--config.data.image_size=64", "--config.patch.size=32",
-                  "--config.patch.epochs=1", "--config.patch.positives_per_lesion=1", "--config.eval.bootstrap=20"]
+                  "--config.train.epochs=1", "--config.patch.positives_per_lesion=1", "--config.eval.bootstrap=20"]
     result = CliRunner().invoke(cli, train_args)
     assert result.exit_code == 0, result.output
-    assert "patches/s" in result.output and "no epoch selection" in result.output and "best checkpoint" in result.output
+    assert "patch trainer:" in result.output and "no epoch selection" in result.output
+    assert "best checkpoint" in result.output
     meta = json.loads((workdir / "best" / "mammojax.json").read_text())
     assert 0.0 <= meta["tau"] <= 1.0 and meta["temperature"] > 0
     assert meta["config"]["data"]["dataset"] == "mias" and meta["config"]["data"]["image_size"] == 64
     assert {k: meta["scoring"][k] for k in ("kind", "size", "stride", "top_k", "tta_hflip")} == \
         {"kind": "windows", "size": 32, "stride": 16, "top_k": 3, "tta_hflip": True}
+    assert set(meta["operating_points"]) == {"image", "breast", "patient"}
     assert (workdir / "training_curves.png").stat().st_size > 0
 
-    # The same command again must not retrain over the model it made.
+    # The same command again resumes the finished run: it trains nothing and rewrites nothing of the model.
     before = (workdir / "best" / "mammojax.json").read_bytes()
     from mammojax.cli import main
 
-    assert main(train_args) != 0
-    assert "already holds a trained model" in capsys.readouterr().err
+    assert main(train_args) == 0
     assert (workdir / "best" / "mammojax.json").read_bytes() == before
 
     out = tmp_path / "eval"
@@ -259,52 +199,15 @@ def test_mias_config_trains_then_eval_and_predict_work_without_edits(tmp_path, m
     assert float(rows[0]["probability"]) == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
 
-def test_an_ensemble_scores_each_patch_by_its_members_mean_margin():
-    import jax
-
-    from mammojax.models import create_model, init_variables
-    from mammojax.recipes.patches import lesion_margins
-
-    model = create_model("resnet18", num_classes=2, head_pooling="topk")
-    first, second = (init_variables(model, jax.random.key(k), 32) for k in (1, 2))
-    patches = np.random.default_rng(0).normal(size=(5, 32, 32, 1)).astype(np.float32)
-    one, two = lesion_margins(model, first, patches), lesion_margins(model, second, patches)
-    assert np.abs(one - two).max() > 1e-3  # the members differ, so the mean is a real test
-    np.testing.assert_allclose(lesion_margins(model, [first, second], patches), (one + two) / 2, rtol=1e-6, atol=1e-6)
-
-
-def test_patch_training_starts_from_given_weights():
-    """model.init_checkpoint (converted pretrained weights) must be where the patch stage starts."""
-    import jax
-
-    from mammojax.models import create_model, init_variables
-    from mammojax.recipes.patches import train_patch_classifier
-
-    images, labels, lesions = _phantoms()
-    model = create_model("resnet18", num_classes=2, head_pooling="topk")
-    start = jax.device_get(init_variables(model, jax.random.key(7), 32))
-    frozen = PatchSettings(size=32, positives_per_lesion=8, epochs=1, batch_size=8, lr=0.0, warmup_epochs=0.0)
-    kept = train_patch_classifier(model, images, labels, lesions, frozen, seed=0, initial_variables=start)
-    same = jax.tree_util.tree_map(lambda a, b: bool(np.array_equal(a, b)), kept["params"], start["params"])
-    assert all(jax.tree_util.tree_leaves(same))  # lr 0: the given weights come back untouched
-    fresh = train_patch_classifier(model, images, labels, lesions, frozen, seed=0)
-    differs = jax.tree_util.tree_map(lambda a, b: not np.array_equal(a, b), fresh["params"], start["params"])
-    assert any(jax.tree_util.tree_leaves(differs))  # without them: the seeded random init
-
-
-def test_only_window_scoring_puts_a_window_entry_in_the_checkpoint():
+def test_the_mias_config_scores_films_by_windows():
     """The scorer scores by windows exactly when tau was fitted on window scores."""
-    from mammojax.recipes.patch_train import window_scoring_meta
+    from mammojax.scoring import film_scoring_from_config
 
-    spec = importlib.util.spec_from_file_location("mias_config", REPO / "configs" / "mias.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
-    entry = window_scoring_meta(config)
-    assert {k: entry[k] for k in ("kind", "size", "stride", "top_k")} == \
-        {"kind": "windows", "size": 64, "stride": 16, "top_k": 3}
+    config = load_config(REPO / "configs" / "mias.py")
+    scoring = film_scoring_from_config(config)
+    assert (scoring.kind, scoring.window_size, scoring.window_stride, scoring.window_top_k) == ("windows", 64, 16, 3)
     config.eval.scoring = "whole"
-    assert window_scoring_meta(config) is None
+    assert not film_scoring_from_config(config).windows
     config.eval.scoring = "tiles"
     with pytest.raises(MammojaxError, match="eval.scoring must be one of whole, windows"):
-        window_scoring_meta(config)
+        film_scoring_from_config(config)

@@ -67,7 +67,7 @@ def test_predict_cli_scores_files_and_reports_bad_ones(checkpoint, image_folder,
     runner = CliRunner()
     result = runner.invoke(main_cli(), ["predict", "--checkpoint", str(checkpoint), "--batch-size", "2",
                                         "--out", str(out), str(image_folder)])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 3, result.output  # some inputs skipped, the rest scored
     rows = list(csv.DictReader(out.open()))
     images = [r for r in rows if r["kind"] == "image"]
     errors = [r for r in rows if r["kind"] == "error"]
@@ -82,6 +82,8 @@ def test_predict_cli_scores_files_and_reports_bad_ones(checkpoint, image_folder,
     assert float(patients["P001"]["probability"]) == pytest.approx(max(p001), abs=1e-6)
     assert patients["P001"]["n_images"] == "2" and set(patients) == {"P001", "P002"}
     assert "3 scored, 1 failed" in result.stderr
+    skipped = [line for line in result.stderr.splitlines() if line.startswith("mammojax: skipped")]
+    assert skipped == [f"mammojax: skipped {errors[0]['path']}: {errors[0]['error']}"]
 
     # Through the real entry point: one clear error line, non-zero exit.
     code = main(["predict", "--checkpoint", str(checkpoint), "--out", str(out), str(image_folder)])
@@ -98,6 +100,40 @@ def test_predict_cli_jsonl_to_stdout(checkpoint, image_folder):
     rows = [json.loads(line) for line in io.StringIO(result.stdout) if line.strip()]
     assert [r["kind"] for r in rows] == ["image", "patient"]
     assert 0.0 <= rows[0]["probability"] <= 1.0
+
+
+def test_predict_on_inputs_without_an_image_fails_before_jax_or_output(tmp_path):
+    """No image at all is a usage error: one line, status 2, no --out file, JAX never loaded."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "a.txt").write_text("not an image")
+    (folder / "b.csv.bak").write_text("path\nx.png\n")
+    out = tmp_path / "scores.csv"
+    probe = ("import sys; from mammojax.cli import main; "
+             f"code = main(['predict', '--checkpoint', 'any', '--out', {str(out)!r}, {str(folder)!r}]); "
+             "print(code, 'jax' in sys.modules)")
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                            env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})
+    assert result.stdout.split() == ["2", "False"], result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"mammojax: error: no image in {folder}"), result.stderr
+    assert not out.exists()
+
+
+def test_predict_exit_status_when_nothing_is_readable(checkpoint, tmp_path, capsys):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\nthis is not a png")
+    out = tmp_path / "scores.csv"
+    code = main(["predict", "--checkpoint", str(checkpoint), "--out", str(out), str(broken)])
+    err = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in err if not line.startswith("mammojax: warning:")]  # a phantom-trained checkpoint
+    assert code == 2
+    assert err[0].startswith(f"mammojax: skipped {broken}: ") and err[-1] == "mammojax: error: could not score the input"
+    assert [r["kind"] for r in csv.DictReader(out.open())] == ["error"]  # the row says why
 
 
 def main_cli():

@@ -142,7 +142,7 @@ def test_predict_leaks_nothing(case, capfd, caplog):
     out = case["root"] / "predict" / "scores.csv"
     code, text = _run(capfd, caplog, "predict", "--checkpoint", str(case["ckpt"]), str(case["inputs"]),
                       "--out", str(out))
-    assert code == 0, text
+    assert code == 3, text  # exam_cut.dcm is skipped, the rest scored
     scores = out.read_text()
     assert "exam_left.dcm" in scores and "exam_cut.dcm" in scores  # scored, and an error row
     assert_no_identifiers(text, "predict stdout/stderr/logs", case["identifiers"])

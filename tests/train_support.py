@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mammojax.workdir import Workdir
+
 REPO = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).with_name("train_worker.py")
 SHARDING_WORKER = Path(__file__).with_name("sharding_worker.py")
@@ -103,7 +105,7 @@ def run_train(workdir: Path, *overrides: str, timeout: float = 300) -> subproces
 
 
 def checkpoint_steps(workdir: Path) -> list[int]:
-    directory = workdir / "checkpoints"
+    directory = Workdir(workdir).checkpoints
     return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.exists() else []
 
 
@@ -113,5 +115,5 @@ def restore_state(workdir: Path, step: int) -> dict:
     import orbax.checkpoint as ocp
 
     with ocp.StandardCheckpointer() as ckptr:
-        state = ckptr.restore(workdir / "checkpoints" / str(step) / "state")
+        state = ckptr.restore(Workdir(workdir).checkpoints / str(step) / "state")
     return jax.tree_util.tree_map(np.asarray, state)

@@ -51,7 +51,7 @@ def main(argv=None) -> int:
     tx, _ = make_optimizer(config.optim, steps_per_epoch=args.steps, epochs=1)
     state = create_train_state(models.create_model("resnet18"), tx, rng=jax.random.key(0),
                                image_size=IMAGE_SIZE, mesh=mesh)
-    train_step, _ = jit_steps(state, mesh, label_smoothing=0.1)
+    train_step = jit_steps(state, mesh, label_smoothing=0.1)
     weights = jax.device_put(np.array([0.7, 1.3], np.float32), sharding.replicated(mesh))
     rng = np.random.default_rng(0)
     losses, grad_norms = [], []

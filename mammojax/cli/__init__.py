@@ -17,6 +17,7 @@ from mammojax.errors import MammojaxError
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("mammojax.cli.train_cmd", "train", "Train a model from a config file."),
+    "cv": ("mammojax.cli.cv_cmd", "cv", "Patient-wise k-fold cross-validation of a patch-trainer config."),
     "eval": ("mammojax.cli.eval_cmd", "eval_", "Evaluate a checkpoint: metrics, ROC, report."),
     "predict": ("mammojax.cli.predict_cmd", "predict", "Score images, folders or a manifest."),
     "explain": ("mammojax.cli.explain_cmd", "explain", "Grad-CAM heatmaps and overlays."),
@@ -64,7 +65,9 @@ def cli():
 def main(argv=None) -> int:
     """Console entry point: user errors become one line and a non-zero exit."""
     try:
-        cli.main(args=argv, prog_name="mammojax", standalone_mode=False)
+        # Without standalone mode, a command that ends with click's Exit(code)
+        # (a batch's partial status, the web server's status) returns the code.
+        code = cli.main(args=argv, prog_name="mammojax", standalone_mode=False)
     except MammojaxError as err:
         click.echo(f"mammojax: error: {err}", err=True)
         return err.exit_code
@@ -85,7 +88,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         click.echo("mammojax: interrupted", err=True)
         return 130
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def run() -> None:

@@ -1,14 +1,16 @@
 """``mammojax app``: serve the clinical web page (Streamlit) on this machine.
 
 The page runs in a ``streamlit run`` child process; this command checks the
-checkpoint first (so a typo is one line here, not a page in the browser),
-then forwards Ctrl-C / SIGTERM to the child and exits with its status.
+checkpoint and the port first (so a typo or a taken port is one line here,
+not a page in the browser or Streamlit's own log), then forwards Ctrl-C /
+SIGTERM to the child and exits with its status.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -46,7 +48,10 @@ def streamlit_command(checkpoint: Path, *, host: str, port: int, max_upload_mb: 
 @click.option("--max-upload-mb", default=50, show_default=True, type=click.IntRange(1, 4096),
               help="Largest accepted upload per file, in MB.")
 def app(checkpoint: Path, port: int, host: str, max_upload_mb: int) -> None:
-    """Start the clinical web page (Streamlit) for a checkpoint."""
+    """Start the clinical web page (Streamlit) for a checkpoint.
+
+    A port already in use is an error before the server starts; a server
+    that fails later passes its exit status on."""
     from mammojax.checkpoint import read_meta, resolve_checkpoint_dir
 
     read_meta(checkpoint)  # cheap: JSON only; raises a one-line CheckpointError
@@ -55,28 +60,61 @@ def app(checkpoint: Path, port: int, host: str, max_upload_mb: int) -> None:
     if host not in LOOPBACK_HOSTS:
         click.echo(f"mammojax: warning: serving on {host}: uploads travel unencrypted to anyone "
                    "who can reach this port; put it behind HTTPS and access control", err=True)
+    check_port_free(host, port)
     command = streamlit_command(resolve_checkpoint_dir(checkpoint).absolute(), host=host,
                                 port=port, max_upload_mb=max_upload_mb)
     shown_host = f"[{host}]" if ":" in host else host
     click.echo(f"mammojax: serving the page at http://{shown_host}:{port} (Ctrl-C to stop)", err=True)
-    code = _run_forwarding_signals(command)
+    code, stopped = _run_forwarding_signals(command)
+    if code < 0:  # ended by a signal: report it as a shell would
+        code = 128 - code
+    if code and not stopped:
+        # Streamlit printed why (e.g. a port taken since the check above).
+        click.echo(f"mammojax: error: the page server exited with status {code}", err=True)
     if code:
         raise click.exceptions.Exit(code)
 
 
-def _run_forwarding_signals(command: list[str]) -> int:
-    """Runs the child; SIGTERM/SIGINT to this process stop it too (no orphan server)."""
+def check_port_free(host: str, port: int) -> None:
+    """Binds ``host:port`` as the server will, so a taken port is a one-line error.
+
+    SO_REUSEADDR as the server sets it: a port left in TIME_WAIT by a
+    previous run is free, one with a listener is not.
+    """
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        raise MammojaxError(f"--host {host}: cannot resolve this address ({err.strerror})") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as err:
+                raise MammojaxError(f"cannot serve on {host}:{port}: {err.strerror or err} "
+                                    "(another program uses it? pick another --port)") from None
+
+
+def _run_forwarding_signals(command: list[str]) -> tuple[int, bool]:
+    """Runs the child; SIGTERM/SIGINT to this process stop it too (no orphan server).
+
+    Returns the child's status and whether it was stopped on request.
+    """
     child = subprocess.Popen(command)
+    stopped = False
 
     def stop(signum, frame):
+        nonlocal stopped
+        stopped = True
         child.send_signal(signal.SIGTERM)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         while True:
             try:
-                return child.wait()
+                return child.wait(), stopped
             except KeyboardInterrupt:  # a second Ctrl-C while waiting: keep waiting for the child
+                stopped = True
                 child.send_signal(signal.SIGTERM)
     finally:
         if child.poll() is None:

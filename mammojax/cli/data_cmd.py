@@ -147,8 +147,9 @@ def _print_flagged(flagged: list[dict]) -> None:
 
 @data.command()
 @dataset_options
-@click.option("--cache-dir", required=True, type=click.Path(file_okay=False),
-              help="Where decoded caches are kept (one folder per fingerprint).")
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+              help="Where decoded caches are kept (one folder per fingerprint). Default: "
+                   "decoded/ in the user cache ($MAMMOJAX_CACHE_DIR or ~/.cache/mammojax).")
 @click.option("--image-size", type=int, default=224, show_default=True, help="Model input size S.")
 @click.option("--orient/--no-orient", default=False, show_default=True,
               help="Flip every breast to face the same side.")
@@ -157,10 +158,12 @@ def _print_flagged(flagged: list[dict]) -> None:
 @click.option("--max-pixels", type=int, default=80_000_000, show_default=True,
               help="Screening cap on decoded pixels per image.")
 def prepare(dataset, data_dir, task, adapter_options, cache_dir, image_size, orient, crop_breast, max_pixels):
-    """Decode a dataset once into the training cache (reused when unchanged)."""
+    """Decode a dataset once into the cache (reused when unchanged); prints where."""
+    from mammojax import runtime
     from mammojax.data.cache import prepare_cache
     from mammojax.data.records import load_dataset
 
+    cache_dir = cache_dir or str(runtime.default_cache_dir() / "decoded")  # never the current folder
     loaded = load_dataset(dataset, data_dir, task=task, **parse_adapter_options(adapter_options))
     cache = prepare_cache(loaded.records, cache_dir=cache_dir, image_size=image_size, orient=orient,
                           crop_breast=crop_breast, max_pixels=max_pixels)

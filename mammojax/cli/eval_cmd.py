@@ -6,13 +6,16 @@ A thin layer over :func:`mammojax.evaluation.evaluate.evaluate_checkpoint`.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
+
+from mammojax.cli.outcome import EXIT_STATUS_HELP
 
 _POLICIES = ("fixed", "youden", "sensitivity", "specificity")
 
 
-@click.command("eval")
+@click.command("eval", epilog=EXIT_STATUS_HELP)
 @click.option("--checkpoint", required=True, type=click.Path(),
               help="Checkpoint directory or training workdir (its best/ is used).")
 @click.option("--dataset", required=True, help="Dataset name (mias, inbreast, synthetic, ...).")
@@ -31,23 +34,33 @@ _POLICIES = ("fixed", "youden", "sensitivity", "specificity")
 @click.option("--bootstrap", "n_bootstrap", type=click.IntRange(0, 100_000), default=None,
               help="Bootstrap resamples for the AUC CI (default: the checkpoint's eval.bootstrap).")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=None)
-@click.option("--out", "out_dir", type=click.Path(), default=None,
-              help="Output directory for metrics.json, scores.csv, report.html/.md "
-                   "(default: ./eval-<dataset>-<split>).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Output directory for metrics.json, scores.csv, report.html/.md. Default: "
+                   "beside the model, WORKDIR/eval-<dataset>-<split> for a training workdir "
+                   "(or its best/), else CHECKPOINT/eval-<dataset>-<split>.")
+@click.option("--overwrite", is_flag=True, help="Replace the results already in the output directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout.")
 def eval_(checkpoint, dataset, data_dir, task, split, seed, tta_hflip, threshold_policy, target,
-          n_bootstrap, batch_size, out_dir, as_json):
+          n_bootstrap, batch_size, out_dir, overwrite, as_json):
     """Evaluate a checkpoint on a dataset split: AUC with a patient-bootstrap CI,
     sensitivity/specificity/PPV/NPV/F1 at image, breast and patient level,
-    calibration, and a self-contained HTML + Markdown report. scores.csv columns:
+    calibration, and a self-contained HTML + Markdown report. Unreadable images
+    are skipped, named on stderr and counted in the report. scores.csv columns:
     path, patient_id, laterality, truth (the dataset's class), probability (of
     the positive class), decision (the class called at tau); classes by name."""
     from mammojax import runtime
+    from mammojax.cli import outcome
 
+    # Cheap checks first, before JAX loads.
+    out_dir = Path(out_dir) if out_dir else default_out_dir(checkpoint, dataset, split)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        from mammojax.errors import MammojaxError
+
+        raise MammojaxError(f"{out_dir}: already holds results; pass --overwrite to replace them "
+                            "or --out to write elsewhere")
     runtime.setup()
     from mammojax.evaluation.evaluate import evaluate_checkpoint
 
-    out_dir = out_dir or f"eval-{dataset}-{split}"
     result = evaluate_checkpoint(checkpoint, dataset, data_dir, task=task, split=split, seed=seed,
                                  tta_hflip=tta_hflip, out_dir=out_dir,
                                  threshold_policy=threshold_policy, target=target,
@@ -55,9 +68,29 @@ def eval_(checkpoint, dataset, data_dir, task, split, seed, tta_hflip, threshold
                                  progress=not as_json)
     for warning in result["warnings"]:
         click.echo(f"mammojax: warning: {warning}", err=True)
+    for skipped in result["excluded"]:
+        outcome.report_skipped(skipped["path"], skipped["reason"])
     if as_json:
         click.echo(json.dumps(result, indent=2))
-        return
+    else:
+        _print_summary(result, out_dir)
+    outcome.finish(result["n_images"], result["n_excluded"])
+
+
+def default_out_dir(checkpoint, dataset: str, split: str) -> Path:
+    """``eval-<dataset>-<split>`` beside the model, never in the current folder.
+
+    A training workdir (given as such or as its ``best/``) holds it; any
+    other checkpoint holds it in its own directory.
+    """
+    from mammojax.checkpoint import resolve_checkpoint_dir
+
+    directory = resolve_checkpoint_dir(checkpoint).absolute()
+    home = directory.parent if directory.name == "best" else directory
+    return home / f"eval-{dataset}-{split}"
+
+
+def _print_summary(result: dict, out_dir) -> None:
     levels = result["levels"]
     for name in ("image", "breast", "patient"):
         m, ci = levels[name], levels[name]["auc_ci"]

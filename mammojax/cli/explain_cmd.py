@@ -5,13 +5,14 @@ A thin layer over :mod:`mammojax.explain.explain` (output format documented ther
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
+from mammojax.cli.outcome import EXIT_STATUS_HELP
 
-@click.command("explain")
+
+@click.command("explain", epilog=EXIT_STATUS_HELP)
 @click.option("--checkpoint", required=True, type=click.Path(),
               help="Checkpoint directory or training workdir (its best/ is used).")
 @click.argument("inputs", nargs=-1, type=click.Path())
@@ -47,9 +48,10 @@ def explain(checkpoint, inputs, out, method, layer, alpha, colormap, overwrite, 
     Overlays, panels, the peaks in the JSON lines and --evaluate use the map
     over the breast only (the model input's breast mask: never the padding or
     the background; "heatmap_masked": true).
-    Unreadable files get an error line and the rest go on. With --evaluate,
+    Unreadable files are skipped with an error line and the rest go on. With --evaluate,
     also score the heatmaps of --dataset's lesion images and write
     OUT/localization.json."""
+    from mammojax.cli import outcome
     from mammojax.errors import MammojaxError
     from mammojax.explain import explain as lib
     from mammojax.predict import collect_inputs
@@ -63,6 +65,8 @@ def explain(checkpoint, inputs, out, method, layer, alpha, colormap, overwrite, 
 
     options = parse_adapter_options(dataset_options)
     items = collect_inputs(inputs) if inputs else []
+    if inputs:
+        outcome.require_images(items, inputs)
     paths = [item.path for item in items]
     stems = lib.output_stems(paths)
     out_dir = Path(out)
@@ -86,7 +90,7 @@ def explain(checkpoint, inputs, out, method, layer, alpha, colormap, overwrite, 
                 except MammojaxError as err:
                     failed += 1
                     line = {"path": path, "error": str(err)}
-                    click.echo(f"mammojax: {err}", err=True)
+                    outcome.report_skipped(path, err)
                 text = lib.dumps_line(line)
                 jsonl.write(text + "\n")
                 jsonl.flush()
@@ -110,5 +114,5 @@ def explain(checkpoint, inputs, out, method, layer, alpha, colormap, overwrite, 
         click.echo(lib.format_localization_table(report["summary"]), err=as_json)
         if as_json:
             click.echo(lib.dumps_line({"localization": report["summary"]}))
-    if failed and not evaluate and failed == len(paths):
-        sys.exit(1)
+    if paths:
+        outcome.finish(len(paths) - failed, failed, verb="explain")

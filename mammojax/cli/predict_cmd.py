@@ -9,8 +9,10 @@ import sys
 
 import click
 
+from mammojax.cli.outcome import EXIT_STATUS_HELP
 
-@click.command("predict")
+
+@click.command("predict", epilog=EXIT_STATUS_HELP)
 @click.option("--checkpoint", required=True, type=click.Path(),
               help="Checkpoint directory or training workdir (its best/ is used).")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
@@ -25,7 +27,7 @@ def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
     """Score INPUTS (image files, folders searched recursively, or .csv manifests
     with a `path` column) and write one row per image, one error row per
     unreadable file, then one row per patient (kind=patient, max over her
-    images). Exit code 0 even when some files fail; a summary goes to stderr.
+    images). A summary goes to stderr.
 
     Columns: kind, path, patient_id, probability (of the checkpoint's positive
     class, e.g. abnormal), decision (the class called at the checkpoint's tau,
@@ -37,10 +39,12 @@ def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
     stem without trailing laterality/view tokens (P001_L_CC.png and
     P001_R_MLO.png are P001). DICOM headers are never used to group files."""
     from mammojax import predict as lib
+    from mammojax.cli import outcome
 
-    # Cheap checks first: a missing input or an existing --out fails in
-    # milliseconds, before JAX loads.
+    # Cheap checks first: a missing input, no image at all or an existing
+    # --out fails in milliseconds, before JAX loads or --out is created.
     items = lib.collect_inputs(inputs)
+    outcome.require_images(items, inputs)
     lib.check_output(out, overwrite=overwrite)
     fmt = lib.output_format(out, as_json)
 
@@ -65,7 +69,10 @@ def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
         progress.close()
         if stream is not sys.stdout:
             stream.close()
+    for path, reason in summary.skipped:
+        outcome.report_skipped(path, reason)
     rate = summary.scored / summary.seconds if summary.seconds > 0 else 0.0
     flagged = "".join(f" ({n} flagged: {reason}; see the warning column)" for reason, n in summary.flagged.items())
     click.echo(f"{summary.scored} scored{flagged}, {summary.failed} failed, {summary.patients} patients "
                f"({rate:.1f} images/s)", err=True)
+    outcome.finish(summary.scored, summary.failed)

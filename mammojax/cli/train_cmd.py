@@ -5,6 +5,22 @@ from __future__ import annotations
 import click
 
 
+def load_run_config(config_path, args):
+    """The config file with the command line's ``--config.KEY=VALUE`` overrides (train and cv alike).
+
+    The whole config is validated here, before any data is read or a workdir exists.
+    """
+    from mammojax.config import load_config, validate_config
+    from mammojax.errors import ConfigError
+
+    for arg in args:
+        if not arg.startswith("--config."):
+            raise ConfigError(f"unexpected argument {arg!r}; config overrides look like --config.KEY=VALUE")
+    config = load_config(config_path, args)
+    validate_config(config)
+    return config
+
+
 @click.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), required=True,
               help="Config file with get_config(), e.g. configs/default.py.")
@@ -22,13 +38,7 @@ def train(ctx, config_path, workdir, coordinator, num_processes, process_id):
     --config.optim.lr=3e-4 --config.train.epochs=5. Killed runs resume from the
     latest checkpoint when the same command is run again.
     """
-    from mammojax.config import load_config
-    from mammojax.errors import ConfigError
-
-    for arg in ctx.args:
-        if not arg.startswith("--config."):
-            raise ConfigError(f"unexpected argument {arg!r}; config overrides look like --config.KEY=VALUE")
-    config = load_config(config_path, ctx.args)
+    config = load_run_config(config_path, ctx.args)
 
     from mammojax import runtime
 
@@ -45,7 +55,7 @@ def train(ctx, config_path, workdir, coordinator, num_processes, process_id):
         metrics = summary["best_metrics"]
         shown = "  ".join(f"{k} {metrics[k]:.3f}" for k in ("auc", "sensitivity", "specificity", "accuracy", "f1")
                           if isinstance(metrics.get(k), float))
-        if summary.get("recipe") == "patches":  # a fixed schedule: the last epoch, not a selected one
+        if not summary["epoch_selected"]:  # a fixed schedule: the last epoch, not a selected one
             click.echo(f"final model (epoch {summary['best_epoch']}, no epoch selection), validation: {shown}")
         else:
             click.echo(f"best epoch {summary['best_epoch']}: {shown}")

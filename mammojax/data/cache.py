@@ -76,10 +76,25 @@ class Cache:
     excluded: tuple
     shards: tuple[tuple[str, int], ...]  # (file name, example count), in order
     fingerprint: str
+    # A view of some of the stored examples (subset): example i is stored row rows[i].
+    rows: np.ndarray | None = None
 
     @property
     def num_examples(self) -> int:
         return len(self.records)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> "Cache":
+        """Examples ``indices``, in that order, as a cache of their own over the same files.
+
+        Nothing is copied or decoded again: cross-validation cuts every fold's
+        training and validation films out of one prepared cache this way.
+        """
+        indices = np.asarray(indices, np.int64).reshape(-1)
+        rows = indices if self.rows is None else self.rows[indices]
+        return dataclasses.replace(
+            self, records=tuple(self.records[i] for i in indices), labels=self.labels[indices],
+            patient_ids=tuple(self.patient_ids[i] for i in indices),
+            lesions_input=tuple(self.lesions_input[i] for i in indices), rows=rows)
 
     def __len__(self) -> int:
         return self.num_examples
@@ -111,6 +126,8 @@ class Cache:
         For small datasets and tests; large ones should stream through
         :mod:`mammojax.data.pipeline` instead.
         """
+        if self.rows is not None:
+            return self.read(np.arange(self.num_examples)), self.labels.copy()
         parts = [np.asarray(a, dtype=np.float32) for a in self.shard_arrays()]
         if parts:
             images = np.concatenate(parts)
@@ -125,8 +142,14 @@ class ExampleReader:
     def __init__(self, cache: Cache):
         self._arrays = cache.shard_arrays()
         self._starts = np.cumsum([0] + [len(a) for a in self._arrays])
+        self._rows = cache.rows
+        self._count = cache.num_examples
 
     def get(self, index: int) -> np.ndarray:
+        if self._rows is not None:
+            if not 0 <= index < self._count:
+                raise IndexError(f"example {index} is outside the cache")
+            index = int(self._rows[index])
         shard = int(np.searchsorted(self._starts, index, side="right")) - 1
         if index < 0 or shard >= len(self._arrays):
             raise IndexError(f"example {index} is outside the cache")
@@ -134,6 +157,10 @@ class ExampleReader:
 
     def get_slice(self, start: int, stop: int) -> np.ndarray:
         """Examples ``start:stop`` (contiguous reads, possibly across shards)."""
+        if self._rows is not None:  # a subset's rows need not be contiguous on disk
+            shape = (0, *self._arrays[0].shape[1:]) if self._arrays else (0,)
+            return np.stack([self.get(i) for i in range(start, stop)]) if stop > start else \
+                np.zeros(shape, STORAGE_DTYPE)
         pieces = []
         for shard, array in enumerate(self._arrays):
             lo, hi = self._starts[shard], self._starts[shard + 1]

@@ -58,7 +58,7 @@ def epoch_plan(cache: Cache, config, epoch: int) -> tuple[np.ndarray, np.ndarray
     count = steps * int(config.train.batch_size)
     seed, epoch = int(config.seed), int(epoch)
     rng = np.random.default_rng([seed, _ORDER_STREAM, epoch])
-    if bool(config.data.get("balanced_sampling", False)):
+    if bool(config.data.balanced_sampling):
         labels = cache.labels
         classes, class_counts = np.unique(labels, return_counts=True)
         weight_of_class = dict(zip(classes.tolist(), (1.0 / (len(classes) * class_counts)).tolist()))

@@ -36,16 +36,14 @@ import numpy as np
 
 # Fraction of the longer image side added around the detected breast box.
 CROP_MARGIN = 0.02
+# z-score units above the minimum of a preprocessed image that count as breast (input_breast_mask).
+INPUT_BREAST_MARGIN = 0.5
 # Fraction of rows by which one edge's breast contact must exceed the other's.
 ORIENT_MIN_EDGE_CONTACT = 0.25
 # The left/right tissue balance must differ by this fraction to decide a flip.
 ORIENT_MIN_IMBALANCE = 0.10
 # Long side of the copy the breast detector works on (speed, not accuracy).
 _DETECT_SIZE = 256
-# A pixel of a z-scored model input is breast when it is this many standard
-# deviations above the image minimum (the background and the padding).
-# Window scoring centres its windows there, patch training its negatives.
-BREAST_MARGIN = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -216,16 +214,10 @@ def preprocess_image(
     return Preprocessed(image[..., None], geometry)
 
 
-def breast_pixels(image: np.ndarray) -> np.ndarray:
-    """Boolean ``(H, W)``: pixels of a z-scored ``(H, W[, 1])`` input bright enough to be breast."""
-    plane = image[..., 0] if image.ndim == 3 else image
-    return plane > plane.min() + BREAST_MARGIN
-
-
 def breast_mask(image: np.ndarray, geometry: Geometry | None = None) -> np.ndarray:
     """Boolean ``(S, S)``: the breast in a z-scored model input, where heatmaps are shown.
 
-    :func:`breast_pixels` inside the content (the padding is never breast,
+    :func:`input_breast_mask` inside the content (the padding is never breast,
     whatever its value), then the largest connected region with its holes
     filled: film labels and markers are separate, smaller bright regions, and
     dark fat inside the breast is still breast. An input with no such pixel
@@ -240,7 +232,7 @@ def breast_mask(image: np.ndarray, geometry: Geometry | None = None) -> np.ndarr
     else:
         (top, left), (height, width) = geometry.pad_offset, geometry.resized_shape
         content[top:top + height, left:left + width] = True
-    found = breast_pixels(plane) & content
+    found = input_breast_mask(plane) & content
     labels, count = ndimage.label(found)
     if count == 0:
         return content
@@ -260,6 +252,18 @@ def zscore(x: np.ndarray) -> np.ndarray:
     if not std > 1e-6 * max(1.0, abs(mean)):
         return np.zeros_like(x)
     return ((x - np.float32(mean)) * np.float32(1.0 / std)).astype(np.float32, copy=False)
+
+
+def input_breast_mask(image: np.ndarray) -> np.ndarray:
+    """Boolean ``(S, S)``: the breast pixels of a preprocessed (z-scored) model input.
+
+    A pixel is breast when it lies ``INPUT_BREAST_MARGIN`` standard deviations
+    above the image minimum, which after z-scoring is the background (and the
+    padding). Patch sampling centres negatives there and window scoring keeps
+    the windows centred there, so both see the same breast.
+    """
+    plane = np.asarray(image)[..., 0] if np.ndim(image) == 3 else np.asarray(image)
+    return plane > plane.min() + INPUT_BREAST_MARGIN
 
 
 def resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -158,6 +158,14 @@ def load_dataset(name: str, data_dir: str | os.PathLike, *, task: str = "default
     one); ``opts`` are adapter options (e.g. ``birads3="negative"``). Unknown
     names, tasks or options and a missing ``data_dir`` raise ``MammojaxError``.
     """
+    adapter, path = check_dataset_request(name, data_dir, task=task, options=opts)
+    return adapter.load(path, task=task, **opts)
+
+
+def check_dataset_request(name: str, data_dir: str | os.PathLike, *, task: str = "default",
+                          options=()) -> tuple:
+    """``(adapter, data path or None)`` for a :func:`load_dataset` call, or its
+    one-line error: checks names and paths only, reads no data."""
     adapter = _adapter(name)
     path = Path(os.path.expanduser(str(data_dir))) if str(data_dir) else None
     if path is None and not adapter.data_dir_optional:
@@ -165,12 +173,12 @@ def load_dataset(name: str, data_dir: str | os.PathLike, *, task: str = "default
     if path is not None and not path.exists() and not adapter.data_dir_optional:
         raise MammojaxError(f"{path}: data directory not found (dataset {name!r})")
     dataset_task(name, task)
-    unknown = sorted(set(opts) - set(adapter.options))
+    unknown = sorted(set(options) - set(adapter.options))
     if unknown:
         valid = ", ".join(adapter.options) or "none"
         raise MammojaxError(
             f"dataset {name!r} has no option {', '.join(unknown)}; valid options: {valid}")
-    return adapter.load(path, task=task, **opts)
+    return adapter, path
 
 
 def dataset_task(name: str, task: str = "default") -> Task:

@@ -60,28 +60,41 @@ class ScoredImages:
 
 def summarize(scored: ScoredImages, *, tau: float, temperature: float = 1.0,
               patient_aggregate: str = "max", n_bootstrap: int = 1000, seed: int = 0,
-              threshold_policy: str | None = None, target: float = 0.9) -> dict:
+              threshold_policy: str | None = None, target: float = 0.9,
+              operating_points: dict | None = None) -> dict:
     """Every number in the report, from scored images.
 
-    ``threshold_policy`` (None = use ``tau``) recomputes the threshold on these
-    same images: the result is flagged ``tau_optimistic``.
+    Each level (image, breast, patient) is read at its own operating point
+    (:mod:`mammojax.evaluation.operating_points`, from the checkpoint);
+    without ``operating_points`` every level uses ``tau`` and ``temperature``.
+    ``threshold_policy`` (None = use the stored taus) recomputes each level's
+    threshold on these same images: the result is flagged ``tau_optimistic``.
     """
-    probs = scored.probabilities(temperature)
+    from mammojax.evaluation.operating_points import OperatingPoint, level_margins, margin_probabilities
+
+    points = operating_points or {level: OperatingPoint(tau=tau, temperature=temperature) for level in agg.LEVELS}
     labels = np.asarray(scored.labels, dtype=np.int64)
     tau_source = "checkpoint"
     if threshold_policy is not None:
-        tau = choose_threshold(labels, probs, threshold_policy, tau=tau, target=target)
         tau_source = f"{threshold_policy} on the evaluated data (optimistic)"
     levels = {}
     for level in agg.LEVELS:
-        grouped = agg.by_level(labels, probs, scored.patient_ids, scored.lateralities, level,
-                               patient_aggregate)
-        m = classification_metrics(grouped.labels, grouped.scores, tau=tau)
+        grouped = level_margins(scored.logits, labels, scored.patient_ids, scored.lateralities, level,
+                                patient_aggregate)
+        point = points[level]
+        probs = margin_probabilities(grouped.scores, point.temperature)
+        level_tau = point.tau
+        if threshold_policy is not None:
+            level_tau = choose_threshold(grouped.labels, probs, threshold_policy, tau=point.tau, target=target)
+        m = classification_metrics(grouped.labels, probs, tau=level_tau)
+        m.update(tau=float(level_tau), temperature=float(point.temperature))
         # Clusters = patients at every level: a woman's images or breasts move together.
         clusters = None if level == "patient" else grouped.patients
-        m["auc_ci"] = bootstrap_ci(grouped.labels, grouped.scores, clusters,
-                                   n_resamples=n_bootstrap, seed=seed)
+        m["auc_ci"] = bootstrap_ci(grouped.labels, probs, clusters, n_resamples=n_bootstrap, seed=seed)
         levels[level] = m
+    tau = levels["image"]["tau"]
+    temperature = points["image"].temperature
+    probs = scored.probabilities(temperature)
     raw = scored.probabilities(1.0)
     calibration = {
         "temperature": float(temperature),
@@ -95,6 +108,7 @@ def summarize(scored: ScoredImages, *, tau: float, temperature: float = 1.0,
         "n_images": int(labels.size),
         "n_patients": len(set(scored.patient_ids)),
         "n_excluded": len(scored.excluded),
+        "excluded": [{"path": str(path), "reason": str(reason)} for path, reason in scored.excluded],
         "tau": float(tau),
         "tau_source": tau_source,
         "tau_optimistic": threshold_policy is not None,
@@ -210,6 +224,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
     from mammojax import runtime
     from mammojax.checkpoint import load_checkpoint, training_data_warning
     from mammojax.data.records import dataset_task, load_dataset
+    from mammojax.evaluation.operating_points import read_operating_points
     from mammojax.jsonio import json_safe
     from mammojax.scoring import Scorer
 
@@ -235,7 +250,11 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
     tta = scorer.scoring.tta_hflip
     scored = score_records(scorer, records, cache_dir=cache_dir, progress=progress,
                            max_pixels=int(config.get("data", {}).get("max_pixels", 80_000_000)))
+    if not scored.paths:
+        raise MammojaxError(f"could not read any of the {len(records)} images of split {split!r} "
+                            f"of dataset {dataset!r} (first: {scored.excluded[0][0]}: {scored.excluded[0][1]})")
     result = summarize(scored, tau=ckpt.tau, temperature=ckpt.temperature,
+                       operating_points=read_operating_points(ckpt.meta),
                        patient_aggregate=aggregate_how, n_bootstrap=n_bootstrap, seed=seed,
                        threshold_policy=threshold_policy,
                        target=float(eval_cfg.get("target", 0.9) if target is None else target))

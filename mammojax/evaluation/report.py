@@ -19,7 +19,7 @@ import numpy as np
 from mammojax.evaluation.evaluate import class_names_of
 
 FIGURES = ("roc", "pr", "confusion", "histogram", "reliability")
-_ROWS = (("auc", "AUC"), ("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
+_ROWS = (("tau", "Threshold tau"), ("temperature", "Temperature"), ("auc", "AUC"), ("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
          ("ppv", "PPV (precision)"), ("npv", "NPV"), ("f1", "F1"), ("accuracy", "Accuracy"),
          ("tp", "TP"), ("fp", "FP"), ("tn", "TN"), ("fn", "FN"), ("n", "N"), ("n_pos", "Positives"))
 
@@ -63,9 +63,11 @@ def _summary_lines(result: dict) -> list[str]:
         f"Data: {result.get('dataset', '?')} / task {result.get('task', '?')} / split "
         f"{result.get('split', '?')} (seed {result.get('seed', '?')}): {result['n_images']} images, "
         f"{result['n_patients']} patients, {result['n_excluded']} unreadable files excluded",
-        f"Threshold tau = {_fmt(result['tau'])} ({result['tau_source']}); a case is called "
-        f"{positive} when its probability of {positive} >= tau; patient score = {result['patient_aggregate']} "
-        f"over her images; flip TTA: {'on' if result.get('tta_hflip') else 'off'}",
+        f"Thresholds ({result['tau_source']}): a case is called {positive} when its probability of "
+        f"{positive} >= its level's tau: " + ", ".join(f"{name} {_fmt(level.get('tau', result['tau']))}"
+                                                      for name, level in result["levels"].items())
+        + f"; breast and patient scores = {result['patient_aggregate']} over their images' lesion margins, "
+        f"each level with its own temperature; flip TTA: {'on' if result.get('tta_hflip') else 'off'}",
         f"AUC confidence intervals: percentile bootstrap, {result['bootstrap']['resamples']} "
         f"resamples of patients (seed {result['bootstrap']['seed']})",
         f"Calibration: temperature {_fmt(cal['temperature'])}; ECE {_fmt(cal['ece_before'])} "

@@ -1,6 +1,5 @@
-"""Dataset-specific training recipes built from the library's parts.
+"""Experiments built from the library's parts (the library never imports from here).
 
-``mias_cv``: patient-wise k-fold cross-validation on mini-MIAS with a
-lesion-patch classifier that scores whole images through top-k pooling
-(``patches``).
+``mias_cv``: patient-wise k-fold cross-validation of the patch trainer
+(``mammojax cv``), with its report.
 """

@@ -1,23 +1,30 @@
-"""Patient-wise k-fold cross-validation of the mini-MIAS recipe.
+"""Patient-wise k-fold cross-validation of a patch-trainer config (``mammojax cv``, configs/mias.py).
 
 For each fold the held-out women are the *test* set and are touched only to be
 scored. The remaining women are split again, patient-wise, into an inner
-training part (patch training) and an inner validation part that fixes the
-temperature and the decision thresholds (image level, and patient level on the
-max over a woman's views). No fold's test images influence any choice.
+training part and an inner validation part that fixes the temperature and the
+decision thresholds (image level, and patient level on the max over a woman's
+views). No fold's test images influence any choice.
+
+Each fold's network (``cv.ensemble`` of them, seeds differ) is trained by the
+patch trainer of the core loop (:func:`mammojax.train.patch_trainer.train`) in
+its own training workdir ``networks/fold<k>-member<m>/``: a killed CV resumes
+inside the network it was training, a rerun reads finished networks back, and
+a larger ``cv.ensemble`` adds members to those already trained.
 
 Results pool the folds' test predictions (every woman scored exactly once, by
 the model that never saw her): AUC with a 95% bootstrap interval that resamples
 women, and sensitivity/specificity at each fold's validation-chosen threshold.
-Outputs in ``workdir``: ``results.json``, ``table.md``, ``roc.png``,
-``predictions.csv`` and one inference checkpoint per fold (``fold<k>/``), whose
-metadata names the fold so ``mammojax eval --split val`` re-scores its test women.
+Outputs in ``workdir`` (names in :mod:`mammojax.workdir`): ``results.json``,
+``table.md``, ``roc.png``, ``predictions.csv`` and one inference checkpoint per
+fold (``fold<k>/``), whose metadata names the fold so ``mammojax eval --split
+val`` re-scores its test women.
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import hashlib
 import os
 import platform
 import time
@@ -29,7 +36,7 @@ import numpy as np
 from mammojax.errors import MammojaxError
 
 PURPOSE_INNER_SPLIT = 303
-NETWORKS_DIR = "networks"
+PURPOSE_PATCH_AUC = 304
 
 
 def hardware_summary() -> dict:
@@ -52,9 +59,8 @@ def hardware_summary() -> dict:
             "jax_devices": [str(d) for d in jax.devices()]}
 
 
-def run_mias_cv(config, data_dir: str | os.PathLike, workdir: str | os.PathLike, *,
-                log: Callable[[str], None] = print) -> dict:
-    """Runs the k-fold CV of ``config`` (configs/mias.py) and writes the report.
+def run_mias_cv(config, workdir: str | os.PathLike, *, log: Callable[[str], None] = print) -> dict:
+    """Runs the k-fold CV of ``config`` on its dataset (``data.dataset``, ``data.data_dir``) and writes the report.
 
     ``config.cv.num_folds`` folds (>= 2), inner validation share
     ``config.data.val_fraction``. Returns the dict written to ``results.json``.
@@ -63,42 +69,41 @@ def run_mias_cv(config, data_dir: str | os.PathLike, workdir: str | os.PathLike,
     from mammojax.data.records import load_dataset
     from mammojax.data.splits import check_no_leakage, kfold_patients, split_patients
     from mammojax.models import create_model
-    from mammojax.recipes.patch_train import initial_weights, score_films
-    from mammojax.recipes.patches import PatchSettings, patches_per_epoch, train_patch_classifier
+    from mammojax.train.data import TrainingData, dataset_options
+    from mammojax.train.loop import validation_logits
+    from mammojax.train.patches import PatchSettings
+    from mammojax.workdir import Workdir
 
     started = time.time()
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = Workdir(workdir)
+    if config.train.recipe != "patches":
+        raise MammojaxError(f"cross-validation trains the patch recipe; train.recipe is {config.train.recipe!r}")
     k = int(config.cv.num_folds)
     if k < 2:
         raise MammojaxError(f"cv.num_folds must be at least 2 for cross-validation (got {k})")
     seed = int(config.seed)
-    ensemble = int(config.cv.get("ensemble", 1))
+    ensemble = int(config.cv.ensemble)
     if ensemble < 1:
         raise MammojaxError(f"cv.ensemble must be at least 1 (got {ensemble})")
     if ensemble > 1 and config.eval.scoring != "windows":
         raise MammojaxError("cv.ensemble > 1 needs eval.scoring='windows' (whole-film scoring takes one network)")
-    loaded = load_dataset("mias", data_dir, task=config.data.task)
+    data_dir, options = dataset_options(config)
+    loaded = load_dataset(config.data.dataset, data_dir, task=config.data.task, **options)
+    workdir.root.mkdir(parents=True, exist_ok=True)
     # Decoding and resizing learn nothing from labels: one cache serves every fold.
-    cache = prepare_cache(loaded.records, cache_dir=config.data.cache_dir or str(workdir / "cache"),
+    cache = prepare_cache(loaded.records, cache_dir=workdir.cache_dir(config),
                           image_size=int(config.data.image_size), orient=bool(config.data.orient),
                           crop_breast=bool(config.data.crop_breast), max_pixels=int(config.data.max_pixels),
                           progress=False)
-    images, labels = cache.load_arrays()
+    labels = np.asarray(cache.labels)
     position = {record.path: i for i, record in enumerate(cache.records)}
     patients = np.asarray(cache.patient_ids)
     settings = PatchSettings.from_config(config.patch)
-    initial = initial_weights(config)  # pretrained start, when model.init_checkpoint names one
-    model = create_model(config.model.name, num_classes=int(config.model.num_classes),
-                         head_pooling=config.model.head_pooling, dtype=config.model.dtype)
-    log(f"mini-MIAS: {len(labels)} images, {len(set(patients))} women, {int(labels.sum())} abnormal; "
+    log(f"{config.data.dataset}: {len(labels)} images, {len(set(patients))} women, {int(labels.sum())} abnormal; "
         f"{k} folds, input {config.data.image_size} px, patches {settings.size} px")
 
-    # One schedule length for every fold (the folds differ by a few lesions):
-    # the optimizer, and so the compiled training step, is then shared by all.
-    share = (k - 1) / k * (1.0 - float(config.data.val_fraction))
-    per_epoch = patches_per_epoch(labels, cache.lesions_input, settings) * share
-    total_steps = max(1, int(per_epoch // settings.batch_size)) * settings.epochs
+    model = create_model(config.model.name, num_classes=int(config.model.num_classes),
+                         head_pooling=config.model.head_pooling, dtype=config.model.dtype)
     folds = []
     predictions = []
     for fold, (train_records, test_records) in enumerate(kfold_patients(list(cache.records), k=k, seed=seed)):
@@ -111,26 +116,17 @@ def run_mias_cv(config, data_dir: str | os.PathLike, workdir: str | os.PathLike,
         val_idx = np.array([position[r.path] for r in inner["val"]])
         test_idx = np.array([position[r.path] for r in test_records])
         log(f"fold {fold + 1}/{k}: train {len(fit_idx)} images, inner val {len(val_idx)}, test {len(test_idx)}")
+        data = TrainingData(train=cache.subset(fit_idx), val=cache.subset(val_idx))
         members = []
         for member in range(ensemble):
-            # Member 0 keeps the seed single-network runs used, so its network is theirs.
-            identity = {"fold": fold, "member": member, "seed": seed * 1000 + fold + 100 * member,
-                        "total_steps": total_steps, "settings": vars(settings), "model": config.model.name,
-                        "head_pooling": config.model.head_pooling, "image_size": int(config.data.image_size),
-                        "init_checkpoint": str(config.model.init_checkpoint or ""),
-                        "train_films": sorted(Path(cache.records[i].path).name for i in fit_idx)}
-            members.append(_trained_network(
-                workdir / NETWORKS_DIR / f"fold{fold}-member{member}", identity, config, log,
-                lambda: train_patch_classifier(
-                    model, images[fit_idx], labels[fit_idx], [cache.lesions_input[i] for i in fit_idx], settings,
-                    seed=identity["seed"], total_steps=total_steps, log=log, initial_variables=initial)))
+            members.append(_trained_network(workdir.network(fold, member), config, data, fold=fold,
+                                            member=member, log=log))
         variables = members if ensemble > 1 else members[0]
-        val_patch_auc = patch_auc(model, variables, images[val_idx], labels[val_idx],
-                                  [cache.lesions_input[i] for i in val_idx], settings, seed=seed * 1000 + fold)
-        tta = bool(config.eval.tta_hflip)
+        val_patch_auc = patch_auc(model, variables, data.val, settings, seed=seed * 1000 + fold)
         weight = float(config.eval.contralateral)
-        val_raw = score_films(model, variables, images[val_idx], config, tta)
-        test_raw = score_films(model, variables, images[test_idx], config, tta)
+        # Films scored by the one scorer, as each fold checkpoint's eval will score them.
+        val_raw = validation_logits(model, variables, data.val, config, batch_size=64)[0]
+        test_raw = validation_logits(model, variables, cache.subset(test_idx), config, batch_size=64)[0]
         val_logits = contralateral_logits(val_raw, patients[val_idx], weight)
         test_logits = contralateral_logits(test_raw, patients[test_idx], weight)
         operating = choose_operating_point(val_logits, labels[val_idx], patients[val_idx], config)
@@ -143,7 +139,7 @@ def run_mias_cv(config, data_dir: str | os.PathLike, workdir: str | os.PathLike,
                                k_: operating[k_] for k_ in ("tau_image", "tau_patient", "temperature")})
         folds.append(fold_result)
         if ensemble == 1:  # one network = one inference checkpoint; an ensemble's members are in networks/
-            _save_fold_checkpoint(workdir / f"fold{fold}", variables, config, fold, k, operating)
+            _save_fold_checkpoint(workdir.fold_checkpoint(fold), variables, config, fold, k, operating)
         probs = _probabilities(test_logits, operating["temperature"])
         probs_single = _probabilities(test_raw, single["temperature"])
         for j, i in enumerate(test_idx):
@@ -159,9 +155,12 @@ def run_mias_cv(config, data_dir: str | os.PathLike, workdir: str | os.PathLike,
     result = {
         "task": config.data.task, "folds": folds, "pooled": pool_folds(predictions, int(config.eval.bootstrap), seed),
         "pooled_single_breast_auc": _single_breast_auc(predictions),
-        "settings": {"image_size": int(config.data.image_size), "patch": vars(settings),
-                     "model": config.model.name, "head_pooling": config.model.head_pooling,
-                     "num_folds": k, "ensemble": ensemble, "inner_val_fraction": float(config.data.val_fraction),
+        "settings": {"image_size": int(config.data.image_size),
+                     "patch": {**vars(settings), "epochs": int(config.train.epochs),
+                               "batch_size": int(config.train.batch_size)},
+                     "optim": config.optim.to_dict(), "model": config.model.name,
+                     "head_pooling": config.model.head_pooling, "num_folds": k, "ensemble": ensemble,
+                     "inner_val_fraction": float(config.data.val_fraction),
                      "tta_hflip": bool(config.eval.tta_hflip), "seed": seed,
                      "contralateral": float(config.eval.contralateral), "scoring": config.eval.scoring,
                      "threshold_policy": config.eval.threshold_policy},
@@ -172,49 +171,46 @@ def run_mias_cv(config, data_dir: str | os.PathLike, workdir: str | os.PathLike,
     return result
 
 
-def _trained_network(directory: Path, identity: dict, config, log, train: Callable[[], dict]) -> dict:
-    """The network trained for ``identity``: read from ``directory`` when a run already made it, else trained.
+def _trained_network(directory: Path, config, data, *, fold: int, member: int, log) -> dict:
+    """The variables of network ``member`` of ``fold``, trained by the patch trainer in ``directory``.
 
-    Why: a 5-fold run takes half an hour on 2 cores; killed, it resumes at
-    the first network not yet written, and a larger ``cv.ensemble`` adds
-    members to those already trained. A network of another configuration
-    there is an error, never silently reused or overwritten.
+    The trainer resumes there: a finished network is read back (no step runs),
+    a killed one continues from its latest checkpoint. Its seed differs per
+    fold and member (member 0 keeps the seed single-network runs used), and
+    its checkpoints also record which films it trains on, so a workdir of
+    another configuration or split is refused, never reused or overwritten.
     """
-    from mammojax.checkpoint import load_checkpoint, make_meta, save_checkpoint
-    from mammojax.errors import CheckpointError
+    from mammojax.train import patch_trainer
+    from mammojax.train.loop import host_variables
 
-    if directory.exists():
-        try:
-            stored = load_checkpoint(directory)
-        except CheckpointError as err:
-            raise MammojaxError(f"{directory}: unreadable cross-validation network ({err}); "
-                                "remove it or choose another workdir") from None
-        if stored.meta.get("cv_network") != json.loads(json.dumps(identity)):
-            raise MammojaxError(f"{directory}: holds a network of another configuration or split; "
-                                "choose another workdir")
-        log(f"  fold {identity['fold'] + 1} member {identity['member'] + 1}: trained network read from {directory}")
-        return stored.variables
-    variables = train()
-    save_checkpoint(directory, variables, make_meta(config, extra={"cv_network": identity}))
-    return variables
+    network_config = config.copy_and_resolve_references()
+    network_config.seed = int(config.seed) * 1000 + fold + 100 * member
+    films = sorted(Path(r.path).name for r in data.train.records) + ["|"] + \
+        sorted(Path(r.path).name for r in data.val.records)
+    identity = {"cv.fold": fold, "cv.member": member,
+                "cv.films_sha256": hashlib.sha256("\n".join(films).encode()).hexdigest()[:16]}
+    summary = patch_trainer.train(network_config, directory, data=data, identity_extra=identity)
+    if summary["trained_steps"] == 0:
+        log(f"  fold {fold + 1} member {member + 1}: trained network read from {directory}")
+    return host_variables(summary["state"])
 
 
-def patch_auc(model, variables, images, labels, lesions, settings, *, seed: int) -> float:
+def patch_auc(model, variables, cache, settings, *, seed: int) -> float:
     """Patch-level AUC: lesion patches vs random lesion-free breast patches of these films.
 
     A diagnostic on inner-validation women: it separates "the patch classifier
     does not generalise" from "film-level pooling loses what it learned".
     """
-    import dataclasses
-
     from mammojax.evaluation.metrics import roc_auc
-    from mammojax.recipes.patches import lesion_margins, sample_epoch
+    from mammojax.scoring import FilmScoring, Scorer
+    from mammojax.train.patches import PatchSource, plan_epoch
 
-    plain = dataclasses.replace(settings, hard_negative_fraction=0.0)
-    patches, patch_labels = sample_epoch(images, labels, lesions, plain, np.random.default_rng([seed, 304]))
-    if len(set(patch_labels.tolist())) < 2:
+    source = PatchSource(cache, settings)
+    plan = plan_epoch(source, np.random.default_rng([seed, PURPOSE_PATCH_AUC]), mine=False)
+    if len(set(plan.label.tolist())) < 2:
         return float("nan")
-    return float(roc_auc(patch_labels, lesion_margins(model, variables, patches)))
+    patches = plan.batch(source, np.arange(len(plan)))["image"]
+    return float(roc_auc(plan.label, Scorer(model, variables, FilmScoring()).patch_margins(patches)))
 
 
 def contralateral_logits(logits: np.ndarray, patients, weight: float) -> np.ndarray:
@@ -331,6 +327,7 @@ def _save_fold_checkpoint(directory: Path, variables: dict, config, fold: int, k
     fold_config = config.copy_and_resolve_references()
     fold_config.data.num_folds = k
     fold_config.data.fold = fold
+    # make_meta stores the config's film scoring: tau was fitted on films scored that way.
     extra = {"cv": {"fold": fold, "tau_patient": operating["tau_patient"], "inner_val_auc": operating["val_auc"]}}
     save_checkpoint(directory, variables, make_meta(fold_config, tau=operating["tau_image"],
                                                     temperature=operating["temperature"], extra=extra),
@@ -403,14 +400,19 @@ def plot_roc(result: dict, predictions: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write_outputs(workdir: Path, result: dict, predictions: list[dict]) -> None:
-    (workdir / "results.json").write_text(json.dumps(result, indent=1, default=float))
-    (workdir / "table.md").write_text(render_table(result))
-    with open(workdir / "predictions.csv", "w", newline="") as handle:
+def write_outputs(workdir, result: dict, predictions: list[dict]) -> None:
+    """The report files in ``workdir`` (a :class:`mammojax.workdir.Workdir`)."""
+    from mammojax.jsonio import write_json
+    from mammojax.workdir import CV_PREDICTIONS, CV_RESULTS, CV_ROC, CV_TABLE
+
+    root = workdir.root
+    write_json(root / CV_RESULTS, result, indent=1)
+    (root / CV_TABLE).write_text(render_table(result))
+    with open(root / CV_PREDICTIONS, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(predictions[0]))
         writer.writeheader()
         writer.writerows(predictions)
-    plot_roc(result, predictions, workdir / "roc.png")
+    plot_roc(result, predictions, root / CV_ROC)
 
 
 __all__ = ["run_mias_cv", "contralateral_logits", "choose_operating_point", "score_fold", "pool_folds", "render_table",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mammojax.data.preprocess import breast_pixels
+from mammojax.data.preprocess import input_breast_mask
 
 
 def window_positions(image: np.ndarray, size: int, stride: int) -> np.ndarray:
@@ -21,7 +21,7 @@ def window_positions(image: np.ndarray, size: int, stride: int) -> np.ndarray:
     height, width = image.shape[:2]
     tops = np.unique(np.r_[np.arange(0, max(1, height - size + 1), stride), max(0, height - size)])
     lefts = np.unique(np.r_[np.arange(0, max(1, width - size + 1), stride), max(0, width - size)])
-    breast = breast_pixels(image)
+    breast = input_breast_mask(image)  # the breast patch training centres its negatives on
     grid = np.array([(t, l) for t in tops for l in lefts])
     keep = breast[np.minimum(grid[:, 0] + size // 2, height - 1), np.minimum(grid[:, 1] + size // 2, width - 1)]
     return grid[keep] if keep.any() else grid

@@ -16,6 +16,7 @@ with the fixed steps-per-epoch says exactly where in the data to continue.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ import jax
 from mammojax.errors import CheckpointError
 
 KEEP_LATEST = 2
+BEST_MODES = ("max", "min")  # train.best_mode: whether a higher or a lower validation value is better
 
 # Config fields that must match for a workdir's checkpoint to be resumed.
 IDENTITY_FIELDS = (
@@ -33,10 +35,10 @@ IDENTITY_FIELDS = (
 )
 
 
-def run_identity(config) -> dict:
-    """The values of :data:`IDENTITY_FIELDS` in ``config``."""
+def run_identity(config, fields: tuple[str, ...] = IDENTITY_FIELDS) -> dict:
+    """The values of ``fields`` (dotted config keys; default :data:`IDENTITY_FIELDS`) in ``config``."""
     out = {}
-    for dotted in IDENTITY_FIELDS:
+    for dotted in fields:
         node = config
         for part in dotted.split("."):
             node = node[part]
@@ -66,7 +68,7 @@ class TrainCheckpoints:
         import orbax.checkpoint as ocp
         from orbax.checkpoint import checkpoint_managers as policies
 
-        if best_mode not in ("max", "min"):
+        if best_mode not in BEST_MODES:
             raise CheckpointError(f"train.best_mode must be 'max' or 'min', got {best_mode!r}")
         self.directory = Path(directory).absolute()
         self.best_metric = best_metric
@@ -113,8 +115,11 @@ class TrainCheckpoints:
                 saved = self.read_progress(step).get("identity", {})
             except Exception:  # a corrupt checkpoint is handled by restore_latest
                 continue
-            diff = [f"{k}={saved.get(k)!r} (config: {v!r})" for k, v in identity.items()
-                    if saved.get(k) != v]
+            # Both ways round: a key only one side has (another trainer's run) is a difference too.
+            # Compared as JSON, the form the saved side went through.
+            identity = json.loads(json.dumps(identity))
+            diff = [f"{k}={saved.get(k)!r} (config: {identity.get(k)!r})" for k in sorted(set(saved) | set(identity))
+                    if saved.get(k) != identity.get(k)]
             if diff:
                 raise CheckpointError(
                     f"{self.directory}: holds checkpoints of a different run ({'; '.join(diff)}); "

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-CURVES_FILE = "training_curves.png"
-
 
 def plot_training_curves(history: list[dict], path: str | Path) -> Path:
     """Writes a two-panel PNG from per-epoch records (``epoch``, ``train_loss``, ``val_auc``)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 
@@ -12,9 +11,10 @@ from mammojax.errors import MammojaxError
 
 @dataclasses.dataclass(frozen=True)
 class TrainingData:
+    """The training and validation films of a run, decoded (two caches, or views of one)."""
+
     train: object  # mammojax.data.cache.Cache
     val: object
-    steps_per_epoch: int
 
     def class_weights(self, num_classes: int) -> np.ndarray:
         from mammojax.train.losses import inverse_frequency_weights
@@ -56,10 +56,11 @@ def _load_once_per_run(load, *, writes_files: bool):
     return loaded if loaded is not None else load()
 
 
-def prepare_training_data(config, workdir: Path, *, progress: bool = True) -> TrainingData:
+def prepare_training_data(config, workdir, *, progress: bool = True) -> TrainingData:
+    """The config's dataset, split patient-wise, decoded into the workdir's cache (or ``data.cache_dir``)."""
     from mammojax.data.cache import prepare_cache
-    from mammojax.data.pipeline import steps_per_epoch
     from mammojax.data.records import load_dataset
+    from mammojax.workdir import Workdir
 
     data_dir, options = dataset_options(config)
     loaded = _load_once_per_run(lambda: load_dataset(config.data.dataset, data_dir, task=config.data.task,
@@ -68,10 +69,9 @@ def prepare_training_data(config, workdir: Path, *, progress: bool = True) -> Tr
     if not val_records:
         raise MammojaxError(f"dataset {config.data.dataset!r}: the validation split is empty; "
                             "raise data.val_fraction or add data")
-    cache_dir = config.data.cache_dir or str(workdir / "cache")
-    cache_options = dict(cache_dir=cache_dir, image_size=int(config.data.image_size),
+    cache_options = dict(cache_dir=str(Workdir(workdir).cache_dir(config)), image_size=int(config.data.image_size),
                          orient=bool(config.data.orient), crop_breast=bool(config.data.crop_breast),
                          max_pixels=int(config.data.max_pixels), progress=progress)
     train = prepare_cache(train_records, **cache_options)
     val = prepare_cache(val_records, **cache_options)
-    return TrainingData(train=train, val=val, steps_per_epoch=steps_per_epoch(train, config))
+    return TrainingData(train=train, val=val)

@@ -1,17 +1,30 @@
-"""``train_and_evaluate(config, workdir)``: the whole training run, resumable.
+"""The training core: one loop that every trainer feeds, resumable bit for bit.
 
-One run is: prepare the data (split by patient, decode once into a cache),
-build the replicated train state, restore the latest checkpoint if the workdir
-has one, then for each epoch train on the sharded batches and validate. Kill it
-at any moment and run the same command again: it continues from the latest
-checkpoint (epoch ends and every ``train.checkpoint_every_steps`` steps) and
-ends with exactly the parameters an uninterrupted run would have.
+``train_and_evaluate(config, workdir)`` runs the trainer that
+``config.train.recipe`` names in :data:`mammojax.train.trainers.TRAINERS`.
+A trainer differs from another only in what it feeds :func:`fit` (a
+:class:`Feed`): its batches per epoch, its step count, how it validates and
+what its best checkpoint records. Everything else is this loop's, the same for
+all: the train state and jitted steps (:mod:`~mammojax.train.state`), the one
+optimizer built from ``config.optim``, data parallelism over every device of
+every process (:mod:`~mammojax.train.sharding`), orbax checkpoints with exact
+resume (:mod:`~mammojax.train.checkpointing`), the metric writer and progress
+bar, the tau / temperature fit (:func:`operating_point_metrics`) and the
+workdir layout (:mod:`mammojax.workdir`).
+
+Kill a run at any moment and run the same command again: it continues from
+the latest checkpoint (epoch ends and every ``train.checkpoint_every_steps``
+steps) and ends with exactly the parameters an uninterrupted run would have,
+provided the trainer's batches are a pure function of (config, epoch, step,
+and what it kept in the checkpoint's ``memo``).
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
+import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -19,44 +32,73 @@ import numpy as np
 from mammojax import runtime
 from mammojax.errors import ConfigError, MammojaxError
 
-CHECKPOINTS_DIR = "checkpoints"
-BEST_DIR = "best"
-CONFIG_FILE = "config.json"
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """What a trainer's ``prepare`` may use: the config, the workdir, the device mesh, the model."""
+
+    config: object
+    workdir: object  # mammojax.workdir.Workdir
+    mesh: object
+    model: object
+    is_main: bool  # process 0: the one that writes files and prints
 
 
-def _setting(section, key: str, default):
-    """A config field that older configs (plain ``base_config()``) may lack."""
-    return section.get(key, default) if hasattr(section, "get") else default
+@dataclasses.dataclass(frozen=True)
+class Feed:
+    """What a trainer feeds the core loop.
+
+    ``batches(state, epoch, start_step, memo)`` returns this process's share
+    of the epoch's global batches from ``start_step`` on, as NumPy dicts
+    ``{"image", "label"}``; ``memo`` is a JSON dict saved in every checkpoint,
+    for choices a trainer made from the network (it must not depend on
+    anything else that a resumed run could see differently).
+    ``validate(state)`` returns the validation metrics with ``tau``,
+    ``temperature`` and the per-level ``operating_points`` (see :func:`evaluate`).
+    """
+
+    steps_per_epoch: int
+    batches: Callable[..., Iterable[dict]]
+    validate: Callable[..., dict]
+    class_weights: np.ndarray
+    # True: validate every epoch and keep the best as best/. False: a fixed
+    # schedule whose last epoch is the model, validated once at the end.
+    select_epoch: bool = True
+    best_meta: dict = dataclasses.field(default_factory=dict)  # extra metadata for best/
+    description: str = ""  # one line printed before the first step
 
 
 def train_and_evaluate(config, workdir: str | Path) -> dict:
-    """Trains ``config`` in ``workdir``; returns a summary of the best epoch.
-
-    The summary has ``best_epoch``, ``best_value`` (of ``train.best_metric``),
-    ``best_metrics`` (validation metrics at the best epoch), ``steps``,
-    ``history`` (one record per epoch) and ``best_checkpoint`` (a path).
-    """
+    """Trains ``config`` in ``workdir`` with the trainer ``train.recipe`` names; returns :func:`fit`'s summary."""
     runtime.setup()
-    recipe = _setting(config.train, "recipe", "whole_image")
-    if recipe == "patches":
-        from mammojax.recipes.patch_train import train_patch_recipe
+    from mammojax.train.trainers import get_trainer
 
-        return train_patch_recipe(config, workdir)
-    if recipe != "whole_image":
-        raise ConfigError(f"train.recipe must be 'whole_image' or 'patches' (got {recipe!r})")
+    return get_trainer(config.train.recipe)(config, workdir)
+
+
+def fit(config, workdir: str | Path, prepare: Callable[[Run], Feed], *, identity: dict) -> dict:
+    """The loop: ``prepare(run)`` gives the :class:`Feed`; returns a summary of the run.
+
+    ``identity`` is what a checkpoint in ``workdir`` must match to be resumed
+    (:func:`~mammojax.train.checkpointing.run_identity` plus what the trainer adds).
+    The summary has ``recipe``, ``epoch_selected``, ``best_epoch``, ``best_value``
+    (of ``train.best_metric``), ``best_metrics`` (validation metrics at the best
+    epoch), ``steps``, ``trained_steps`` (run by this call: 0 when the workdir held
+    a finished run), ``history`` (one record per epoch), ``best_checkpoint`` (a
+    path) and ``state`` (the final train state).
+    """
     import jax
 
     from mammojax import models
-    from mammojax.data.pipeline import train_batches
     from mammojax.train import sharding
-    from mammojax.train.checkpointing import TrainCheckpoints, is_better, run_identity
-    from mammojax.train.curves import CURVES_FILE, plot_training_curves
-    from mammojax.train.data import prepare_training_data
+    from mammojax.train.checkpointing import TrainCheckpoints, is_better
+    from mammojax.train.curves import plot_training_curves
     from mammojax.train.logging.progress import MetricWriter, ProgressBar
     from mammojax.train.optim import make_optimizer
     from mammojax.train.state import create_train_state, jit_steps
+    from mammojax.workdir import Workdir
 
-    workdir = Path(workdir).absolute()
+    workdir = Workdir(workdir)
     is_main = jax.process_index() == 0
     epochs = int(config.train.epochs)
     best_metric, best_mode = config.train.best_metric, config.train.best_mode
@@ -65,16 +107,16 @@ def train_and_evaluate(config, workdir: str | Path) -> dict:
     mesh = sharding.make_mesh()
     sharding.check_batch_size(int(config.train.batch_size), mesh)
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    checkpoints = TrainCheckpoints(workdir / CHECKPOINTS_DIR, best_metric=best_metric, best_mode=best_mode)
+    workdir.root.mkdir(parents=True, exist_ok=True)
+    checkpoints = TrainCheckpoints(workdir.checkpoints, best_metric=best_metric, best_mode=best_mode)
     # Before anything is written: a workdir of another run is refused untouched.
-    checkpoints.check_identity(run_identity(config))
+    checkpoints.check_identity(identity)
 
-    data = prepare_training_data(config, workdir, progress=is_main)
-    steps_per_epoch = data.steps_per_epoch
-    total_steps = steps_per_epoch * epochs
     model = models.create_model(config.model.name, num_classes=int(config.model.num_classes),
                                 head_pooling=config.model.head_pooling, dtype=config.model.dtype)
+    feed = prepare(Run(config=config, workdir=workdir, mesh=mesh, model=model, is_main=is_main))
+    steps_per_epoch = int(feed.steps_per_epoch)
+    total_steps = steps_per_epoch * epochs
     tx, schedule = make_optimizer(config.optim, steps_per_epoch=steps_per_epoch, epochs=epochs)
     root_key = jax.random.key(int(config.seed))
     state = create_train_state(model, tx, rng=jax.random.fold_in(root_key, 0),
@@ -86,37 +128,35 @@ def train_and_evaluate(config, workdir: str | Path) -> dict:
     if restored is not None:
         state, progress = restored
     else:
-        progress = {"identity": run_identity(config), "best_value": None, "best_epoch": None,
-                    "history": [], "epoch_loss_sum": 0.0, "epoch_loss_count": 0}
+        progress = {"identity": identity, "best_value": None, "best_epoch": None,
+                    "history": [], "epoch_loss_sum": 0.0, "epoch_loss_count": 0, "memo": {}}
+    memo = progress.setdefault("memo", {})  # checkpoints written before trainers kept a memo lack it
     step = int(jax.device_get(state.step))
+    first_step = step
     if step > total_steps:
         raise ConfigError(f"{checkpoints.directory}: checkpoint at step {step} is past this config's "
                           f"{total_steps} steps ({epochs} epochs); raise train.epochs or use another workdir")
 
-    writer = MetricWriter(workdir, enabled=is_main)
+    writer = MetricWriter(workdir.root, enabled=is_main)
     if is_main:
-        (workdir / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2, sort_keys=True, default=str))
+        workdir.write_config(config)
         writer.truncate_after(step)
 
-    num_classes = int(config.model.num_classes)
-    weights = data.class_weights(num_classes) if config.optim.class_weighting \
-        else np.ones(num_classes, np.float32)
-    class_weights = jax.device_put(weights, sharding.replicated(mesh))
-    train_step, _ = jit_steps(state, mesh, label_smoothing=float(config.optim.label_smoothing))
-    every_steps = int(_setting(config.train, "checkpoint_every_steps", 0))
+    class_weights = jax.device_put(np.asarray(feed.class_weights, np.float32), sharding.replicated(mesh))
+    train_step = jit_steps(state, mesh, label_smoothing=float(config.optim.label_smoothing))
+    every_steps = int(config.train.checkpoint_every_steps)
     every_epochs = max(1, int(config.train.checkpoint_every_epochs))
     log_every = max(1, int(config.train.log_every_steps))
     batch_size = int(config.train.batch_size)
-    eval_batch = int(config.train.eval_batch_size)
+    if is_main and feed.description and step < total_steps:
+        print(f"{feed.description}; {mesh.devices.size} devices", file=sys.stderr, flush=True)
 
     bar = ProgressBar(total_steps=total_steps, initial_step=step, batch_size=batch_size, enabled=is_main)
     last_saved = checkpoints.steps()[-1] if checkpoints.steps() else None
     try:
         for epoch in range(step // steps_per_epoch, epochs):
             start = step - epoch * steps_per_epoch
-            batches = train_batches(data.train, config, epoch=epoch, start_step=start,
-                                    process_index=jax.process_index(), process_count=jax.process_count())
-            for local in batches:
+            for local in feed.batches(state, epoch, start, memo):
                 state, metrics = train_step(state, sharding.global_batch(local, mesh), class_weights)
                 step += 1
                 loss = float(_host(metrics["loss"]))
@@ -135,27 +175,39 @@ def train_and_evaluate(config, workdir: str | Path) -> dict:
                 if every_steps and step % every_steps == 0 and step % steps_per_epoch:
                     checkpoints.save(step, state, progress)
                     last_saved = step
+            if step != (epoch + 1) * steps_per_epoch:
+                raise MammojaxError(f"epoch {epoch + 1} ended at step {step}, not at "
+                                    f"{(epoch + 1) * steps_per_epoch}: the trainer fed too few batches")
 
-            # End of epoch: validate, maybe write the best model, checkpoint.
-            val = evaluate(model, {"params": state.params, "batch_stats": state.batch_stats}, data.val, config,
-                           batch_size=eval_batch)
+            # End of epoch: validate (every epoch, or after the last one), maybe write the best model, checkpoint.
+            last_epoch = epoch + 1 == epochs
+            val = feed.validate(state) if feed.select_epoch or last_epoch else None
+            # Per-level operating points go to best/, not into the per-epoch records.
+            points = val.pop("operating_points", None) if val else None
             record = {"kind": "epoch", "step": step, "epoch": epoch + 1,
                       "train_loss": progress["epoch_loss_sum"] / max(1, progress["epoch_loss_count"]),
                       "lr": float(schedule(step - 1)), "images_per_second": bar.images_per_second}
-            record.update({f"val_{k}": v for k, v in val.items()})
+            record.update({f"val_{k}": v for k, v in (val or {}).items()})
             writer.write(record)
             bar.write(_epoch_line(record))
             progress["history"].append({k: _finite_or_none(v) for k, v in record.items()})
             progress["epoch_loss_sum"], progress["epoch_loss_count"] = 0.0, 0
+            if val is None:
+                if (epoch + 1) % every_epochs == 0:
+                    checkpoints.save(step, state, progress)
+                    last_saved = step
+                continue
             value = val.get(best_metric)
             if value is None:
                 raise ConfigError(f"train.best_metric {best_metric!r} is not a validation metric; "
                                   f"valid: {', '.join(sorted(val))}")
-            improved = is_better(value, progress["best_value"], best_mode)
+            # A fixed schedule keeps its last epoch, whatever its value (even a NaN AUC).
+            improved = is_better(value, progress["best_value"], best_mode) if feed.select_epoch else True
             if improved:
-                progress["best_value"], progress["best_epoch"] = float(value), epoch + 1
-                _save_best(workdir / BEST_DIR, state, config, val, epoch + 1, is_main)
-            if improved or (epoch + 1) % every_epochs == 0 or epoch + 1 == epochs:
+                progress["best_value"], progress["best_epoch"] = _finite_or_none(float(value)), epoch + 1
+                best_meta = {**feed.best_meta, **({"operating_points": points} if points else {})}
+                _save_best(workdir.best, state, config, val, epoch + 1, is_main, best_meta)
+            if improved or (epoch + 1) % every_epochs == 0 or last_epoch:
                 checkpoints.save(step, state, progress, metric=value)
                 last_saved = step
     finally:
@@ -164,51 +216,54 @@ def train_and_evaluate(config, workdir: str | Path) -> dict:
         checkpoints.close()
 
     if is_main and progress["history"]:
-        plot_training_curves(progress["history"], workdir / CURVES_FILE)
+        plot_training_curves(progress["history"], workdir.curves)
     best = next((r for r in progress["history"] if r["epoch"] == progress["best_epoch"]), {})
-    return {"best_epoch": progress["best_epoch"], "best_value": progress["best_value"],
+    return {"recipe": config.train.recipe, "epoch_selected": feed.select_epoch,
+            "best_epoch": progress["best_epoch"], "best_value": progress["best_value"],
             "best_metrics": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
-            "steps": step, "history": progress["history"],
-            "best_checkpoint": str(workdir / BEST_DIR), "state": state}
+            "steps": step, "trained_steps": step - first_step, "history": progress["history"],
+            "best_checkpoint": str(workdir.best), "state": state}
 
 
 def evaluate(model, variables, cache, config, *, batch_size: int) -> dict:
     """Validation metrics at the operating point the config's policy picks on this set.
 
-    Also returns ``loss`` (cross-entropy), ``tau`` and ``temperature``; the
-    scores are those of :func:`validation_logits`.
+    Returns :func:`operating_point_metrics` of :func:`validation_logits`, plus
+    ``operating_points``: a tau and a temperature per level (image, breast,
+    patient) fitted on that level's validation scores
+    (:mod:`mammojax.evaluation.operating_points`), for the checkpoint.
     """
+    from mammojax.evaluation.operating_points import fit_from_config, to_meta
+
     logits, labels = validation_logits(model, variables, cache, config, batch_size=batch_size)
-    return operating_point_metrics(logits, labels, config)
+    metrics = operating_point_metrics(logits, labels, config)
+    records = list(cache.records)
+    metrics["operating_points"] = to_meta(fit_from_config(
+        logits, labels, [r.patient_id for r in records], [r.laterality for r in records], config))
+    return metrics
 
 
 def validation_logits(model, variables, cache, config, *, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(film logits (N, C), labels (N,))`` of every example of ``cache``, each counted once.
+    """``(film logits (N, C), labels (N,))`` of every example of ``cache``, in cache order, each once.
 
     Films are scored by :class:`mammojax.scoring.Scorer` exactly as the saved
     checkpoint will score them (the config's film scoring, flip TTA
     included), so tau and the temperature are fitted on the scores they will
-    be applied to.
+    be applied to. ``variables`` are host arrays (:func:`host_variables`):
+    in a multi-process run each process scores the films on its own devices.
+    Films are read from the memory-mapped cache a batch at a time.
     """
     from mammojax.data.pipeline import eval_batches
     from mammojax.scoring import Scorer, film_scoring_from_config
 
-    # Host copies: in a multi-process run the state is a global array; each
-    # process scores the validation films on its own devices.
-    variables = {k: jax_tree_to_host(variables[k]) for k in ("params", "batch_stats")}
     scorer = Scorer(model, variables, film_scoring_from_config(config), batch_size=batch_size)
     logits, labels = [], []
     for batch in eval_batches(cache, scorer.batch_size):
         logits.append(scorer.logits(batch["image"][batch["mask"]]))
         labels.append(batch["label"][batch["mask"]])
+    if not logits:
+        return np.zeros((0, scorer.num_classes)), np.zeros(0, np.int64)
     return np.concatenate(logits), np.concatenate(labels)
-
-
-def jax_tree_to_host(tree):
-    """NumPy copies of a pytree of (possibly multi-process, replicated) arrays."""
-    import jax
-
-    return jax.tree_util.tree_map(lambda x: np.asarray(_host(x)), tree)
 
 
 def operating_point_metrics(logits: np.ndarray, labels: np.ndarray, config) -> dict:
@@ -229,15 +284,25 @@ def operating_point_metrics(logits: np.ndarray, labels: np.ndarray, config) -> d
     return metrics
 
 
-def _save_best(directory: Path, state, config, val: dict, epoch: int, is_main: bool) -> None:
-    from mammojax.checkpoint import make_meta, save_checkpoint
+def host_variables(state) -> dict:
+    """``{"params", "batch_stats"}`` of a (replicated) train state as host NumPy arrays.
+
+    Every process must call it (each copies its local replica).
+    """
+    import jax
 
     variables = {"params": state.params, "batch_stats": state.batch_stats}
+    return jax.tree_util.tree_map(lambda x: np.asarray(_host(x)), variables)
+
+
+def _save_best(directory: Path, state, config, val: dict, epoch: int, is_main: bool, meta: dict) -> None:
+    from mammojax.checkpoint import make_meta, save_checkpoint
+
     # Every process takes part in the device->host copy; one writes the files.
-    variables = jax_tree_to_host(variables)
+    variables = host_variables(state)
     if not is_main:
         return
-    extra = {"epoch": epoch, "val_metrics": {k: _finite_or_none(v) for k, v in val.items()}}
+    extra = {"epoch": epoch, "val_metrics": {k: _finite_or_none(v) for k, v in val.items()}, **meta}
     save_checkpoint(directory, variables, make_meta(config, tau=val["tau"], temperature=val["temperature"],
                                                     extra=extra), overwrite=True)
 
@@ -260,6 +325,10 @@ def _host(x):
     return x.addressable_data(0) if hasattr(x, "addressable_data") else x
 
 
+def round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
 def _finite_or_none(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -271,9 +340,12 @@ def _epoch_line(record: dict) -> str:
         v = record.get(key)
         return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
+    if "val_auc" not in record:  # an epoch of a fixed schedule: validated only after the last
+        return f"epoch {record['epoch']}: loss {fmt('train_loss')}"
     return (f"epoch {record['epoch']}: loss {fmt('train_loss')}  val auc {fmt('val_auc')}  "
             f"sens {fmt('val_sensitivity')}  spec {fmt('val_specificity')}  acc {fmt('val_accuracy')}  "
             f"f1 {fmt('val_f1')}")
 
 
-__all__ = ["train_and_evaluate", "evaluate", "operating_point_metrics", "validation_logits"]
+__all__ = ["Feed", "Run", "evaluate", "fit", "host_variables", "operating_point_metrics", "train_and_evaluate",
+           "validation_logits"]

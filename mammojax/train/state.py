@@ -61,15 +61,10 @@ def train_step(state: TrainState, batch: dict, class_weights: jax.Array | None,
     return new_state, {"loss": loss, "grad_norm": grad_norm}
 
 
-def eval_step(state: TrainState, batch: dict) -> jax.Array:
-    """Float32 logits ``(B, num_classes)`` in inference mode (running BN statistics)."""
-    logits, _ = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats},
-                               batch["image"], train=False)
-    return logits.astype(jnp.float32)
-
-
 def jit_steps(state: TrainState, mesh, *, label_smoothing: float):
-    """Jitted ``train_step(state, batch, class_weights)`` and ``eval_step(state, batch)``.
+    """Jitted ``train_step(state, batch, class_weights)``.
+
+    (Scoring, validation included, is :class:`mammojax.scoring.Scorer`'s.)
 
     The state is donated (its buffers are reused for the new state) and stays
     replicated; batches are split over ``data``; outputs every process needs
@@ -80,5 +75,4 @@ def jit_steps(state: TrainState, mesh, *, label_smoothing: float):
     train = jax.jit(functools.partial(train_step, label_smoothing=label_smoothing),
                     in_shardings=(state_sharding, split, rep),
                     out_shardings=(state_sharding, rep), donate_argnums=0)
-    evaluate = jax.jit(eval_step, in_shardings=(state_sharding, split), out_shardings=rep)
-    return train, evaluate
+    return train

@@ -49,7 +49,7 @@ def test_report_says_abnormal_not_cancer(tmp_path):
                             temperature=1.0)
     markdown = written["markdown"].read_text()
     assert "Classes: abnormal (positive, 1) vs normal (0): abnormal (any finding" in markdown
-    assert "called abnormal when its probability of abnormal >= tau" in markdown
+    assert "called abnormal when its probability of abnormal >= its level's tau" in markdown
     # A checkpoint trained for other classes is said to be read as this task's.
     assert "trained to tell lesion from normal" in markdown
     assert "cancer" not in markdown.lower() and "cancer" not in written["html"].read_text().lower()

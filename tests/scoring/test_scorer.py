@@ -50,11 +50,13 @@ def test_padded_batches_give_every_film_its_own_score_with_one_program(network):
     model, variables, _ = network
     images = films(6)
     scorer = scorer_of(model, variables, batch_size=4)
+    program = _jitted(film_logits, model, scorer.mesh, tta_hflip=False)  # shared by equal scorers
+    compiled_before = program._cache_size()
     logits = scorer.logits(images)  # one full batch and one padded partial batch
     np.testing.assert_allclose(logits, plain_logits(model, variables, images), atol=2e-5)
     alone = np.concatenate([scorer.logits(images[i:i + 1]) for i in range(6)])
     np.testing.assert_allclose(logits, alone, atol=1e-6)
-    assert _jitted(film_logits, model, scorer.mesh, tta_hflip=False)._cache_size() == 1
+    assert program._cache_size() - compiled_before <= 1  # padding: one program for 6, 4 and 1 films
     assert scorer.logits(images[:0]).shape == (0, 2)
 
 

@@ -12,9 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-METRICS_FILE = "metrics.jsonl"
-TENSORBOARD_DIR = "tensorboard"
-
 
 class ProgressBar:
     """A tqdm bar over the run's optimizer steps: loss, images/s, ETA."""
@@ -67,13 +64,15 @@ class MetricWriter:
     """Appends one JSON object per record to ``metrics.jsonl`` and mirrors scalars to TensorBoard."""
 
     def __init__(self, workdir: str | Path, *, enabled: bool = True, tensorboard: bool = True):
+        from mammojax.workdir import Workdir
+
         self.enabled = enabled
-        self.path = Path(workdir) / METRICS_FILE
+        self.path = Workdir(workdir).metrics
         self._tb = None
         if enabled and tensorboard:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(str(Path(workdir) / TENSORBOARD_DIR))
+            self._tb = SummaryWriter(str(Workdir(workdir).tensorboard))
 
     def truncate_after(self, step: int) -> None:
         """Drops records past ``step``: a resumed run rewrites them, so none is duplicated."""

@@ -1,0 +1,88 @@
+"""Operating points per level: a temperature and a tau for images, breasts and patients.
+
+A recall decision is made per woman, but a threshold chosen on image scores
+is not the right threshold for her score (the maximum over her views is
+higher than a typical view's). So each level gets its own operating point,
+fitted on validation scores *of that level*:
+
+* a level's score is the aggregate (``max`` by default, or ``mean``) of its
+  images' lesion margins ``z1 - z0`` (:mod:`mammojax.evaluation.aggregate`);
+* its temperature ``T`` minimises the validation NLL of ``sigmoid(margin / T)``
+  against the level's labels (a breast or woman is positive when any image is);
+* its tau comes from the config's threshold policy on those probabilities.
+
+With ``max`` and one shared temperature, a woman's probability is the maximum
+of her images' probabilities (the sigmoid is monotone), as before; a level
+temperature only recalibrates it. Checkpoints written before this file stored
+one image-level tau and temperature; :func:`read_operating_points` reads them
+as that pair for every level.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from mammojax.evaluation import aggregate as agg
+
+LEVELS = agg.LEVELS
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatingPoint:
+    tau: float
+    temperature: float
+
+
+def level_margins(logits, labels, patient_ids, lateralities, level: str, how: str = "max") -> agg.Grouped:
+    """Lesion margins of ``level``'s groups (scores = aggregated image margins)."""
+    z = np.asarray(logits, np.float64)
+    margins = z[:, 1] - z[:, 0] if z.shape[-1] > 1 else z[:, 0]
+    labels = np.zeros(len(margins), np.int64) if labels is None else labels
+    return agg.by_level(labels, margins, patient_ids, lateralities, level, how)
+
+
+def margin_probabilities(margins, temperature: float) -> np.ndarray:
+    """``sigmoid(margin / T)``: the same temperature-softmax as :func:`mammojax.scoring.probabilities`."""
+    from mammojax.scoring.scorer import probabilities
+
+    m = np.asarray(margins, np.float64)
+    return probabilities(np.stack([np.zeros_like(m), m], axis=-1), temperature)
+
+
+def fit_operating_points(logits, labels, patient_ids, lateralities, *, how: str = "max", policy: str = "youden",
+                         tau: float = 0.5, target: float = 0.9, calibrate: bool = True) -> dict[str, OperatingPoint]:
+    """One :class:`OperatingPoint` per level, fitted on validation film logits ``(N, C)``."""
+    from mammojax.evaluation.calibration import fit_temperature
+    from mammojax.evaluation.thresholds import choose_threshold
+
+    points = {}
+    for level in LEVELS:
+        grouped = level_margins(logits, labels, patient_ids, lateralities, level, how)
+        margins = np.stack([np.zeros_like(grouped.scores), grouped.scores], axis=1)
+        temperature = fit_temperature(margins, grouped.labels) if calibrate else 1.0
+        probs = margin_probabilities(grouped.scores, temperature)
+        points[level] = OperatingPoint(tau=choose_threshold(grouped.labels, probs, policy, tau=tau, target=target),
+                                       temperature=float(temperature))
+    return points
+
+
+def fit_from_config(logits, labels, patient_ids, lateralities, config) -> dict[str, OperatingPoint]:
+    """:func:`fit_operating_points` with the policy of ``config.eval``."""
+    e = config.eval
+    return fit_operating_points(logits, labels, patient_ids, lateralities, how=e.patient_aggregate,
+                                policy=e.threshold_policy, tau=float(e.tau), target=float(e.target),
+                                calibrate=bool(e.calibrate))
+
+
+def to_meta(points: dict[str, OperatingPoint]) -> dict:
+    """The checkpoint's ``operating_points`` entry."""
+    return {level: dataclasses.asdict(point) for level, point in points.items()}
+
+
+def read_operating_points(meta: dict) -> dict[str, OperatingPoint]:
+    """The one reader of a checkpoint's operating points (old checkpoints: the image pair everywhere)."""
+    image = OperatingPoint(tau=float(meta.get("tau", 0.5)), temperature=float(meta.get("temperature", 1.0)))
+    stored = meta.get("operating_points") or {}
+    return {level: OperatingPoint(**stored[level]) if level in stored else image for level in LEVELS}

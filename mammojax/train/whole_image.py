@@ -1,0 +1,47 @@
+"""The whole-image trainer (``train.recipe = "whole_image"``, the paper's recipe).
+
+What it feeds the core loop (:func:`mammojax.train.loop.fit`): augmented
+whole films from the decoded cache (:func:`mammojax.data.pipeline.train_batches`,
+each batch a pure function of (seed, epoch, step)), one step per full batch of
+training films, and a validation pass over the validation women's films after
+every epoch; the best epoch by ``train.best_metric`` becomes ``best/``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def train(config, workdir: str | Path) -> dict:
+    """Trains ``config`` in ``workdir``; returns :func:`mammojax.train.loop.fit`'s summary."""
+    from mammojax.train.checkpointing import run_identity
+    from mammojax.train.loop import fit
+
+    return fit(config, workdir, _prepare, identity=run_identity(config))
+
+
+def _prepare(run):
+    import jax
+
+    from mammojax.data.pipeline import steps_per_epoch, train_batches
+    from mammojax.train.data import prepare_training_data
+    from mammojax.train.loop import Feed, evaluate, host_variables
+
+    config = run.config
+    data = prepare_training_data(config, run.workdir, progress=run.is_main)
+    num_classes = int(config.model.num_classes)
+    weights = data.class_weights(num_classes) if config.optim.class_weighting \
+        else np.ones(num_classes, np.float32)
+    eval_batch = int(config.train.eval_batch_size)
+
+    def batches(state, epoch: int, start_step: int, memo: dict):
+        return train_batches(data.train, config, epoch=epoch, start_step=start_step,
+                             process_index=jax.process_index(), process_count=jax.process_count())
+
+    def validate(state) -> dict:
+        return evaluate(run.model, host_variables(state), data.val, config, batch_size=eval_batch)
+
+    return Feed(steps_per_epoch=steps_per_epoch(data.train, config), batches=batches, validate=validate,
+                class_weights=weights)
