@@ -61,6 +61,7 @@ def test_dicom_metadata_is_shown_but_never_patient_identifiers(app_model):
     assert analysis.meta["manufacturer"] == MANUFACTURER
     report = logic.build_report(app_model.describe(), [("Patient 1", analysis)],
                                 logic.summarise_patients([("Patient 1", analysis)], tau=app_model.tau))
+    assert report["images"][0]["probability_of"] == "lesion" == report["model"]["positive_class"]
     text = logic.report_json(report).decode() + repr(analysis.meta)
     for identifier in IDENTIFIERS:
         assert identifier not in text
