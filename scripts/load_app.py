@@ -25,7 +25,9 @@ machine is quiet (``uptime``); the figures it prints go to the README table.
     python scripts/load_app.py                    # 8 users, soak of 100
     python scripts/load_app.py --users 2 --soak 4 # a quick check
 
-Exit status 0 when there were no errors and no mix-ups, 1 otherwise.
+Exit status 0 when there were no errors, no mix-ups and the server's memory
+came back within ``--max-growth-mb`` (100) of idle once the sessions were dropped;
+1 otherwise.
 """
 
 from __future__ import annotations
@@ -337,6 +339,8 @@ def main(argv=None) -> int:
                         help="seconds the server keeps a closed session (Streamlit: server.disconnectedSessionTTL)")
     parser.add_argument("--checkpoint", type=Path, default=None, help="default: a tiny one made here")
     parser.add_argument("--max-seconds", type=float, default=1200.0, help="give up after this long")
+    parser.add_argument("--max-growth-mb", type=float, default=100.0,
+                        help="allowed RSS above idle once every session was dropped")
     args = parser.parse_args(argv)
     if not (1 <= args.users <= MAX_USERS and 0 <= args.soak <= MAX_SOAK and args.soak_concurrency >= 1):
         parser.error(f"--users must be 1..{MAX_USERS}, --soak 0..{MAX_SOAK}")
@@ -411,7 +415,10 @@ def main(argv=None) -> int:
     print(f"  wall time {time.monotonic() - began:.0f} s; server log {scratch / 'server.log'}")
     for line in (errors + mixups)[:10]:
         print(f"  ! {line}")
-    return 0 if not errors and not mixups else 1
+    grew = dropped - idle > args.max_growth_mb
+    if grew:
+        print(f"  ! memory did not come back: {dropped - idle:+.0f} MB vs idle (allowed {args.max_growth_mb:.0f})")
+    return 0 if not errors and not mixups and not grew else 1
 
 
 if __name__ == "__main__":
