@@ -24,9 +24,8 @@ def cv(ctx, config_path, data_dir, workdir):
     --config.KEY=VALUE, e.g. --config.cv.num_folds=3. A killed run resumes
     where it stopped when the same command is run again.
     """
-    config = load_run_config(config_path, ctx.args)
-    if data_dir is not None:
-        config.data.data_dir = data_dir
+    overrides = list(ctx.args) + ([f"--config.data.data_dir={data_dir}"] if data_dir is not None else [])
+    config = load_run_config(config_path, overrides)  # validated with the data dir in place
 
     from mammojax import runtime
 

@@ -161,24 +161,26 @@ def test_two_processes_train_like_one(runs, tmp_path):
 def test_best_holds_the_window_scoring_and_tau_fitted_on_validation_window_scores(runs):
     from mammojax.checkpoint import load_checkpoint
     from mammojax.config import load_config
-    from mammojax.train.loop import operating_point_metrics
-    from mammojax.train.patch_trainer import film_logits
+    from mammojax.evaluation.operating_points import read_operating_points
+    from mammojax.train.loop import evaluate
 
     workdir = runs["full"]
     best = load_checkpoint(workdir)
-    assert best.meta["scoring"] == {"kind": "windows", "size": 16, "stride": 8, "top_k": 3}
+    assert {k: best.meta["scoring"][k] for k in ("kind", "size", "stride", "top_k")} == \
+        {"kind": "windows", "size": 16, "stride": 8, "top_k": 3}
     assert best.meta["recipe"] == "patches" and best.meta["epoch"] == 2
     config = load_config(REPO / "configs" / "mias_smoke.py", PATCH_RUN)
     # The validation films, as the run split and decoded them: refit tau and temperature on their window scores.
     from mammojax.train.data import prepare_training_data
 
     data = prepare_training_data(config, workdir, progress=False)
-    val = operating_point_metrics(film_logits(best.model, best.variables, data.val, config),
-                                  np.asarray(data.val.labels), config)
+    val = evaluate(best.model, best.variables, data.val, config, batch_size=8)
     # This process runs XLA without the trainer's CPU flags (runtime.setup): logits agree to float noise,
     # which the temperature's line search turns into a few 1e-6 of relative difference.
     assert best.tau == pytest.approx(val["tau"], abs=1e-5)
     assert best.temperature == pytest.approx(val["temperature"], rel=1e-4)
+    patient = read_operating_points(best.meta)["patient"]  # each level's own, fitted on the same films
+    assert patient.tau == pytest.approx(val["operating_points"]["patient"]["tau"], abs=1e-5)
     assert (workdir / "training_curves.png").stat().st_size > 0
     # Running the finished command again trains nothing and leaves best/ as it was.
     before = (workdir / "best" / "mammojax.json").read_bytes()
