@@ -32,6 +32,8 @@ META_FILE = "mammojax.json"
 VARIABLES_DIR = "variables"
 VARIABLES_FILES_KEY = "variables_files"  # meta: size and sha256 of each variables file
 FORMAT_VERSION = 1
+# Names for a checkpoint whose metadata has none (written by hand): what a 0/1 label says.
+DEFAULT_CLASS_NAMES = ("negative", "positive")
 
 
 @dataclasses.dataclass
@@ -68,6 +70,16 @@ class Checkpoint:
         return read_operating_points(self.meta)
 
     @property
+    def class_names(self) -> list[str]:
+        """Names of class 0 and class 1 (the positive class), as the training task defined them."""
+        return list(self.meta.get("class_names") or DEFAULT_CLASS_NAMES)
+
+    @property
+    def positive_class(self) -> str:
+        """The name of what the probability is the probability of (``"abnormal"``, ``"malignant"``...)."""
+        return self.class_names[1]
+
+    @property
     def patient_aggregate(self) -> str:
         """How a patient's image scores become hers (mammojax.evaluation.aggregate)."""
         return str(self.meta.get("patient_aggregate", "max"))
@@ -84,8 +96,11 @@ def make_meta(config, *, tau: float = 0.5, temperature: float = 1.0, extra: dict
     """Metadata for a checkpoint trained with ``config`` (a ConfigDict).
 
     ``scoring`` says how its films are scored (:class:`mammojax.scoring.FilmScoring`):
-    tau and the temperature were fitted on films scored that way.
+    tau and the temperature were fitted on films scored that way. ``class_names``
+    are the training task's (:func:`mammojax.data.records.class_names`), so every
+    output names the classes as the data defined them ("abnormal" for MIAS).
     """
+    from mammojax.data.records import class_names
     from mammojax.scoring.film_scoring import film_scoring_from_config
 
     meta = {
@@ -99,13 +114,34 @@ def make_meta(config, *, tau: float = 0.5, temperature: float = 1.0, extra: dict
         "temperature": float(temperature),
         "threshold_policy": config.eval.threshold_policy,
         "patient_aggregate": config.eval.patient_aggregate,
-        "class_names": ["normal", "cancer"],
+        "class_names": list(class_names(config.data.dataset, config.data.task)),
         "scoring": film_scoring_from_config(config).to_meta(),
         "config": config.to_dict(),
     }
     if extra:
         meta.update(extra)
     return meta
+
+
+def training_data_warning(meta: dict, *, dataset: str | None = None) -> str | None:
+    """Why the data being scored look unlike the checkpoint's training data (one line), or None.
+
+    The one rule ``predict``, ``eval`` and the web page apply: ``dataset`` is
+    the dataset ``eval`` scores, None for files (``predict``, the page). A
+    checkpoint trained only on synthetic phantoms (``data.dataset ==
+    "synthetic"``) says nothing about real mammograms, so scoring files or any
+    other dataset with it is flagged; it once called every real MIAS film
+    positive without a word. Converted weights (``converted_from``) were never
+    trained here, so their ``data`` entry is no evidence either way.
+    """
+    if "converted_from" in meta:
+        return None
+    trained_on = (meta.get("data") or {}).get("dataset")
+    if trained_on == "synthetic" and dataset != "synthetic":
+        scored = "these files" if dataset is None else f"dataset {dataset!r}"
+        return (f"this checkpoint was trained on synthetic phantoms only: its scores of {scored} mean "
+                "nothing if they are real mammograms (train on real films first, e.g. configs/mias.py)")
+    return None
 
 
 def save_checkpoint(directory: str | os.PathLike, variables: dict, meta: dict, *,

@@ -5,21 +5,37 @@ Inputs are image files, folders (searched recursively) or CSV manifests with a
 written as soon as each batch is scored, so a long run can be watched and a
 crash keeps what was done.
 
-Rows (the same fields in CSV and JSONL):
+Rows (the same fields in CSV and JSONL: :data:`FIELDS`):
 
-* ``kind=image``: ``path, patient_id, probability, decision`` (1 when
-  ``probability >= tau``), ``label`` (the class name of the decision).
+* ``kind=image``: ``path, patient_id``, ``probability`` (of the checkpoint's
+  positive class, e.g. "abnormal"), ``decision``: the class called at the
+  checkpoint's tau, by name (the positive class when ``probability >= tau``,
+  else the other one, e.g. "normal"). There is no ground truth here, so no
+  column is called ``label``; ``eval``'s ``scores.csv`` has ``truth`` beside
+  the same ``probability`` and ``decision``. ``warning``: why the score should
+  not be trusted, empty for a normal image
+  (:func:`mammojax.data.screening.image_flags`: a FOR PROCESSING DICOM, raw
+  detector data, is scored but flagged).
 * ``kind=error``: ``path, patient_id, error``: the file could not be read; the
   run goes on with the next file.
 * ``kind=patient``, written after every image: one per patient,
   ``probability`` = the maximum over that patient's scored images (a lesion
-  seen on any view flags the woman), ``decision`` and ``label`` at ``tau``,
-  ``n_images``; ``path`` is empty.
+  seen on any view flags the woman), ``decision`` at ``tau``, ``n_images``;
+  ``path`` is empty; ``warning`` counts her flagged images.
 
-Patient ids come from the manifest; otherwise from the file name, never from
-DICOM headers (which hold real names): the stem with trailing laterality/view
-tokens removed, so ``P001_L_CC.dcm`` and ``P001_R_MLO.dcm`` share ``P001``;
-a name without such tokens is its own patient.
+Patient ids, first that applies (``eval`` groups a dataset's films the same way):
+
+1. a manifest's ``patient_id`` column;
+2. a known dataset's file naming, by that dataset's adapter
+   (:func:`mammojax.data.records.patient_from_file_name`): MIAS films
+   ``mdb001`` and ``mdb002`` are one woman, ``mias001``; INbreast names carry
+   an anonymised patient token;
+3. the file-name stem with trailing laterality/view tokens removed, so
+   ``P001_L_CC.dcm`` and ``P001_R_MLO.dcm`` share ``P001``; a name without
+   such tokens is its own patient.
+
+DICOM headers are never used to group files: they hold real names and ids,
+and nothing read from them may reach the output.
 """
 
 from __future__ import annotations
@@ -37,7 +53,7 @@ from typing import IO, Iterable, Iterator
 from mammojax.errors import MammojaxError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".dcm", ".dicom"}
-FIELDS = ("kind", "path", "patient_id", "probability", "decision", "label", "n_images", "error")
+FIELDS = ("kind", "path", "patient_id", "probability", "decision", "n_images", "warning", "error")
 # Laterality/view tokens dropped from the end of a file stem to find the patient.
 _VIEW_TOKENS = {"l", "r", "left", "right", "cc", "mlo", "ml", "lm", "xccl", "at", "spot",
                 "lcc", "rcc", "lmlo", "rmlo"}
@@ -52,6 +68,11 @@ class InputItem:
 
 def patient_from_path(path: str | os.PathLike) -> str:
     """A patient id from a file name (see the module docstring); never from DICOM."""
+    from mammojax.data.records import patient_from_file_name
+
+    known = patient_from_file_name(path)
+    if known:
+        return known
     stem = Path(path).name
     suffix = Path(stem).suffix.lower()
     if suffix in IMAGE_SUFFIXES:
@@ -184,6 +205,7 @@ def open_output(out: str | None, *, overwrite: bool) -> IO:
 class PredictSummary:
     scored: int = 0
     failed: int = 0
+    flagged: dict = dataclasses.field(default_factory=dict)  # warning -> scored images with it
     patients: int = 0
     seconds: float = 0.0
     skipped: list = dataclasses.field(default_factory=list)  # (path, reason) of each error row
@@ -196,27 +218,32 @@ def predict_rows(scorer, items: list[InputItem], *, aggregate: str = "max") -> I
     the patient score is :mod:`mammojax.evaluation.aggregate`'s (``max`` over her images
     by default, the checkpoint's ``patient_aggregate``).
     """
+    from mammojax.data.screening import image_flags
     from mammojax.evaluation.aggregate import aggregate as aggregate_scores
 
-    names = scorer.class_names
     scored_patients: list[str] = []
     scores: list[float] = []
+    flagged: dict[str, int] = {}
     for item, result in zip(items, scorer.score_paths([i.path for i in items])):
         if not result.ok:
             yield {"kind": "error", "path": result.path, "patient_id": item.patient_id, "error": result.error}
             continue
-        decision = int(result.probability >= scorer.tau)
         scored_patients.append(item.patient_id)
         scores.append(result.probability)
+        flags = image_flags(result.meta) if result.meta is not None else ()
+        if flags:
+            flagged[item.patient_id] = flagged.get(item.patient_id, 0) + 1
         yield {"kind": "image", "path": result.path, "patient_id": item.patient_id,
-               "probability": round(result.probability, 6), "decision": decision, "label": names[decision]}
+               "probability": round(result.probability, 6), "decision": scorer.decision(result.probability),
+               "warning": "; ".join(flags) or None, "flags": flags}  # flags: not written, counted
     if not scores:
         return
     grouped = aggregate_scores(None, scores, scored_patients, scored_patients, aggregate)
     for patient, score, size in zip(grouped.keys, grouped.scores, grouped.sizes):
-        decision = int(score >= scorer.tau)
+        count = flagged.get(patient, 0)
         yield {"kind": "patient", "path": "", "patient_id": patient, "probability": round(float(score), 6),
-               "decision": decision, "label": names[decision], "n_images": int(size)}
+               "decision": scorer.decision(float(score)), "n_images": int(size),
+               "warning": f"{count} of her {int(size)} images flagged" if count else None}
 
 
 def run_predict(scorer, items: list[InputItem], stream: IO, fmt: str, *, aggregate: str = "max",
@@ -235,6 +262,8 @@ def run_predict(scorer, items: list[InputItem], stream: IO, fmt: str, *, aggrega
             continue
         if row["kind"] == "image":
             summary.scored += 1
+            for reason in row["flags"]:
+                summary.flagged[reason] = summary.flagged.get(reason, 0) + 1
         else:
             summary.failed += 1
             summary.skipped.append((row["path"], row["error"]))

@@ -60,7 +60,7 @@ def run_quickstart(workdir: str | Path, *, overrides=(), echo=print) -> dict:
     with open(out_dir / "explanations.jsonl", "w") as lines:
         for record, stem in zip(shown, stems):
             explanation = explainer.explain_path(record.path, laterality=record.laterality)
-            line = explain_lib.write_explanation(explanation, out_dir, stem)
+            line = explain_lib.write_explanation(explanation, out_dir, stem, lesions=record.lesions)
             lines.write(explain_lib.dumps_line(line) + "\n")
     localization = explain_lib.evaluate_localization(ckpt, records, explainer=explainer,
                                                      seed=int(config.seed))
@@ -79,8 +79,12 @@ def run_quickstart(workdir: str | Path, *, overrides=(), echo=print) -> dict:
         "test_patient_sensitivity": patient.get("sensitivity"),
         "test_patient_specificity": patient.get("specificity"),
         "tau": evaluation.get("tau"),
+        # Each localization measure beside what a heatmap that knows nothing scores.
+        "cam_mass_inside": localization["summary"].get("mass_inside"),
+        "lesion_area_share": localization["summary"].get("lesion_area_share"),
         "pointing_game": localization["summary"].get("pointing_game"),
         "pointing_chance": localization["summary"].get("pointing_chance"),
+        "localization_skipped": localization["summary"].get("skipped_reasons"),
         "report": str(workdir / QUICKSTART_EVAL / "report.html"),
         "overlays": str(out_dir),
         "training_curves": str(Workdir(train_dir).curves),

@@ -61,8 +61,9 @@ def png_bytes(height: int = 120, width: int = 96, seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def dicom_bytes(*, laterality: str = "L", view: str = "CC") -> bytes:
-    """A 12-bit MONOCHROME2 mammogram DICOM with patient identifiers, in memory."""
+def dicom_bytes(*, laterality: str = "L", view: str = "CC", intent: str = "FOR PRESENTATION") -> bytes:
+    """A 12-bit MONOCHROME2 mammogram DICOM with patient identifiers, in memory (``intent``: its
+    PresentationIntentType)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -83,7 +84,7 @@ def dicom_bytes(*, laterality: str = "L", view: str = "CC") -> bytes:
     ds.Manufacturer = MANUFACTURER
     ds.ImageLaterality = laterality
     ds.ViewPosition = view
-    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.PresentationIntentType = intent
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"

@@ -189,6 +189,11 @@ def test_inbreast_labels_patients_views_and_rois(tmp_path):
     assert any("no matching DICOM" in r for r in reasons) and any("no usable BI-RADS" in r for r in reasons)
     negative = load_dataset("inbreast", tmp_path, birads3="negative")
     assert len(negative.records) == 4 and negative.label_counts() == {0: 3, 1: 1}
+    # A loose INbreast file (predict) is grouped by the adapter's own rule.
+    from mammojax.data.records import patient_from_file_name
+
+    assert all(patient_from_file_name(r.path) == r.patient_id for r in data.records)
+    assert patient_from_file_name(tmp_path / "P001_L_CC.png") is None
 
 
 def test_inbreast_unreadable_xls_is_one_line(tmp_path):

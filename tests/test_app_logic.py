@@ -37,6 +37,9 @@ def test_png_upload_gives_probability_decision_and_overlay(app_model):
     assert analysis.display_image.shape == (120, 96)
     assert analysis.heatmap.shape == (120, 96)
     assert 0.0 <= analysis.heatmap.min() and analysis.heatmap.max() <= 1.0
+    # A session keeps only display-size uint8 arrays: about 2 bytes per displayed pixel.
+    assert {a.dtype for a in (analysis.model_input, analysis.display_image, analysis.heat)} == {np.dtype(np.uint8)}
+    assert analysis.nbytes == IMAGE_SIZE**2 + 2 * 120 * 96
     overlay = analysis.overlay(0.5)
     assert overlay.shape == (120, 96, 3) and overlay.dtype == np.uint8
     assert analysis.meta["format"] == "png"
@@ -46,6 +49,7 @@ def test_large_images_are_shown_downscaled(app_model):
     analysis = logic.analyse_upload(app_model, "big.png", png_bytes(1500, 1200))
     assert max(analysis.display_image.shape) == logic.DISPLAY_MAX_SIDE
     assert analysis.heatmap.shape == analysis.display_image.shape
+    assert analysis.nbytes < 2.1 * logic.DISPLAY_MAX_SIDE**2  # not 1500 x 1200 floats
     assert analysis.meta["original_shape"] == [1500, 1200]
 
 
@@ -57,6 +61,7 @@ def test_dicom_metadata_is_shown_but_never_patient_identifiers(app_model):
     assert analysis.meta["manufacturer"] == MANUFACTURER
     report = logic.build_report(app_model.describe(), [("Patient 1", analysis)],
                                 logic.summarise_patients([("Patient 1", analysis)], tau=app_model.tau))
+    assert report["images"][0]["probability_of"] == "lesion" == report["model"]["positive_class"]
     text = logic.report_json(report).decode() + repr(analysis.meta)
     for identifier in IDENTIFIERS:
         assert identifier not in text
@@ -102,8 +107,7 @@ def test_decision_is_at_tau_inclusive():
 def _fake_analysis(name: str, probability: float, tau: float = 0.5) -> logic.ImageAnalysis:
     gray = np.zeros((4, 4), np.uint8)
     return logic.ImageAnalysis(name=name, probability=probability, tau=tau, model_input=gray,
-                               display_image=gray, heatmap=np.zeros((4, 4), np.float32),
-                               meta={"format": "png"})
+                               display_image=gray, heat=gray, meta={"format": "png"})
 
 
 def test_patient_score_is_the_max_over_her_views_by_default():
@@ -187,3 +191,15 @@ def test_overlay_opacity_blends_only_where_the_heatmap_is_hot():
     assert full[0, 1, 0] > 100 and full[0, 1, 2] < 100  # peak of "jet" is red
     half = logic.overlay_heatmap(gray, heatmap, 0.5)
     assert np.abs(half[0, 1].astype(int) - 100).sum() < np.abs(full[0, 1].astype(int) - 100).sum()
+
+
+def test_heatmap_is_shown_over_the_breast_only(app_model):
+    from scipy import ndimage
+
+    analysis = logic.analyse_upload(app_model, "left-cc.png", png_bytes(120, 96))
+    # Clear of the skin line by two model-input pixels (the map is interpolated up to the display).
+    background = ndimage.binary_erosion(analysis.display_image < 5, iterations=4)
+    assert background.sum() > 1000
+    assert float(np.max(analysis.heatmap[background])) == 0.0
+    overlay = analysis.overlay(1.0)
+    assert (overlay[background] == analysis.display_image[background][:, None]).all()  # grey, untouched

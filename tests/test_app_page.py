@@ -78,6 +78,8 @@ def test_with_a_checkpoint_the_page_shows_title_disclaimer_and_uploader(monkeypa
     app = _run_page(monkeypatch, checkpoint_dir)
     assert app.title[0].value == page_title()
     assert "not a medical device" in app.warning[0].value
+    # A phantom-trained model says so on the page (issue 19 item 9).
+    assert any("synthetic phantoms only" in w.value for w in app.warning)
     assert len(app.file_uploader) == 1 and app.file_uploader[0].accept_multiple_files
     assert f"{TAU:.3f}" in _all_text(app)  # the checkpoint's own threshold is shown
     assert not app.error
@@ -95,6 +97,8 @@ def test_uploads_are_scored_explained_and_summarised(monkeypatch, checkpoint_dir
     # Two good images: a probability, a decision, an overlay each; one clean error.
     probabilities = [float(m.value) for m in app.metric]
     assert len(probabilities) == 2 and all(0.0 <= p <= 1.0 for p in probabilities)
+    # The probability names the checkpoint's positive class (phantoms: "lesion"), never "cancer".
+    assert {m.label for m in app.metric} == {"Probability of lesion"}
     assert [e.value for e in app.error] == [app.error[0].value]
     assert app.error[0].value.startswith("broken.png: ")
     text = _all_text(app)
@@ -114,6 +118,7 @@ def test_uploads_are_scored_explained_and_summarised(monkeypatch, checkpoint_dir
     # Privacy: nothing from the DICOM's patient module anywhere on the page.
     for identifier in IDENTIFIERS:
         assert identifier not in text
+    assert "cancer" not in text.lower()
 
     # The opacity slider only re-blends; a second patient label splits the summary.
     app.slider[0].set_value(0.9).run()

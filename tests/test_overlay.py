@@ -46,20 +46,48 @@ def test_overlay_lands_the_hot_spot_on_the_original_anatomy():
     row, col = prepared.geometry.to_input(20, 90)
     heatmap = np.zeros((32, 32), np.float32)
     heatmap[int(round(row)), int(round(col))] = 1.0
-    image = overlay.overlay_on_original(original, heatmap, prepared.geometry, alpha=1.0)
+    image = overlay.blend(original, prepared.geometry.to_original(heatmap), alpha=1.0)
     assert image.shape == (60, 120, 3)
     red = image[..., 0].astype(int) - image[..., 2].astype(int)  # jet: hot = red, cold = blue
     hot_row, hot_col = np.unravel_index(np.argmax(red), red.shape)
     assert abs(hot_row - 20) <= 2 and abs(hot_col - 90) <= 2
 
 
+def test_blend_colours_only_inside_the_mask():
+    pixels = np.full((4, 4), 0.2, np.float32)
+    heatmap = np.ones((4, 4), np.float32)
+    mask = np.zeros((4, 4), bool)
+    mask[1:3, 1:3] = True
+    out = overlay.blend(pixels, heatmap, alpha=0.6, mask=mask)
+    assert (out[~mask] == 51).all()  # untouched grey outside
+    assert (out[mask][:, 0] > 51).all() and (out[mask][:, 2] < 51).all()  # jet's dark red inside
+
+
+def test_on_breast_drops_the_background_peak_and_rescales():
+    heatmap = np.array([[1.0, 0.2], [0.4, 0.0]], np.float32)  # peak on the background
+    breast = np.array([[False, True], [True, True]])
+    shown = overlay.on_breast(heatmap, breast)
+    np.testing.assert_allclose(shown, [[0.0, 0.5], [1.0, 0.0]])
+    assert not overlay.on_breast(heatmap, np.zeros((2, 2), bool)).any()  # nothing on the breast
+
+
 def test_render_panel_and_save_png(tmp_path):
     original = np.linspace(0, 1, 40 * 30, dtype=np.float32).reshape(40, 30)
     blended = overlay.blend(original, original[::-1], alpha=0.4)
-    panel = overlay.render_panel(original, blended, 0.873, "cancer", title="case.png")
+    lesion = np.zeros((40, 30), bool)
+    lesion[10:20, 10:20] = True
+    panel = overlay.render_panel(original, blended, 0.873, "abnormal", tau=0.41, positive_class="abnormal",
+                                 title="case.png", lesion_mask=lesion)
     assert panel.dtype == np.uint8 and panel.ndim == 3 and panel.shape[2] == 3
-    assert panel.shape[1] > panel.shape[0]  # three panes side by side
+    assert panel.shape[1] > panel.shape[0]  # two images side by side, a colour bar
     assert panel.std() > 10  # something was drawn
+    # No empty third: every third of the canvas's width holds drawing, not blank paper.
+    for third in np.array_split(panel, 3, axis=1):
+        assert (third < 250).any(axis=2).mean() > 0.2
+    green = (panel[..., 1] > 200) & (panel[..., 0] < 100) & (panel[..., 2] < 100)
+    assert green.sum() > 20  # the lesion outline (lime)
+    jet = overlay.colormap_lut("jet")
+    assert any((np.abs(panel.astype(int) - c).sum(axis=2) < 20).sum() > 10 for c in (jet[0], jet[255]))  # colour bar
     path = overlay.save_png(panel, tmp_path / "panel.png")
     with Image.open(path) as im:
         assert im.format == "PNG" and im.mode == "RGB" and im.size == (panel.shape[1], panel.shape[0])

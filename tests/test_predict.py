@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from eval_support import TAU, make_tiny_checkpoint
 from PIL import Image
 
-from eval_support import TAU, make_tiny_checkpoint
 from mammojax.cli import main
 from mammojax.predict import collect_inputs, patient_from_path
 
@@ -44,7 +44,7 @@ def image_folder(tmp_path) -> Path:
 def test_patient_ids_from_names_never_from_headers():
     assert patient_from_path("/x/P001_L_CC.png") == "P001"
     assert patient_from_path("/x/P001-R-MLO.dcm") == "P001"
-    assert patient_from_path("/x/mdb001.pgm") == "mdb001"
+    assert patient_from_path("/x/P001_MLO.dcm") == "P001"
     assert patient_from_path("/x/R.png") == "R"  # nothing left to strip
 
 
@@ -74,9 +74,10 @@ def test_predict_cli_scores_files_and_reports_bad_ones(checkpoint, image_folder,
     patients = {r["patient_id"]: r for r in rows if r["kind"] == "patient"}
     assert len(images) == 3 and len(errors) == 1 and errors[0]["path"].endswith("broken.png")
     assert errors[0]["error"]
-    for r in images:
-        assert r["decision"] == str(int(float(r["probability"]) >= TAU))
-        assert r["label"] == ["normal", "cancer"][int(r["decision"])]
+    assert "label" not in rows[0]  # no ground truth here: nothing may read as one
+    for r in images + list(patients.values()):
+        # The decision is the class called at tau, by the name the training task gave it.
+        assert r["decision"] == ("lesion" if float(r["probability"]) >= TAU else "normal")
     p001 = [float(r["probability"]) for r in images if r["patient_id"] == "P001"]
     assert float(patients["P001"]["probability"]) == pytest.approx(max(p001), abs=1e-6)
     assert patients["P001"]["n_images"] == "2" and set(patients) == {"P001", "P002"}
@@ -129,6 +130,7 @@ def test_predict_exit_status_when_nothing_is_readable(checkpoint, tmp_path, caps
     out = tmp_path / "scores.csv"
     code = main(["predict", "--checkpoint", str(checkpoint), "--out", str(out), str(broken)])
     err = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in err if not line.startswith("mammojax: warning:")]  # a phantom-trained checkpoint
     assert code == 2
     assert err[0].startswith(f"mammojax: skipped {broken}: ") and err[-1] == "mammojax: error: could not score the input"
     assert [r["kind"] for r in csv.DictReader(out.open())] == ["error"]  # the row says why
@@ -155,3 +157,41 @@ def test_score_records_without_cache_skips_unreadable(checkpoint, image_folder):
     assert len(scored.paths) == 3 and [Path(p).name for p, _ in scored.excluded] == ["broken.png"]
     direct = scorer.probabilities(np.stack([scorer.read(p).image for p in scored.paths]))
     np.testing.assert_allclose(scored.probabilities(scorer.temperature), direct, atol=1e-6)
+
+
+def test_predict_pairs_mias_films_as_the_adapter_does(checkpoint, tmp_path):
+    """mdb001 and mdb002 are one woman for predict exactly as for the mias adapter (and eval)."""
+    from mias_support import write_mias_folder
+
+    from mammojax.data.records import load_dataset
+
+    folder = write_mias_folder(tmp_path / "mias")
+    assert patient_from_path(folder / "mdb002.pgm") == patient_from_path(folder / "mdb001.pgm") == "mias001"
+    result = CliRunner().invoke(main_cli(), ["predict", "--checkpoint", str(checkpoint), "--json", str(folder)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+    by_path = {Path(r["path"]).name: r["patient_id"] for r in rows if r["kind"] == "image"}
+    adapter = {Path(r.path).name: r.patient_id for r in load_dataset("mias", folder).records}
+    assert by_path == adapter
+    patients = {r["patient_id"]: r["n_images"] for r in rows if r["kind"] == "patient"}
+    assert patients == {"mias001": 2, "mias002": 2}
+
+
+def test_for_processing_images_are_scored_but_flagged(checkpoint, tmp_path):
+    """A raw FOR PROCESSING DICOM gets a warning in its row, its patient's row and the closing line."""
+    from app_support import IDENTIFIERS, dicom_bytes
+
+    from mammojax.data.screening import FOR_PROCESSING_REASON
+
+    (tmp_path / "W1_L_CC.dcm").write_bytes(dicom_bytes())
+    (tmp_path / "W1_R_CC.dcm").write_bytes(dicom_bytes(laterality="R", intent="FOR PROCESSING"))
+    out = tmp_path / "rows.csv"
+    result = CliRunner().invoke(main_cli(), ["predict", "--checkpoint", str(checkpoint), "--out", str(out),
+                                             str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    rows = {r["path"] and Path(r["path"]).name or r["kind"]: r for r in csv.DictReader(out.open())}
+    assert rows["W1_R_CC.dcm"]["warning"] == FOR_PROCESSING_REASON and rows["W1_R_CC.dcm"]["probability"]
+    assert rows["W1_L_CC.dcm"]["warning"] == ""
+    assert rows["patient"]["warning"] == "1 of her 2 images flagged"
+    assert f"2 scored (1 flagged: {FOR_PROCESSING_REASON}; see the warning column)" in result.stderr
+    assert not any(identifier in out.read_text() + result.output for identifier in IDENTIFIERS)

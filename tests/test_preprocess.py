@@ -183,3 +183,26 @@ def test_rejects_bad_input():
     nan_image = np.ones((10, 10), np.float32)
     nan_image[0, 0] = np.nan
     assert np.isfinite(preprocess_image(nan_image, image_size=8).image).all()
+
+
+def test_breast_mask_is_the_breast_not_the_padding_a_label_or_the_background():
+    from mammojax.data.preprocess import breast_mask
+
+    pixels = np.zeros((60, 120), np.float32)  # wide: the model input is padded above and below
+    rows, cols = np.mgrid[0:60, 0:120]
+    breast = ((rows - 30) / 28.0) ** 2 + (cols / 70.0) ** 2 < 1.0
+    pixels[breast] = 0.6
+    pixels[25:35, 10:20] = 0.01  # dark fat inside the breast: still breast
+    pixels[5:12, 100:112] = 1.0  # a film label, apart from the breast
+    prepared = preprocess_image(pixels, image_size=48)
+    mask = breast_mask(prepared.image, prepared.geometry)
+    top, _ = prepared.geometry.pad_offset
+    height, width = prepared.geometry.resized_shape
+    assert not mask[:top].any() and not mask[top + height:].any()  # padding is never breast
+    back = prepared.geometry.to_original(mask.astype(np.float32)) > 0.5
+    assert (back == breast)[2:-2, 2:-2].mean() > 0.95  # the ellipse, holes filled, no label
+    assert not back[5:12, 100:112].any()
+    # A blank input has no breast to find: the whole content, never the padding.
+    blank = preprocess_image(np.zeros((60, 120), np.float32), image_size=48)
+    everything = breast_mask(blank.image, blank.geometry)
+    assert everything.sum() == height * width and not everything[:top].any()

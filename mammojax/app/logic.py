@@ -5,6 +5,7 @@ one uploaded file is::
 
     bytes --read_upload--> LoadedImage --preprocess_image--> model input
           --one jitted pass--> logits (probability) + Grad-CAM map
+          --on_breast--> the map over the breast only (breast_mask of the input)
           --geometry.to_original--> heatmap on the original image grid
 
 Uploads are processed from memory and never written to disk: a mammogram is
@@ -87,6 +88,13 @@ class AppModel:
         aggregate = self.checkpoint.patient_aggregate
         return aggregate if aggregate in PATIENT_AGGREGATES else "max"
 
+    @property
+    def data_warning(self) -> str | None:
+        """Why uploads look unlike this model's training data (synthetic phantoms only), or None."""
+        from mammojax.checkpoint import training_data_warning
+
+        return training_data_warning(self.checkpoint.meta)
+
     def score_and_cam(self, images: np.ndarray) -> tuple[float, np.ndarray]:
         """``(probability, heatmap (H, W) in [0, 1])`` of one preprocessed film ``(1, H, W, 1)``."""
         heatmaps, logits = self.scorer.explain(images)
@@ -103,11 +111,14 @@ class AppModel:
             "temperature": self.scorer.temperature,
             "threshold_policy": meta.get("threshold_policy"),
             "trained_on": meta.get("data", {}).get("dataset"),
+            "class_names": self.scorer.class_names,
+            "positive_class": self.scorer.positive_class,
             "scoring": self.scorer.scoring.kind,
             "tta_hflip": self.scorer.scoring.tta_hflip,
             "cam_method": self.cam_method,
             "cam_layer": self.cam_layer,
             "patient_aggregate": self.patient_aggregate,
+            "warning": self.data_warning,
         }
 
 
@@ -151,15 +162,24 @@ def load_app_model(path: str | os.PathLike, *, warm_up: bool = True) -> AppModel
 
 @dataclasses.dataclass(frozen=True)
 class ImageAnalysis:
-    """The page's result for one uploaded image."""
+    """The page's result for one uploaded image: only what the page redraws.
+
+    A session keeps one per upload, so everything is display-sized uint8
+    (about 2 bytes per displayed pixel): no full-resolution or float array.
+    """
 
     name: str  # the uploaded file's name, as the user chose it
     probability: float
     tau: float
     model_input: np.ndarray  # (S, S) uint8: what the network saw
     display_image: np.ndarray  # (h, w) uint8: the original, at most DISPLAY_MAX_SIDE
-    heatmap: np.ndarray  # (h, w) float32 in [0, 1], on display_image's grid
+    heat: np.ndarray  # (h, w) uint8: the heatmap over the breast, 255 = its peak, on display_image's grid
     meta: dict  # safe fields only, see safe_meta()
+
+    @property
+    def heatmap(self) -> np.ndarray:
+        """The heatmap as float32 in [0, 1] (``heat`` / 255)."""
+        return self.heat.astype(np.float32) / 255.0
 
     @property
     def suspicious(self) -> bool:
@@ -172,6 +192,11 @@ class ImageAnalysis:
     def overlay(self, opacity: float) -> np.ndarray:
         """(h, w, 3) uint8: the heatmap over the original image."""
         return overlay_heatmap(self.display_image, self.heatmap, opacity)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the analysis holds (its arrays)."""
+        return self.model_input.nbytes + self.display_image.nbytes + self.heat.nbytes
 
 
 def is_suspicious(probability: float, tau: float) -> bool:
@@ -190,13 +215,17 @@ def analyse_upload(model: AppModel, name: str, data: bytes, *,
     Raises:
         ImageReadError: the bytes are not a readable image (named by ``name``).
     """
+    from mammojax.data.preprocess import breast_mask
+    from mammojax.explain.overlay import on_breast
+
     if max_pixels is None:
         max_pixels = model.scorer.max_pixels
     loaded = read_upload(name, data, max_pixels=max_pixels)
     prepared = model.scorer.prepare(loaded.pixels, loaded.meta.laterality, name=name)
     batch = np.asarray(prepared.image, np.float32)[None]
     probability, heatmap = model.score_and_cam(batch)
-    heatmap_original = np.asarray(prepared.geometry.to_original(np.asarray(heatmap)), np.float32)
+    shown = on_breast(heatmap, breast_mask(prepared.image, prepared.geometry))
+    heatmap_original = np.asarray(prepared.geometry.to_original(shown), np.float32)
     display = _fit_display(loaded.pixels)
     return ImageAnalysis(
         name=name,
@@ -204,7 +233,7 @@ def analyse_upload(model: AppModel, name: str, data: bytes, *,
         tau=model.tau,
         model_input=_to_uint8(_window(np.asarray(prepared.image)[..., 0])),
         display_image=_to_uint8(display),
-        heatmap=np.clip(_resize(heatmap_original, display.shape), 0.0, 1.0),
+        heat=_to_uint8(_resize(heatmap_original, display.shape)),
         meta=safe_meta(loaded.meta),
     )
 
@@ -362,6 +391,7 @@ def build_report(model_facts: dict, items: Sequence[tuple[str, ImageAnalysis]],
             "file": analysis.name,
             "patient": label,
             "probability": round(analysis.probability, 6),
+            "probability_of": model_facts.get("positive_class"),
             "decision": analysis.decision,
             "suspicious": analysis.suspicious,
             "laterality": meta.get("laterality"),

@@ -3,9 +3,16 @@
 Started by ``mammojax app --checkpoint DIR`` (which runs
 ``streamlit run page.py -- --checkpoint DIR``). Streamlit re-executes this
 script on every interaction; the model is loaded once per server
-(``st.cache_resource``) and each upload is analysed once per browser session
-(kept in ``st.session_state``, in memory only), so moving the opacity slider
-only re-blends the overlay.
+(``st.cache_resource``) and each upload is analysed once per browser session,
+so moving the opacity slider only re-blends the overlay.
+
+Memory, with several clinicians at once: a session keeps only what the page
+redraws, the :class:`~mammojax.app.logic.ImageAnalysis` of each upload still
+in the uploader (display-size uint8 images and heatmap, in
+``st.session_state["analyses"]``, keyed by the upload's id and dropped when
+the file is removed); the upload's bytes are dropped once analysed, downloads
+are built only when clicked, and a janitor thread shuts down closed sessions
+and returns freed memory (:mod:`mammojax.app.sessions`).
 
 Patients: all uploads of a session count as one patient (the clinician
 uploads one exam at a time). Each image has a "Patient / exam" label; give
@@ -21,11 +28,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from pathlib import Path
 
 import streamlit as st
 
-from mammojax.app import logic
+from mammojax.app import logic, sessions
 from mammojax.errors import MammojaxError
 
 TITLE = "mammojax — mammogram analysis"
@@ -46,6 +54,12 @@ def get_model(path: str) -> logic.AppModel:
     return logic.load_app_model(path)
 
 
+@st.cache_resource
+def start_janitor() -> threading.Thread:
+    """Once per server: ended sessions are shut down and their memory returned (mammojax.app.sessions)."""
+    return sessions.start_janitor()
+
+
 def show_guidance(problem: str) -> None:
     st.error(f"No usable model: {problem}")
     st.markdown(logic.GUIDANCE)
@@ -64,12 +78,14 @@ def show_sidebar(model: logic.AppModel) -> None:
             f"- **Temperature:** {facts['temperature']:.3f}\n"
             f"- **Heatmap:** {facts['cam_method']} at {facts['cam_layer']}")
         st.header("How to read this page")
+        positive = facts["positive_class"]
         st.markdown(
-            "- **Cancer probability** is the model's calibrated score for the image.\n"
+            f"- **Probability of {positive}** is the model's calibrated score for the image"
+            f" ({positive} vs {facts['class_names'][0]}, the classes it was trained on).\n"
             f"- **Decision:** *{logic.SUSPICIOUS_TEXT}* when the probability is at least τ,"
             f" otherwise *{logic.NEGATIVE_TEXT}*.\n"
-            "- **Heatmap (Grad-CAM):** where the image pushed the score towards cancer;"
-            " colours are relative within each image, not probabilities.\n"
+            f"- **Heatmap (Grad-CAM):** where the image pushed the score towards {positive};"
+            " colours are relative within each image, not probabilities, and drawn over the breast only.\n"
             "- **Patient:** all uploads count as one patient (one exam) unless you give them"
             f" different *Patient / exam* labels; the patient score is the {model.patient_aggregate}"
             " over her images.\n"
@@ -77,7 +93,12 @@ def show_sidebar(model: logic.AppModel) -> None:
 
 
 def analyse_new_uploads(model: logic.AppModel, files) -> dict:
-    """Analyses each upload once per session; results keyed by the upload's id."""
+    """Analyses each upload once per session; results keyed by the upload's id.
+
+    Results of uploads no longer in the uploader are dropped, and an analysed
+    upload's bytes are dropped from Streamlit's store: the analysis is all the
+    page shows again.
+    """
     results = st.session_state.setdefault("analyses", {})
     current = {f.file_id for f in files}
     for key in [k for k in results if k not in current]:
@@ -92,6 +113,7 @@ def analyse_new_uploads(model: logic.AppModel, files) -> dict:
                 results[upload.file_id] = str(err)
             except Exception as err:  # a bug must not take the other uploads down
                 results[upload.file_id] = f"{upload.name}: could not be analysed ({type(err).__name__})"
+        sessions.forget_upload_bytes(upload.file_id)
     return results
 
 
@@ -103,7 +125,7 @@ def show_analysis(key: str, analysis: logic.ImageAnalysis, model: logic.AppModel
         with info:
             colour = "red" if analysis.suspicious else "green"
             st.markdown(f"#### :{colour}[{analysis.decision}]")
-            st.metric("Cancer probability", f"{analysis.probability:.3f}")
+            st.metric(f"Probability of {model.scorer.positive_class}", f"{analysis.probability:.3f}")
             relation = "≥" if analysis.suspicious else "<"
             st.caption(f"probability {analysis.probability:.3f} {relation} decision threshold "
                        f"τ = {analysis.tau:.3f}")
@@ -116,10 +138,10 @@ def show_analysis(key: str, analysis: logic.ImageAnalysis, model: logic.AppModel
         with heat:
             opacity = st.slider("Heatmap opacity", 0.0, 1.0, DEFAULT_OPACITY, 0.05, key=f"opacity-{key}")
             overlay = analysis.overlay(opacity)
-            caption = ("Grad-CAM heatmap over the original image" if analysis.heatmap.max() > 0 else
-                       "Grad-CAM: no region pushed the score towards cancer (empty heatmap)")
+            caption = ("Grad-CAM heatmap over the breast" if analysis.heat.max() > 0 else
+                       f"Grad-CAM: no region pushed the score towards {model.scorer.positive_class} (empty heatmap)")
             st.image(overlay, caption=caption, width="stretch")
-            st.download_button("Download overlay (PNG)", data=logic.png_bytes(overlay),
+            st.download_button("Download overlay (PNG)", data=lambda: logic.png_bytes(analysis.overlay(opacity)),
                                file_name=f"{Path(analysis.name).stem}-gradcam.png", mime="image/png",
                                key=f"png-{key}", on_click="ignore")
     return label
@@ -148,8 +170,8 @@ def show_patients(model: logic.AppModel, labelled: list[tuple[str, logic.ImageAn
         st.markdown(f"**{patient.label}** — {len(patient.image_names)} image(s), "
                     f"{patient.aggregate} probability **{patient.score:.3f}** (τ = {patient.tau:.3f}): "
                     f":{colour}[**{patient.decision}**]")
-    report = logic.build_report(model.describe(), labelled, patients)
-    st.download_button("Download JSON report", data=logic.report_json(report),
+    st.download_button("Download JSON report",
+                       data=lambda: logic.report_json(logic.build_report(model.describe(), labelled, patients)),
                        file_name=logic.report_file_name([a.name for _, a in labelled]),
                        mime="application/json", key="report", on_click="ignore")
 
@@ -169,7 +191,10 @@ def main() -> None:
     except MammojaxError as err:
         show_guidance(str(err))
         return
+    start_janitor()
     show_sidebar(model)
+    if model.data_warning:
+        st.warning(f"**This model:** {model.data_warning}", icon="⚠️")
 
     limit_mb = st.get_option("server.maxUploadSize")
     files = st.file_uploader(

@@ -57,14 +57,18 @@ def data():
               help="Screening cap on decoded pixels per image.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def summary(dataset, data_dir, task, adapter_options, screen, max_pixels, as_json):
-    """Images, patients, label/view/side counts and excluded files of a dataset."""
-    from mammojax.data.records import load_dataset
+    """Images, patients, class/view/side counts and excluded files of a dataset."""
+    from mammojax.data.records import dataset_task, load_dataset
 
     loaded = load_dataset(dataset, data_dir, task=task, **parse_adapter_options(adapter_options))
     flagged = []
     if screen:
         loaded, flagged = _screen(loaded, max_pixels)
-    report = {"dataset": dataset, "data_dir": data_dir, "task": task, **loaded.summary(),
+    meaning = dataset_task(dataset, task)
+    counts = loaded.summary()
+    report = {"dataset": dataset, "data_dir": data_dir, "task": task, "task_description": meaning.description,
+              "class_names": list(meaning.class_names), **counts,
+              "classes": {meaning.class_names[int(label)]: n for label, n in counts["labels"].items()},
               "exclusions": [{"path": e.path, "reason": e.reason, **({"source": e.source} if e.source else {})}
                              for e in loaded.excluded]}
     if screen:
@@ -106,9 +110,11 @@ def _print_text(report: dict) -> None:
     def counts(values: dict) -> str:
         return "  ".join(f"{k}: {v}" for k, v in values.items()) or "-"
 
-    click.echo(f"dataset {report['dataset']} (task {report['task']}): "
+    click.echo(f"dataset {report['dataset']} (task {report['task']}: {report['task_description']}): "
                f"{report['images']} images, {report['patients']} patients")
-    click.echo(f"labels      {counts(report['labels'])}")
+    classes = {f"{name} ({label})": report["labels"].get(str(label), 0)
+               for label, name in enumerate(report["class_names"])}
+    click.echo(f"classes     {counts(classes)}")
     click.echo(f"views       {counts(report['views'])}")
     click.echo(f"laterality  {counts(report['laterality'])}")
     for note, number in report["notes"].items():

@@ -45,7 +45,9 @@ def eval_(checkpoint, dataset, data_dir, task, split, seed, tta_hflip, threshold
     """Evaluate a checkpoint on a dataset split: AUC with a patient-bootstrap CI,
     sensitivity/specificity/PPV/NPV/F1 at image, breast and patient level,
     calibration, and a self-contained HTML + Markdown report. Unreadable images
-    are skipped, named on stderr and counted in the report."""
+    are skipped, named on stderr and counted in the report. scores.csv columns:
+    path, patient_id, laterality, truth (the dataset's class), probability (of
+    the positive class), decision (the class called at tau); classes by name."""
     from mammojax import runtime
     from mammojax.cli import outcome
 
@@ -64,6 +66,8 @@ def eval_(checkpoint, dataset, data_dir, task, split, seed, tta_hflip, threshold
                                  threshold_policy=threshold_policy, target=target,
                                  batch_size=batch_size, n_bootstrap=n_bootstrap,
                                  progress=not as_json)
+    for warning in result["warnings"]:
+        click.echo(f"mammojax: warning: {warning}", err=True)
     for skipped in result["excluded"]:
         outcome.report_skipped(skipped["path"], skipped["reason"])
     if as_json:

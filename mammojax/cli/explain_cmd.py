@@ -44,7 +44,10 @@ def explain(checkpoint, inputs, out, method, layer, alpha, colormap, overwrite, 
             dataset, data_dir, task, dataset_options, tolerance, fraction, limit, seed):
     """Explain INPUTS (image files, folders, or .csv manifests): for each image
     write OUT/<stem>_overlay.png, OUT/<stem>_panel.png, OUT/<stem>_cam.npy (the
-    heatmap at model-input resolution) and a line in OUT/explanations.jsonl.
+    raw heatmap at model-input resolution) and a line in OUT/explanations.jsonl.
+    Overlays, panels, the peaks in the JSON lines and --evaluate use the map
+    over the breast only (the model input's breast mask: never the padding or
+    the background; "heatmap_masked": true).
     Unreadable files are skipped with an error line and the rest go on. With --evaluate,
     also score the heatmaps of --dataset's lesion images and write
     OUT/localization.json."""

@@ -27,7 +27,17 @@ def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
     """Score INPUTS (image files, folders searched recursively, or .csv manifests
     with a `path` column) and write one row per image, one error row per
     unreadable file, then one row per patient (kind=patient, max over her
-    images). A summary goes to stderr."""
+    images). A summary goes to stderr.
+
+    Columns: kind, path, patient_id, probability (of the checkpoint's positive
+    class, e.g. abnormal), decision (the class called at the checkpoint's tau,
+    by name), n_images (patient rows), warning (a score not to trust: a FOR
+    PROCESSING image; patient rows count them), error (error rows).
+
+    Patients: a manifest's patient_id column; else a known dataset's file
+    naming (MIAS mdb001 + mdb002 are one woman, mias001); else the file-name
+    stem without trailing laterality/view tokens (P001_L_CC.png and
+    P001_R_MLO.png are P001). DICOM headers are never used to group files."""
     from mammojax import predict as lib
     from mammojax.cli import outcome
 
@@ -45,6 +55,11 @@ def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
     from mammojax.scoring import Scorer
 
     scorer = Scorer.from_checkpoint(checkpoint, batch_size=batch_size, tta_hflip=True if tta_hflip else None)
+    from mammojax.checkpoint import training_data_warning
+
+    warning = training_data_warning(scorer.checkpoint.meta)
+    if warning:
+        click.echo(f"mammojax: warning: {warning}", err=True)
     stream = lib.open_output(out, overwrite=overwrite)
     progress = progress_bar(len(items), desc="predict")
     try:
@@ -57,6 +72,7 @@ def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
     for path, reason in summary.skipped:
         outcome.report_skipped(path, reason)
     rate = summary.scored / summary.seconds if summary.seconds > 0 else 0.0
-    click.echo(f"{summary.scored} scored, {summary.failed} failed, {summary.patients} patients "
+    flagged = "".join(f" ({n} flagged: {reason}; see the warning column)" for reason, n in summary.flagged.items())
+    click.echo(f"{summary.scored} scored{flagged}, {summary.failed} failed, {summary.patients} patients "
                f"({rate:.1f} images/s)", err=True)
     outcome.finish(summary.scored, summary.failed)

@@ -33,6 +33,9 @@ def quickstart(ctx, workdir, as_json):
     click.echo(f"test AUC: {fmt(summary['test_auc'])}  95% CI {fmt(ci.get('low'))}-{fmt(ci.get('high'))}"
                f"  sensitivity {fmt(summary['test_sensitivity'])}  specificity {fmt(summary['test_specificity'])}"
                f"  (tau {fmt(summary['tau'])})")
-    click.echo(f"Grad-CAM pointing game: {fmt(summary['pointing_game'])} (chance {fmt(summary['pointing_chance'])})")
+    click.echo(f"Grad-CAM mass inside the lesion {fmt(summary['cam_mass_inside'])} "
+               f"(a uniform map: {fmt(summary['lesion_area_share'])}); pointing game "
+               f"{fmt(summary['pointing_game'])} (chance {fmt(summary['pointing_chance'])}); "
+               "see the table above")
     click.echo(f"report: {summary['report']}\noverlays: {summary['overlays']}\n"
                f"training curves: {summary['training_curves']}")

@@ -214,6 +214,32 @@ def preprocess_image(
     return Preprocessed(image[..., None], geometry)
 
 
+def breast_mask(image: np.ndarray, geometry: Geometry | None = None) -> np.ndarray:
+    """Boolean ``(S, S)``: the breast in a z-scored model input, where heatmaps are shown.
+
+    :func:`input_breast_mask` inside the content (the padding is never breast,
+    whatever its value), then the largest connected region with its holes
+    filled: film labels and markers are separate, smaller bright regions, and
+    dark fat inside the breast is still breast. An input with no such pixel
+    (blank) gives the whole content.
+    """
+    from scipy import ndimage
+
+    plane = np.asarray(image[..., 0] if image.ndim == 3 else image)
+    content = np.zeros(plane.shape, dtype=bool)
+    if geometry is None:
+        content[:] = True
+    else:
+        (top, left), (height, width) = geometry.pad_offset, geometry.resized_shape
+        content[top:top + height, left:left + width] = True
+    found = input_breast_mask(plane) & content
+    labels, count = ndimage.label(found)
+    if count == 0:
+        return content
+    largest = labels == int(np.argmax(np.bincount(labels.ravel())[1:])) + 1
+    return ndimage.binary_fill_holes(largest) & content
+
+
 def zscore(x: np.ndarray) -> np.ndarray:
     """(x - mean) / std over all elements, population std; constant -> zeros.
 

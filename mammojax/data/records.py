@@ -41,6 +41,19 @@ class Lesion:
 
 
 @dataclass(frozen=True)
+class Task:
+    """What a dataset's 0/1 label means under one task: the one home of class names.
+
+    ``class_names`` are the names of label 0 and label 1 as every output shows
+    them (summaries, reports, CSVs, the page, the checkpoint); ``description``
+    is one line for ``mammojax data summary``.
+    """
+
+    description: str
+    class_names: tuple[str, str]
+
+
+@dataclass(frozen=True)
 class Record:
     """One image with its label and the patient it belongs to.
 
@@ -153,24 +166,56 @@ def check_dataset_request(name: str, data_dir: str | os.PathLike, *, task: str =
                           options=()) -> tuple:
     """``(adapter, data path or None)`` for a :func:`load_dataset` call, or its
     one-line error: checks names and paths only, reads no data."""
-    from mammojax.data.adapters import ADAPTERS  # adapters import this module
-
-    if name not in ADAPTERS:
-        raise MammojaxError(f"unknown dataset {name!r}; valid names: {', '.join(ADAPTERS)}")
-    adapter = ADAPTERS[name]
+    adapter = _adapter(name)
     path = Path(os.path.expanduser(str(data_dir))) if str(data_dir) else None
     if path is None and not adapter.data_dir_optional:
         raise MammojaxError(f"dataset {name!r} needs a data directory (--data-dir / data.data_dir)")
     if path is not None and not path.exists() and not adapter.data_dir_optional:
         raise MammojaxError(f"{path}: data directory not found (dataset {name!r})")
-    if task in adapter.task_errors:
-        raise MammojaxError(f"dataset {name!r}, task {task!r}: {adapter.task_errors[task]}")
-    if task not in adapter.tasks:
-        raise MammojaxError(
-            f"dataset {name!r} has no task {task!r}; valid tasks: {', '.join(adapter.tasks)}")
+    dataset_task(name, task)
     unknown = sorted(set(options) - set(adapter.options))
     if unknown:
         valid = ", ".join(adapter.options) or "none"
         raise MammojaxError(
             f"dataset {name!r} has no option {', '.join(unknown)}; valid options: {valid}")
     return adapter, path
+
+
+def dataset_task(name: str, task: str = "default") -> Task:
+    """What label 0 and 1 mean for dataset ``name`` under ``task`` (``MammojaxError`` if unknown)."""
+    adapter = _adapter(name)
+    if task in adapter.task_errors:
+        raise MammojaxError(f"dataset {name!r}, task {task!r}: {adapter.task_errors[task]}")
+    if task not in adapter.tasks:
+        raise MammojaxError(
+            f"dataset {name!r} has no task {task!r}; valid tasks: {', '.join(adapter.tasks)}")
+    return adapter.tasks[task]
+
+
+def class_names(name: str, task: str = "default") -> tuple[str, str]:
+    """The names of label 0 and label 1 for dataset ``name`` under ``task``, e.g. mias: normal, abnormal."""
+    return dataset_task(name, task).class_names
+
+
+def patient_from_file_name(path: str | os.PathLike) -> str | None:
+    """The patient of a file whose name follows a known dataset's layout, else None.
+
+    The adapters' own rules (``Adapter.patient_of_file``): a MIAS film
+    ``mdbNNN`` belongs to woman ``(NNN + 1) // 2``, an INbreast DICOM to the
+    patient token in its name. Only the file name is read, never the file.
+    """
+    from mammojax.data.adapters import ADAPTERS
+
+    for adapter in ADAPTERS.values():
+        found = adapter.patient_of_file(Path(path)) if adapter.patient_of_file else None
+        if found:
+            return found
+    return None
+
+
+def _adapter(name: str):
+    from mammojax.data.adapters import ADAPTERS  # adapters import this module
+
+    if name not in ADAPTERS:
+        raise MammojaxError(f"unknown dataset {name!r}; valid names: {', '.join(ADAPTERS)}")
+    return ADAPTERS[name]

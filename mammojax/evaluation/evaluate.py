@@ -30,6 +30,14 @@ from mammojax.evaluation.metrics import classification_metrics
 from mammojax.evaluation.thresholds import choose_threshold
 
 ECE_BINS = 15
+SCORES_COLUMNS = ("path", "patient_id", "laterality", "truth", "probability", "decision")
+
+
+def class_names_of(result: dict) -> list[str]:
+    """The evaluated task's class names in a result (older results: the checkpoint default)."""
+    from mammojax.checkpoint import DEFAULT_CLASS_NAMES
+
+    return list(result.get("class_names") or DEFAULT_CLASS_NAMES)
 
 
 @dataclasses.dataclass
@@ -214,8 +222,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
     ``out_dir`` it writes ``metrics.json``, ``scores.csv`` and the report.
     """
     from mammojax import runtime
-    from mammojax.checkpoint import load_checkpoint
-    from mammojax.data.records import load_dataset
+    from mammojax.checkpoint import load_checkpoint, training_data_warning
+    from mammojax.data.records import dataset_task, load_dataset
     from mammojax.jsonio import json_safe
     from mammojax.scoring import Scorer
 
@@ -249,8 +257,13 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
                        patient_aggregate=aggregate_how, n_bootstrap=n_bootstrap, seed=seed,
                        threshold_policy=threshold_policy,
                        target=float(eval_cfg.get("target", 0.9) if target is None else target))
+    meaning = dataset_task(dataset, task)
     result = {"checkpoint": str(ckpt.path), "model": ckpt.model_name, "dataset": dataset,
-              "task": task, "split": split, "seed": seed, "tta_hflip": tta, **result}
+              "task": task, "task_description": meaning.description,
+              "class_names": list(meaning.class_names), "checkpoint_class_names": scorer.class_names,
+              "split": split, "seed": seed, "tta_hflip": tta, **result}
+    warning = training_data_warning(ckpt.meta, dataset=dataset)
+    result["warnings"] = [warning] if warning else []
     result = json_safe(result)
     if out_dir is not None:
         write_outputs(out_dir, result, scored, temperature=ckpt.temperature, report=report)
@@ -259,7 +272,13 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
 
 def write_outputs(out_dir: str | os.PathLike, result: dict, scored: ScoredImages, *,
                   temperature: float, report: bool = True) -> dict[str, Path]:
-    """``metrics.json``, ``scores.csv`` and (with ``report``) report.html/.md."""
+    """``metrics.json``, ``scores.csv`` and (with ``report``) report.html/.md.
+
+    ``scores.csv`` has one row per scored image: ``path, patient_id, laterality,
+    truth`` (the class the dataset gives it), ``probability`` (of the positive
+    class) and ``decision`` (the class called at tau); classes by name, as
+    ``result["class_names"]`` says (the evaluated task's).
+    """
     import csv
 
     from mammojax.jsonio import write_json
@@ -269,12 +288,13 @@ def write_outputs(out_dir: str | os.PathLike, result: dict, scored: ScoredImages
     written = {"metrics": out / "metrics.json", "scores": out / "scores.csv"}
     write_json(written["metrics"], result)
     probs = scored.probabilities(temperature)
+    names = class_names_of(result)
     with open(written["scores"], "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["path", "patient_id", "laterality", "label", "probability", "decision"])
+        writer.writerow(SCORES_COLUMNS)
         for i, path in enumerate(scored.paths):
             writer.writerow([path, scored.patient_ids[i], scored.lateralities[i] or "",
-                             int(scored.labels[i]), f"{probs[i]:.6f}", int(probs[i] >= result["tau"])])
+                             names[int(scored.labels[i])], f"{probs[i]:.6f}", names[int(probs[i] >= result["tau"])]])
     if report:
         from mammojax.evaluation.report import write_report
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mammojax.evaluation.evaluate import class_names_of
+
 FIGURES = ("roc", "pr", "confusion", "histogram", "reliability")
 _ROWS = (("tau", "Threshold tau"), ("temperature", "Temperature"), ("auc", "AUC"), ("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
          ("ppv", "PPV (precision)"), ("npv", "NPV"), ("f1", "F1"), ("accuracy", "Accuracy"),
@@ -53,14 +55,17 @@ def metrics_table(result: dict) -> tuple[list[str], list[list[str]]]:
 
 def _summary_lines(result: dict) -> list[str]:
     cal = result["calibration"]
+    negative, positive = class_names_of(result)
     lines = [
         f"Checkpoint: {result.get('checkpoint', '?')} (model {result.get('model', '?')})",
+        f"Classes: {positive} (positive, 1) vs {negative} (0)"
+        + (f": {result['task_description']}" if result.get("task_description") else ""),
         f"Data: {result.get('dataset', '?')} / task {result.get('task', '?')} / split "
         f"{result.get('split', '?')} (seed {result.get('seed', '?')}): {result['n_images']} images, "
         f"{result['n_patients']} patients, {result['n_excluded']} unreadable files excluded",
-        f"Thresholds ({result['tau_source']}): a case is called positive when its probability "
-        f">= its level's tau: " + ", ".join(f"{name} {_fmt(level.get('tau', result['tau']))}"
-                                              for name, level in result["levels"].items())
+        f"Thresholds ({result['tau_source']}): a case is called {positive} when its probability of "
+        f"{positive} >= its level's tau: " + ", ".join(f"{name} {_fmt(level.get('tau', result['tau']))}"
+                                                      for name, level in result["levels"].items())
         + f"; breast and patient scores = {result['patient_aggregate']} over their images' lesion margins, "
         f"each level with its own temperature; flip TTA: {'on' if result.get('tta_hflip') else 'off'}",
         f"AUC confidence intervals: percentile bootstrap, {result['bootstrap']['resamples']} "
@@ -69,14 +74,20 @@ def _summary_lines(result: dict) -> list[str]:
         f"before (T = 1) -> {_fmt(cal['ece_after'])} after; NLL {_fmt(cal['nll_before'])} -> "
         f"{_fmt(cal['nll_after'])}",
     ]
+    trained = result.get("checkpoint_class_names")
+    if trained and list(trained) != [negative, positive]:
+        lines.append(f"The checkpoint was trained to tell {trained[1]} from {trained[0]}; its probability "
+                     f"of {trained[1]} is scored here as the probability of {positive}")
     return lines
 
 
-def _warning(result: dict) -> str | None:
+def _warnings(result: dict) -> list[str]:
+    """What the reader must know before trusting the numbers."""
+    found = [f"Warning: {text}" for text in result.get("warnings") or []]
     if result.get("tau_optimistic"):
-        return ("Warning: the threshold was chosen on the data being evaluated; sensitivity, "
-                "specificity and the other thresholded metrics are optimistic.")
-    return None
+        found.append("Warning: the threshold was chosen on the data being evaluated; sensitivity, "
+                     "specificity and the other thresholded metrics are optimistic.")
+    return found
 
 
 # ---------------------------------------------------------------------------
@@ -92,6 +103,7 @@ def render_figures(result: dict, curves: dict) -> dict[str, bytes]:
 
     labels, probs = np.asarray(curves["labels"]), np.asarray(curves["probs"])
     image = result["levels"]["image"]
+    negative, positive = class_names_of(result)
     pngs = {}
 
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
@@ -118,8 +130,8 @@ def render_figures(result: dict, curves: dict) -> dict[str, bytes]:
     for (r, c), v in np.ndenumerate(matrix):
         ax.text(c, r, str(v), ha="center", va="center",
                 color="white" if v > matrix.max() / 2 else "black", fontsize=14)
-    ax.set_xticks([0, 1], ["normal", "cancer"])
-    ax.set_yticks([0, 1], ["normal", "cancer"])
+    ax.set_xticks([0, 1], [negative, positive])
+    ax.set_yticks([0, 1], [negative, positive])
     ax.set_xlabel("Predicted")
     ax.set_ylabel("True")
     ax.set_title(f"Confusion matrix at tau = {_fmt(result['tau'])}")
@@ -127,11 +139,11 @@ def render_figures(result: dict, curves: dict) -> dict[str, bytes]:
 
     fig, ax = plt.subplots(figsize=(5, 3.6))
     bins = np.linspace(0, 1, 21)
-    for cls, name, color in ((0, "normal", "tab:blue"), (1, "cancer", "tab:red")):
+    for cls, name, color in ((0, negative, "tab:blue"), (1, positive, "tab:red")):
         ax.hist(probs[labels == cls], bins=bins, alpha=0.6, color=color,
                 label=f"{name} (n={int(np.sum(labels == cls))})")
     ax.axvline(result["tau"], c="black", ls="--", lw=1, label="tau")
-    ax.set_xlabel("Predicted cancer probability")
+    ax.set_xlabel(f"Predicted probability of {positive}")
     ax.set_ylabel("Images")
     ax.set_title("Scores by true class")
     ax.legend(fontsize=8)
@@ -146,7 +158,8 @@ def render_figures(result: dict, curves: dict) -> dict[str, bytes]:
         used = b["count"] > 0
         ax.plot(b["mean_prob"][used], b["frac_pos"][used], "o-", color=color, label=name)
     ax.plot([0, 1], [0, 1], ls="--", c="black", lw=1)
-    _finish(ax, "Mean predicted probability", "Observed fraction of cancers", "Reliability diagram")
+    _finish(ax, f"Mean predicted probability of {positive}", f"Observed fraction {positive}",
+            "Reliability diagram")
     pngs["reliability"] = _png(fig)
     return pngs
 
@@ -178,8 +191,7 @@ def _png(fig) -> bytes:
 def render_markdown(result: dict) -> str:
     header, rows = metrics_table(result)
     out = ["# mammojax evaluation report", ""]
-    warning = _warning(result)
-    if warning:
+    for warning in _warnings(result):
         out += [f"> **{warning}**", ""]
     out += [f"- {line}" for line in _summary_lines(result)] + [""]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -199,8 +211,7 @@ def render_html(result: dict, pngs: dict[str, bytes]) -> str:
              ".warn{background:#fff3cd;border:1px solid #e0b000;padding:0.6em}"
              "img{max-width:48%;margin:0.5%}</style></head><body>",
              "<h1>mammojax evaluation report</h1>"]
-    warning = _warning(result)
-    if warning:
+    for warning in _warnings(result):
         parts.append(f'<p class="warn"><strong>{esc(warning)}</strong></p>')
     parts.append("<ul>" + "".join(f"<li>{esc(line)}</li>" for line in _summary_lines(result)) + "</ul>")
     parts.append("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header)

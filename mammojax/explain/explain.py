@@ -3,6 +3,13 @@
 :class:`Explainer` pairs the heatmaps and probabilities of
 :class:`mammojax.scoring.Scorer` with the decoded images for the output files;
 :func:`evaluate_localization` scores heatmaps against annotated lesions.
+
+Heatmaps are *shown* over the breast only: the raw map (saved as
+``<stem>_cam.npy``, model-input resolution) is multiplied by the breast mask of
+the same model input (:func:`mammojax.data.preprocess.breast_mask`: never the
+padding, never the background or a film label) before it is drawn, located
+(``peak_*``) or scored against lesions. Each ``explanations.jsonl`` line says
+so with ``"heatmap_masked": true``.
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ JSONL_NAME = "explanations.jsonl"
 class Explanation:
     """One image's heatmap and prediction.
 
-    ``heatmap`` is float32 ``(S, S)`` over the model input, in [0, 1];
-    ``original`` the decoded image ``(H, W)`` in [0, 1]; peaks are ``(row, col)``.
+    ``heatmap`` is the raw map, float32 ``(S, S)`` over the model input, in
+    [0, 1]; ``breast`` the model input's breast mask ``(S, S)``; ``original``
+    the decoded image ``(H, W)`` in [0, 1]; peaks are ``(row, col)`` of the
+    map restricted to the breast.
     """
 
     path: str
@@ -38,14 +47,30 @@ class Explanation:
     geometry: object  # mammojax.data.preprocess.Geometry
     method: str
     layer: str
+    breast: np.ndarray  # (S, S) bool
+    tau: float
+    positive_class: str  # what the probability is the probability of (the checkpoint's class 1)
+
+    @property
+    def heatmap_shown(self) -> np.ndarray:
+        """The heatmap over the breast only, peak 1 there (:func:`~mammojax.explain.overlay.on_breast`)."""
+        from mammojax.explain.overlay import on_breast
+
+        return on_breast(self.heatmap, self.breast)
 
     @property
     def heatmap_original(self) -> np.ndarray:
-        return self.geometry.to_original(self.heatmap)
+        """:attr:`heatmap_shown` on the original image's grid."""
+        return self.geometry.to_original(self.heatmap_shown)
+
+    @property
+    def breast_original(self) -> np.ndarray:
+        """The breast mask on the original image's grid (bool ``(H, W)``)."""
+        return self.geometry.to_original(self.breast.astype(np.float32)) > 0.5
 
     @property
     def peak_input(self) -> tuple[int, int]:
-        return loc.peak(self.heatmap)
+        return loc.peak(self.heatmap_shown)
 
     @property
     def peak_original(self) -> tuple[int, int]:
@@ -53,9 +78,11 @@ class Explanation:
 
     def to_json(self) -> dict:
         return {"path": self.path, "probability": round(float(self.probability), 6),
+                "probability_of": self.positive_class, "tau": round(float(self.tau), 6),
                 "decision": self.decision, "method": self.method, "layer": self.layer,
-                "peak_original": list(self.peak_original), "peak_input": list(self.peak_input),
-                "original_shape": list(self.original.shape), "input_size": int(self.heatmap.shape[0])}
+                "heatmap_masked": True, "peak_original": list(self.peak_original),
+                "peak_input": list(self.peak_input), "original_shape": list(self.original.shape),
+                "input_size": int(self.heatmap.shape[0])}
 
 
 class Explainer:
@@ -111,11 +138,15 @@ class Explainer:
         return self._explanation(film.path, film.image, film.geometry, film.pixels)
 
     def _explanation(self, path: str, image: np.ndarray, geometry, pixels: np.ndarray) -> Explanation:
+        from mammojax.data.preprocess import breast_mask
+
         heatmaps, probabilities = self.heatmaps(image[None])
         probability = float(probabilities[0])
         return Explanation(path=path, probability=probability, decision=self.decision(probability),
                            heatmap=heatmaps[0], image=image, original=np.asarray(pixels, np.float32),
-                           geometry=geometry, method=self.method, layer=self.layer)
+                           geometry=geometry, method=self.method, layer=self.layer,
+                           breast=breast_mask(image, geometry), tau=self.tau,
+                           positive_class=self.scorer.positive_class)
 
 
 # -- outputs ---------------------------------------------------------------------
@@ -150,22 +181,37 @@ def check_outputs_free(out_dir: str | os.PathLike, stems: Iterable[str], *, over
 
 
 def write_explanation(explanation: Explanation, out_dir: str | os.PathLike, stem: str, *,
-                      alpha: float = 0.4, colormap: str = "jet") -> dict:
-    """Writes ``<stem>_overlay.png``, ``<stem>_panel.png``, ``<stem>_cam.npy``; returns the JSON line."""
-    from mammojax.explain.overlay import overlay_on_original, render_panel, save_png
+                      alpha: float = 0.4, colormap: str = "jet", lesions: Sequence = ()) -> dict:
+    """Writes ``<stem>_overlay.png``, ``<stem>_panel.png``, ``<stem>_cam.npy``; returns the JSON line.
+
+    The overlay and the panel show the heatmap over the breast only; the
+    ``.npy`` holds the raw map. ``lesions`` (the record's, when known) are
+    outlined on the panel.
+    """
+    from mammojax.explain.overlay import blend, render_panel, save_png
 
     paths = output_paths(out_dir, stem)
-    overlay = overlay_on_original(explanation.original, explanation.heatmap, explanation.geometry,
-                                  alpha=alpha, colormap=colormap)
+    overlay = blend(explanation.original, explanation.heatmap_original, alpha=alpha, colormap=colormap,
+                    mask=explanation.breast_original)
     save_png(overlay, paths["overlay"])
+    located = [lesion for lesion in lesions if loc.has_location(lesion)]
+    outline = loc.lesion_mask(located, explanation.original.shape) if located else None
     panel = render_panel(explanation.original, overlay, explanation.probability, explanation.decision,
-                         title=Path(explanation.path).name)
+                         tau=explanation.tau, positive_class=explanation.positive_class,
+                         heatmap_name=f"{explanation.method}, {explanation.layer}",
+                         title=Path(explanation.path).name, lesion_mask=outline, colormap=colormap)
     save_png(panel, paths["panel"])
     np.save(paths["cam"], np.asarray(explanation.heatmap, np.float32), allow_pickle=False)
     return {**explanation.to_json(), "outputs": {k: str(p) for k, p in paths.items()}}
 
 
 # -- localization ----------------------------------------------------------------
+
+# Why a record has no localization row: every skipped record gets one of these.
+SKIP_NEGATIVE = "negative (no lesion to point at)"
+SKIP_UNLOCATED = "positive without a located lesion"
+SKIP_UNREADABLE = "unreadable"
+SKIP_REASONS = (SKIP_NEGATIVE, SKIP_UNLOCATED, SKIP_UNREADABLE)
 
 
 def localizable(record, *, positives_only: bool = True) -> bool:
@@ -181,7 +227,13 @@ def evaluate_localization(checkpoint, records: Sequence, *, method: str | None =
                           region: str = "breast", positives_only: bool = True,
                           explainer: Explainer | None = None,
                           progress: Callable[[int, int], None] | None = None) -> dict:
-    """Pointing game, CAM mass in the lesion and deletion faithfulness over ``records``.
+    """Heatmap mass in the lesion, pointing game and deletion faithfulness over ``records``.
+
+    Both localization measures are paired with what a heatmap that knows
+    nothing would score, over the same breast: a uniform map puts the
+    lesion's share of the breast area inside the lesion (``lesion_area_share``),
+    and a peak placed at random hits the lesion that often (``pointing_chance``,
+    the same share of the lesion grown by ``tolerance``).
 
     Args:
         checkpoint: a Checkpoint or a path (ignored when ``explainer`` is given).
@@ -193,7 +245,9 @@ def evaluate_localization(checkpoint, records: Sequence, *, method: str | None =
         region: ``"breast"`` or ``"image"``: the area the chance level is taken over.
 
     Returns:
-        ``{"summary": {...}, "images": [per-image rows], "skipped": [{"path", "reason"}]}``.
+        ``{"summary": {...}, "images": [per-image rows], "skipped": [{"path", "reason"[, "error"]}]}``;
+        every skipped record's reason is one of :data:`SKIP_REASONS`, counted in
+        ``summary["skipped_reasons"]``.
     """
     if region not in ("breast", "image"):
         raise MammojaxError(f"unknown chance region {region!r}; valid: breast, image")
@@ -201,26 +255,26 @@ def evaluate_localization(checkpoint, records: Sequence, *, method: str | None =
 
     explainer = explainer or Explainer(checkpoint, method=method, layer=layer)
     todo = [r for r in records if localizable(r, positives_only=positives_only)]
-    skipped = [{"path": r.path, "reason": "no located lesion" if int(r.label) == 1 or not positives_only
-                else "negative"} for r in records if not localizable(r, positives_only=positives_only)]
+    skipped = [{"path": r.path, "reason": SKIP_UNLOCATED if int(r.label) == 1 or not positives_only
+                else SKIP_NEGATIVE} for r in records if not localizable(r, positives_only=positives_only)]
     rows = []
     for index, record in enumerate(todo):
         if progress:
             progress(index, len(todo))
         try:
             loaded = read_image(record.path)
+            explanation = explainer.explain_pixels(loaded.pixels, path=record.path,
+                                                   laterality=record.laterality or loaded.meta.laterality)
         except MammojaxError as err:
-            skipped.append({"path": record.path, "reason": str(err)})
+            skipped.append({"path": record.path, "reason": SKIP_UNREADABLE, "error": str(err)})
             continue
-        explanation = explainer.explain_pixels(loaded.pixels, path=record.path,
-                                               laterality=record.laterality or loaded.meta.laterality)
-        heatmap_original = explanation.heatmap_original
+        heatmap_original = explanation.heatmap_original  # over the breast only, as shown
         shape = heatmap_original.shape
         mask = loc.lesion_mask(record.lesions, shape)
         pointing_mask = loc.lesion_mask(record.lesions, shape, tolerance=tolerance) if tolerance else mask
-        area = loc.breast_region(loaded.pixels) if region == "breast" else None
+        area = explanation.breast_original if region == "breast" else None
         rng = np.random.default_rng([seed, loc.PURPOSE_DELETION, index])
-        batch = loc.deletion_images(explanation.image, explanation.heatmap, fraction=fraction, rng=rng,
+        batch = loc.deletion_images(explanation.image, explanation.heatmap_shown, fraction=fraction, rng=rng,
                                     num_random=num_random, fill=fill)
         probabilities = explainer.probabilities(batch)
         rows.append({
@@ -229,35 +283,56 @@ def evaluate_localization(checkpoint, records: Sequence, *, method: str | None =
             "hit": float(loc.pointing_hit(heatmap_original, pointing_mask)),
             "chance": loc.chance_level(pointing_mask, area),
             "mass_inside": loc.mass_inside(heatmap_original, mask),
+            "lesion_share": loc.chance_level(mask, area),
             "drop_cam": float(probabilities[0] - probabilities[1]),
             "drop_random": float(probabilities[0] - probabilities[2:].mean()),
             "peak_original": list(loc.peak(heatmap_original)),
         })
     summary = loc.summarize(rows)
+    counts = {reason: sum(s["reason"] == reason for s in skipped) for reason in SKIP_REASONS}
     summary.update({"method": explainer.method, "layer": explainer.layer, "tolerance": tolerance,
-                    "fraction": fraction, "fill": fill, "region": region, "skipped": len(skipped)})
+                    "fraction": fraction, "fill": fill, "region": region, "records": len(records),
+                    "skipped": len(skipped), "skipped_reasons": counts})
     return {"summary": summary, "images": rows, "skipped": skipped}
 
 
 def format_localization_table(summary: dict) -> str:
-    """The summary as an aligned two-column text table."""
-    labels = [
-        ("images", "images scored"),
-        ("pointing_game", "pointing game hit rate"),
-        ("pointing_chance", "pointing game chance level"),
-        ("pointing_lift", "hit rate / chance"),
-        ("mass_inside", "CAM mass inside lesion"),
-        ("drop_cam", f"P drop, top {summary.get('fraction', 0):.0%} CAM removed"),
-        ("drop_random", "P drop, random region removed"),
-        ("faithfulness_gap", "faithfulness gap (CAM - random)"),
-        ("skipped", "records skipped"),
-    ]
-    width = max(len(text) for _, text in labels)
-    lines = [f"localization ({summary.get('method')}, {summary.get('layer')})"]
-    for key, text in labels:
+    """The summary as plain text: each measure beside what a heatmap that knows nothing scores.
+
+    The mass inside the lesion comes first: it weighs the whole map, where the
+    pointing game looks at one pixel. Each is followed by its uniform/chance
+    level and the ratio (1.0x = no better than knowing nothing).
+    """
+    def number(key):
         value = summary.get(key)
-        shown = "n/a" if value is None else (str(value) if isinstance(value, int) else f"{value:.4f}")
-        lines.append(f"  {text:<{width}}  {shown}")
+        return "n/a" if value is None else f"{value:.4f}"
+
+    def ratio(top, bottom):
+        a, b = summary.get(top), summary.get(bottom)
+        return f"{a / b:.2f}x" if a is not None and b else "n/a"
+
+    where = "the breast" if summary.get("region", "breast") == "breast" else "the image"
+    skipped = summary.get("skipped_reasons") or {}
+    skipped_text = ", ".join(f"{n} {reason}" for reason, n in skipped.items()) or "none"
+    grown = f" grown by {summary['tolerance']:g} px" if summary.get("tolerance") else ""
+    rows = [
+        ("records", (f"{summary.get('records', 'n/a')}: {summary.get('images', 0)} scored "
+                     f"(positive, with a located lesion), {summary.get('skipped', 0)} skipped")),
+        ("skipped because", skipped_text),
+        ("heatmap mass inside the lesion", number("mass_inside")),
+        (f"  a uniform map over {where}", f"{number('lesion_area_share')}  (the lesion's share of {where})"),
+        ("  mass / uniform", ratio("mass_inside", "lesion_area_share")),  # = summary["mass_lift"]
+        (f"pointing game: peak in the lesion{grown}", number("pointing_game")),
+        ("  a peak placed at random", number("pointing_chance")),
+        ("  hit rate / chance", ratio("pointing_game", "pointing_chance")),
+        (f"P drop, top {summary.get('fraction', 0):.0%} of the map removed", number("drop_cam")),
+        ("P drop, a random region as large", number("drop_random")),
+        ("faithfulness gap (map - random)", number("faithfulness_gap")),
+    ]
+    width = max(len(text) for text, _ in rows)
+    lines = [(f"localization ({summary.get('method')}, {summary.get('layer')}), heatmaps over {where} only; "
+              "1.00x = no better than a map that knows nothing")]
+    lines += [f"  {text:<{width}}  {value}" for text, value in rows]
     return "\n".join(lines)
 
 

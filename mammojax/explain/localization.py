@@ -6,7 +6,9 @@ All functions are NumPy over one image and its lesions:
   a lesion (optionally within ``tolerance`` pixels of it);
 * **mass inside**: the share of the CAM's total mass inside the lesions;
 * **chance level**: the lesion area over the breast (or image) area, i.e. the
-  hit rate of a peak placed uniformly at random in the breast;
+  hit rate of a peak placed uniformly at random in the breast, and the mass
+  inside the lesion of a uniform map over the breast. The breast is the one
+  heatmaps are shown on (:func:`mammojax.data.preprocess.breast_mask`);
 * **deletion faithfulness**: the drop in cancer probability when the top-k %
   CAM pixels of the model input are replaced by the image mean, against the
   drop for a region of the same size and shape at a random place (the CAM's
@@ -24,9 +26,6 @@ import numpy as np
 
 from mammojax.errors import MammojaxError
 
-# Pixels at or below this (original image in [0, 1]) count as background when
-# the breast area is estimated for the chance level.
-BACKGROUND_LEVEL = 0.02
 # Purpose id for np.random.default_rng([seed, purpose, index]) (architecture.md).
 PURPOSE_DELETION = 601
 
@@ -101,12 +100,6 @@ def mass_inside(heatmap: np.ndarray, mask: np.ndarray) -> float:
     return float(np.sum(heatmap[mask], dtype=np.float64)) / total
 
 
-def breast_region(pixels: np.ndarray) -> np.ndarray:
-    """Pixels brighter than the background; the whole image if that leaves nothing."""
-    region = np.asarray(pixels) > BACKGROUND_LEVEL
-    return region if region.any() else np.ones(region.shape, dtype=bool)
-
-
 def chance_level(mask: np.ndarray, region: np.ndarray | None = None) -> float:
     """Hit rate of a peak placed uniformly at random in ``region`` (default: the image)."""
     if region is None:
@@ -159,7 +152,12 @@ def deletion_images(image: np.ndarray, heatmap: np.ndarray, *, fraction: float, 
 
 
 def summarize(rows: Sequence[dict]) -> dict:
-    """Mean metrics over per-image rows (NaN-aware), with the pointing game's chance level."""
+    """Mean metrics over per-image rows (NaN-aware), each beside its no-knowledge level.
+
+    ``pointing_lift`` = hit rate / chance, ``mass_lift`` = mass inside the
+    lesion / the lesion's share of the area (a uniform map's mass there):
+    1.0 means no better than a heatmap that knows nothing.
+    """
 
     def mean(key):
         values = np.array([r[key] for r in rows if r.get(key) is not None], dtype=np.float64)
@@ -167,14 +165,16 @@ def summarize(rows: Sequence[dict]) -> dict:
         return float(values.mean()) if values.size else None
 
     hit_rate, chance = mean("hit"), mean("chance")
+    mass, share = mean("mass_inside"), mean("lesion_share")
     drop_cam, drop_random = mean("drop_cam"), mean("drop_random")
     return {
         "images": len(rows),
         "pointing_game": hit_rate,
         "pointing_chance": chance,
         "pointing_lift": hit_rate / chance if hit_rate is not None and chance else None,
-        "mass_inside": mean("mass_inside"),
-        "lesion_area_share": chance,
+        "mass_inside": mass,
+        "lesion_area_share": share,
+        "mass_lift": mass / share if mass is not None and share else None,
         "drop_cam": drop_cam,
         "drop_random": drop_random,
         "faithfulness_gap": (drop_cam - drop_random

@@ -41,12 +41,12 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from mammojax.checkpoint import DEFAULT_CLASS_NAMES
 from mammojax.errors import ImageReadError, MammojaxError
 from mammojax.scoring import windows as win
 from mammojax.scoring.film_scoring import FilmScoring, film_scoring_from_meta
 
 POSITIVE_CLASS = 1
-DEFAULT_CLASS_NAMES = ("normal", "cancer")
 WINDOW_BATCH = 64  # windows per device call: patches are small, so batches can be large
 _READ_WORKERS = 2  # decoding threads (numpy/PIL release the GIL for most of it)
 
@@ -224,7 +224,7 @@ class Scorer:
         return cls(checkpoint.model, checkpoint.variables, scoring,
                    temperature=checkpoint.temperature if temperature is None else temperature,
                    tau=checkpoint.tau, batch_size=batch_size, devices=devices,
-                   class_names=checkpoint.meta.get("class_names", DEFAULT_CLASS_NAMES),
+                   class_names=checkpoint.class_names,
                    preprocess_options=checkpoint.preprocess_options, max_pixels=max_pixels,
                    checkpoint=checkpoint)
 
@@ -252,6 +252,11 @@ class Scorer:
     def probability_of(self, logits) -> np.ndarray:
         """Probabilities ``(N,)`` of film logits at this scorer's temperature."""
         return probabilities(logits, self.temperature)
+
+    @property
+    def positive_class(self) -> str:
+        """What the probability is the probability of: class 1's name (``"abnormal"``, ``"malignant"``...)."""
+        return self.class_names[POSITIVE_CLASS]
 
     def decision(self, probability: float) -> str:
         """The class name at the operating point tau."""

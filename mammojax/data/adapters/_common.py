@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from mammojax.data.records import LESION_KINDS, DatasetRecords
+from mammojax.data.records import LESION_KINDS, DatasetRecords, Task
 from mammojax.errors import MammojaxError
 
 
@@ -17,15 +17,20 @@ class Adapter:
     """How :func:`mammojax.data.records.load_dataset` calls one dataset.
 
     ``load(data_dir, *, task, **opts)`` gets a task already checked against
-    ``tasks`` and only options named in ``options``.
+    ``tasks`` and only options named in ``options``. ``tasks`` says what each
+    task's labels mean (:class:`~mammojax.data.records.Task`: class names and
+    a one-line description); ``"default"`` is always one of them.
     """
 
     load: Callable[..., DatasetRecords]
-    tasks: tuple[str, ...]
+    tasks: dict[str, Task]
     options: tuple[str, ...] = ()
     description: str = ""
     data_dir_optional: bool = False  # synthetic: writes into a cache dir
     task_errors: dict[str, str] = field(default_factory=dict)  # task -> why it cannot exist
+    # The patient of a file from its name alone, when the name follows this
+    # dataset's layout (None otherwise): predict groups loose files with it.
+    patient_of_file: Callable[[Path], str | None] | None = None
 
 
 def read_csv_rows(path: Path, *, delimiter: str = ",",
@@ -73,6 +78,9 @@ def birads_category(value: str) -> int | None:
 
 
 BIRADS3_CHOICES = ("exclude", "negative")
+# The label of the BI-RADS datasets (INbreast, VinDr): a radiologist's suspicion, not a biopsy.
+BIRADS_TASK = Task("suspicious (BI-RADS 4-6) vs negative (BI-RADS 1-2), a proxy without biopsy; "
+                   "BI-RADS 3 per the birads3 option", ("negative", "suspicious"))
 
 
 def birads_label(category: int | None, birads3: str) -> int | None:

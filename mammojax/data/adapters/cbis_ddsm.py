@@ -45,10 +45,11 @@ from pathlib import Path
 
 from mammojax.data.adapters._common import (LATERALITIES, Adapter, find_files, read_csv_rows,
                                             subdirs, view_fields)
-from mammojax.data.records import DatasetRecords, Exclusion, Lesion, Record
+from mammojax.data.records import DatasetRecords, Exclusion, Lesion, Record, Task
 from mammojax.errors import MammojaxError
 
-TASKS = ("default", "malignant")
+_MALIGNANT = Task("malignant vs benign biopsied finding (no normal films)", ("benign", "malignant"))
+TASKS = {"default": _MALIGNANT, "malignant": _MALIGNANT}
 CSV_FILES = (
     ("mass", "train", "mass_case_description_train_set.csv"),
     ("mass", "test", "mass_case_description_test_set.csv"),

@@ -20,10 +20,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from mammojax.data.adapters._common import LATERALITIES, Adapter, read_csv_rows, view_fields
-from mammojax.data.records import DatasetRecords, Exclusion, Record
+from mammojax.data.records import DatasetRecords, Exclusion, Record, Task
 from mammojax.errors import ImageReadError, MammojaxError
 
-TASKS = ("default",)
+TASKS = {"default": Task("positive (label 1) vs negative (label 0), as the manifest says", ("negative", "positive"))}
 LABELS = {"0": 0, "1": 1}
 
 

@@ -24,12 +24,12 @@ import plistlib
 import re
 from pathlib import Path
 
-from mammojax.data.adapters._common import (Adapter, find_file, label_from_birads, lesion_kind,
+from mammojax.data.adapters._common import (BIRADS_TASK, Adapter, find_file, label_from_birads, lesion_kind,
                                             read_csv_rows, view_fields)
 from mammojax.data.records import DatasetRecords, Exclusion, Lesion, Record
 from mammojax.errors import MammojaxError
 
-TASKS = ("default", "malignant")
+TASKS = {"default": BIRADS_TASK, "malignant": BIRADS_TASK}
 _DICOM_NAME = re.compile(r"^(?P<file>\d+)_(?P<patient>[0-9a-fA-F]+)_MG_(?P<side>[LR])_(?P<view>[A-Z]+)_ANON$")
 _POINT = re.compile(r"\(\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*\)")
 REQUIRED = ("File Name", "Bi-Rads")
@@ -106,6 +106,12 @@ def _cell_text(value) -> str:
     return str(value).strip()
 
 
+def patient_of_file(path: Path) -> str | None:
+    """The patient token (an anonymised hash) of an ``<file>_<patient>_MG_<side>_<view>_ANON`` name."""
+    match = _DICOM_NAME.match(Path(path).name.split(".")[0])
+    return match["patient"] if match else None
+
+
 def _index_dicoms(folder: Path, table: str) -> dict[str, tuple[Path, dict[str, str]]]:
     """FileName token -> (path, parsed name parts) for every DICOM in AllDICOMs."""
     if not folder.is_dir():
@@ -146,5 +152,5 @@ def read_rois(xml_path: Path) -> tuple[Lesion, ...]:
     return tuple(lesions)
 
 
-ADAPTER = Adapter(load=load, tasks=TASKS, options=("birads3",),
+ADAPTER = Adapter(load=load, tasks=TASKS, options=("birads3",), patient_of_file=patient_of_file,
                   description="INbreast (INbreast.csv + AllDICOMs + AllXML), BI-RADS proxy labels")

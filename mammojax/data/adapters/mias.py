@@ -22,10 +22,13 @@ from pathlib import Path
 
 from mammojax.data.adapters import _archive
 from mammojax.data.adapters._common import Adapter
-from mammojax.data.records import DatasetRecords, Exclusion, Lesion, Record
+from mammojax.data.records import DatasetRecords, Exclusion, Lesion, Record, Task
 from mammojax.errors import MammojaxError
 
-TASKS = ("default", "abnormal", "malignant")
+_ABNORMAL = Task("abnormal (any finding, benign or malignant) vs normal", ("normal", "abnormal"))
+TASKS = {"default": _ABNORMAL, "abnormal": _ABNORMAL,
+         "malignant": Task("malignant vs non-malignant (benign findings and normal films)",
+                           ("non-malignant", "malignant"))}
 DEFAULT_SIZE = 1024  # every mini-MIAS film is 1024x1024; read from the header when possible
 
 # Abnormality classes of Info.txt -> lesion kinds used across adapters.
@@ -113,6 +116,12 @@ def load(data_dir: Path, *, task: str = "default", cache_dir: str | None = None)
     return DatasetRecords(records, excluded)
 
 
+def patient_of_file(path: Path) -> str | None:
+    """The woman of a film named ``mdbNNN`` (any suffix): films ``2k-1`` and ``2k`` are one woman."""
+    match = _REFNUM.match(Path(path).stem)
+    return f"mias{(int(match.group(1)) + 1) // 2:03d}" if match else None
+
+
 def _record(path: Path, rows: list[InfoRow], positive_if) -> Record:
     number = int(_REFNUM.match(path.stem).group(1))
     height = _pgm_height(path) or DEFAULT_SIZE
@@ -127,7 +136,7 @@ def _record(path: Path, rows: list[InfoRow], positive_if) -> Record:
     classes = ",".join(dict.fromkeys(r.abnormality for r in rows))
     extra = (("tissue", TISSUES.get(rows[0].tissue, rows[0].tissue)),
              ("classes", classes), ("severity", severity))
-    return Record(path=str(path), label=label, patient_id=f"mias{(number + 1) // 2:03d}",
+    return Record(path=str(path), label=label, patient_id=patient_of_file(path),
                   laterality="L" if number % 2 == 0 else "R", view="MLO",
                   lesions=lesions, extra=extra)
 
@@ -152,5 +161,5 @@ def _pgm_height(path: Path) -> int | None:
         return None
 
 
-ADAPTER = Adapter(load=load, tasks=TASKS, options=("cache_dir",),
+ADAPTER = Adapter(load=load, tasks=TASKS, options=("cache_dir",), patient_of_file=patient_of_file,
                   description="mini-MIAS (Info.txt + mdbNNN.pgm, folder or .tar.gz)")

@@ -16,10 +16,11 @@ from pathlib import Path
 
 from mammojax.data.adapters._common import (LATERALITIES, Adapter, find_file, first_existing,
                                             read_csv_rows, view_fields)
-from mammojax.data.records import DatasetRecords, Exclusion, Record
+from mammojax.data.records import DatasetRecords, Exclusion, Record, Task
 from mammojax.errors import MammojaxError
 
-TASKS = ("default", "cancer")
+_CANCER = Task("cancer vs no cancer (the cancer column)", ("no cancer", "cancer"))
+TASKS = {"default": _CANCER, "cancer": _CANCER}
 REQUIRED = ("patient_id", "image_id", "laterality", "view", "cancer")
 KEPT_COLUMNS = ("site_id", "BIRADS", "density", "biopsy", "machine_id", "implant")
 

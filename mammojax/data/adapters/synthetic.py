@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from mammojax.data.adapters._common import Adapter
-from mammojax.data.records import DatasetRecords, Exclusion, Lesion, Record
+from mammojax.data.records import DatasetRecords, Exclusion, Lesion, Record, Task
 from mammojax.errors import MammojaxError
 from mammojax.runtime import default_cache_dir
 
-TASKS = ("default",)
+TASKS = {"default": Task("phantom with a synthetic lesion vs without", ("normal", "lesion"))}
 VIEWS_PER_PATIENT = (("L", "CC"), ("L", "MLO"), ("R", "CC"), ("R", "MLO"))
 # Purpose ids for np.random.default_rng([seed, purpose, ...]) (architecture.md).
 PURPOSE_PATIENT_LABELS = 101

@@ -20,12 +20,12 @@ import ast
 import math
 from pathlib import Path
 
-from mammojax.data.adapters._common import (LATERALITIES, Adapter, find_file, first_existing,
+from mammojax.data.adapters._common import (BIRADS_TASK, LATERALITIES, Adapter, find_file, first_existing,
                                             label_from_birads, lesion_kind, read_csv_rows, view_fields)
 from mammojax.data.records import DatasetRecords, Exclusion, Lesion, Record
 from mammojax.errors import MammojaxError
 
-TASKS = ("default", "malignant")
+TASKS = {"default": BIRADS_TASK, "malignant": BIRADS_TASK}
 REQUIRED = ("study_id", "image_id", "laterality", "view_position", "breast_birads")
 IMAGE_SUFFIXES = (".dicom", ".dcm", ".png")
 
