@@ -44,15 +44,17 @@ def test_output_shape_dtype_and_aspect_kept():
 
 def test_zscore_statistics_and_constant_image():
     out = preprocess_image(np.random.default_rng(0).random((40, 70), np.float32), image_size=32).image
-    assert out.mean() == pytest.approx(0.0, abs=1e-5)
-    assert out.std() == pytest.approx(1.0, abs=1e-5)  # population std (ddof=0)
+    # The output is rounded to float16 precision (the cache's): statistics hold to 2**-11 of a z-score.
+    assert out.mean() == pytest.approx(0.0, abs=1e-3)
+    assert out.std() == pytest.approx(1.0, abs=1e-3)  # population std (ddof=0)
+    np.testing.assert_array_equal(out, out.astype(np.float16).astype(np.float32))
 
     for constant in (np.zeros((20, 30)), np.full((30, 30), 0.7)):
         flat = preprocess_image(constant, image_size=16).image
         assert np.all(flat == 0.0) and np.isfinite(flat).all()
     # A 0.7 square padded with 0 is not constant: only the padded result counts.
     padded = preprocess_image(np.full((20, 40), 0.7), image_size=16).image
-    assert padded.std() == pytest.approx(1.0, abs=1e-5)
+    assert padded.std() == pytest.approx(1.0, abs=1e-3)
 
 
 def test_zscore_standalone():
