@@ -215,34 +215,35 @@ def predict_rows(scorer, items: list[InputItem], *, aggregate: str = "max") -> I
     """Image and error rows in input order, then one patient row per patient.
 
     Probabilities and decisions come from ``scorer`` (:class:`mammojax.scoring.Scorer`);
-    the patient score is :mod:`mammojax.evaluation.aggregate`'s (``max`` over her images
-    by default, the checkpoint's ``patient_aggregate``).
+    a patient's score aggregates her images' lesion margins (``max`` by default, the
+    checkpoint's ``patient_aggregate``) and is read at the checkpoint's patient-level
+    operating point (:mod:`mammojax.evaluation.operating_points`), as ``eval`` reads it.
     """
     from mammojax.data.screening import image_flags
-    from mammojax.evaluation.aggregate import aggregate as aggregate_scores
+    from mammojax.evaluation.operating_points import group_probabilities
 
     scored_patients: list[str] = []
-    scores: list[float] = []
+    margins: list[float] = []
     flagged: dict[str, int] = {}
     for item, result in zip(items, scorer.score_paths([i.path for i in items])):
         if not result.ok:
             yield {"kind": "error", "path": result.path, "patient_id": item.patient_id, "error": result.error}
             continue
         scored_patients.append(item.patient_id)
-        scores.append(result.probability)
+        margins.append(float(result.logits[1] - result.logits[0]))
         flags = image_flags(result.meta) if result.meta is not None else ()
         if flags:
             flagged[item.patient_id] = flagged.get(item.patient_id, 0) + 1
         yield {"kind": "image", "path": result.path, "patient_id": item.patient_id,
                "probability": round(result.probability, 6), "decision": scorer.decision(result.probability),
                "warning": "; ".join(flags) or None, "flags": flags}  # flags: not written, counted
-    if not scores:
+    if not margins:
         return
-    grouped = aggregate_scores(None, scores, scored_patients, scored_patients, aggregate)
+    grouped = group_probabilities(margins, scored_patients, scorer.operating_points["patient"], aggregate)
     for patient, score, size in zip(grouped.keys, grouped.scores, grouped.sizes):
         count = flagged.get(patient, 0)
         yield {"kind": "patient", "path": "", "patient_id": patient, "probability": round(float(score), 6),
-               "decision": scorer.decision(float(score)), "n_images": int(size),
+               "decision": scorer.decision(float(score), "patient"), "n_images": int(size),
                "warning": f"{count} of her {int(size)} images flagged" if count else None}
 
 

@@ -119,8 +119,9 @@ def test_patient_score_is_the_max_over_her_views_by_default():
     assert patients[0].image_names == ("a-cc", "a-mlo")
     assert patients[0].score == pytest.approx(0.7) and patients[0].suspicious
     assert patients[1].score == pytest.approx(0.1) and not patients[1].suspicious
-    mean = logic.summarise_patients(items, aggregate="mean", tau=0.5)
-    assert mean[0].score == pytest.approx(0.45) and not mean[0].suspicious
+    mean = logic.summarise_patients(items, aggregate="mean", tau=0.5)  # the mean of the margins
+    margin = (np.log(0.2 / 0.8) + np.log(0.7 / 0.3)) / 2
+    assert mean[0].score == pytest.approx(1 / (1 + np.exp(-margin))) and not mean[0].suspicious
 
 
 def test_unknown_patient_aggregate_is_a_user_error():

@@ -95,10 +95,10 @@ class AppModel:
 
         return training_data_warning(self.checkpoint.meta)
 
-    def score_and_cam(self, images: np.ndarray) -> tuple[float, np.ndarray]:
-        """``(probability, heatmap (H, W) in [0, 1])`` of one preprocessed film ``(1, H, W, 1)``."""
+    def score_and_cam(self, images: np.ndarray) -> tuple[float, np.ndarray, float]:
+        """``(probability, heatmap (H, W) in [0, 1], lesion margin)`` of one preprocessed film ``(1, H, W, 1)``."""
         heatmaps, logits = self.scorer.explain(images)
-        return float(self.scorer.probability_of(logits)[0]), heatmaps[0]
+        return float(self.scorer.probability_of(logits)[0]), heatmaps[0], float(logits[0, -1] - logits[0, 0])
 
     def describe(self) -> dict:
         """Facts about the model for the page's sidebar and the report."""
@@ -175,6 +175,7 @@ class ImageAnalysis:
     display_image: np.ndarray  # (h, w) uint8: the original, at most DISPLAY_MAX_SIDE
     heat: np.ndarray  # (h, w) uint8: the heatmap over the breast, 255 = its peak, on display_image's grid
     meta: dict  # safe fields only, see safe_meta()
+    margin: float | None = None  # the film's lesion margin (logit 1 - logit 0): patients aggregate margins
 
     @property
     def heatmap(self) -> np.ndarray:
@@ -223,7 +224,7 @@ def analyse_upload(model: AppModel, name: str, data: bytes, *,
     loaded = read_upload(name, data, max_pixels=max_pixels)
     prepared = model.scorer.prepare(loaded.pixels, loaded.meta.laterality, name=name)
     batch = np.asarray(prepared.image, np.float32)[None]
-    probability, heatmap = model.score_and_cam(batch)
+    probability, heatmap, margin = model.score_and_cam(batch)
     shown = on_breast(heatmap, breast_mask(prepared.image, prepared.geometry))
     heatmap_original = np.asarray(prepared.geometry.to_original(shown), np.float32)
     display = _fit_display(loaded.pixels)
@@ -235,6 +236,7 @@ def analyse_upload(model: AppModel, name: str, data: bytes, *,
         display_image=_to_uint8(display),
         heat=_to_uint8(_resize(heatmap_original, display.shape)),
         meta=safe_meta(loaded.meta),
+        margin=margin,
     )
 
 
@@ -354,14 +356,17 @@ class PatientSummary:
 
 
 def summarise_patients(items: Iterable[tuple[str, ImageAnalysis]], *, aggregate: str = "max",
-                       tau: float) -> list[PatientSummary]:
+                       tau: float, temperature: float = 1.0) -> list[PatientSummary]:
     """Groups ``(patient label, analysis)`` pairs into patient-level scores.
 
-    The patient score is the max (default: one suspicious view recalls the
-    woman) or the mean of her image probabilities; patients keep the order in
-    which they first appear.
+    The patient score aggregates her images' lesion margins, the max (default:
+    one suspicious view recalls the woman) or the mean, read at the patient
+    operating point ``(tau, temperature)``, as ``predict`` and ``eval`` read it
+    (:func:`mammojax.evaluation.operating_points.group_probabilities`). An
+    analysis without a margin counts as the margin of its probability at T = 1.
+    Patients keep the order in which they first appear.
     """
-    from mammojax.evaluation.aggregate import aggregate as aggregate_scores
+    from mammojax.evaluation.operating_points import OperatingPoint, group_probabilities
 
     if aggregate not in PATIENT_AGGREGATES:
         raise MammojaxError(f"unknown patient aggregate {aggregate!r}; valid: {', '.join(PATIENT_AGGREGATES)}")
@@ -369,7 +374,9 @@ def summarise_patients(items: Iterable[tuple[str, ImageAnalysis]], *, aggregate:
     if not items:
         return []
     labels = [label for label, _ in items]
-    grouped = aggregate_scores(None, [a.probability for _, a in items], labels, labels, aggregate)
+    margins = [a.margin if a.margin is not None else float(np.log(a.probability) - np.log1p(-a.probability))
+               for _, a in items]
+    grouped = group_probabilities(margins, labels, OperatingPoint(tau=tau, temperature=temperature), aggregate)
     return [PatientSummary(label=label, image_names=tuple(a.name for key, a in items if key == label),
                            score=float(score), aggregate=aggregate, tau=tau)
             for label, score in zip(grouped.keys, grouped.scores)]

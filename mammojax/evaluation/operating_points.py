@@ -51,6 +51,18 @@ def margin_probabilities(margins, temperature: float) -> np.ndarray:
     return probabilities(np.stack([np.zeros_like(m), m], axis=-1), temperature)
 
 
+def group_probabilities(margins, keys, point: OperatingPoint, how: str = "max") -> agg.Grouped:
+    """Groups of images (a patient's, a breast's) scored at ``point``: scores are probabilities.
+
+    The group's margin is the aggregate of its images' lesion margins; its
+    probability that margin through ``point``'s temperature. ``predict`` and the
+    page use it for their patient rows, as ``eval`` does.
+    """
+    keys = list(keys)
+    grouped = agg.aggregate(None, margins, keys, keys, how)
+    return dataclasses.replace(grouped, scores=margin_probabilities(grouped.scores, point.temperature))
+
+
 def fit_operating_points(logits, labels, patient_ids, lateralities, *, how: str = "max", policy: str = "youden",
                          tau: float = 0.5, target: float = 0.9, calibrate: bool = True) -> dict[str, OperatingPoint]:
     """One :class:`OperatingPoint` per level, fitted on validation film logits ``(N, C)``."""

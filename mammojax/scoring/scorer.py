@@ -177,7 +177,8 @@ class Scorer:
 
     def __init__(self, model, variables, scoring: FilmScoring, *, temperature: float = 1.0, tau: float = 0.5,
                  batch_size: int = 8, devices=None, class_names: Sequence[str] = DEFAULT_CLASS_NAMES,
-                 preprocess_options: dict | None = None, max_pixels: int | None = None, checkpoint=None):
+                 preprocess_options: dict | None = None, max_pixels: int | None = None, checkpoint=None,
+                 operating_points: dict | None = None):
         import jax
         from jax.sharding import NamedSharding, PartitionSpec
 
@@ -185,8 +186,14 @@ class Scorer:
             raise MammojaxError(f"batch size must be positive, got {batch_size}")
         self.model = model
         self.scoring = scoring
+        from mammojax.evaluation.operating_points import LEVELS, OperatingPoint
+
         self.temperature = float(temperature)
         self.tau = float(tau)
+        # Per level (image, breast, patient); the image level is (tau, temperature).
+        self.operating_points = {level: OperatingPoint(tau=self.tau, temperature=self.temperature)
+                                 for level in LEVELS}
+        self.operating_points.update({k: v for k, v in (operating_points or {}).items() if k != "image"})
         self.class_names = list(class_names)
         self.preprocess_options = dict(preprocess_options or {})
         self.max_pixels = max_pixels
@@ -226,7 +233,7 @@ class Scorer:
                    tau=checkpoint.tau, batch_size=batch_size, devices=devices,
                    class_names=checkpoint.class_names,
                    preprocess_options=checkpoint.preprocess_options, max_pixels=max_pixels,
-                   checkpoint=checkpoint)
+                   checkpoint=checkpoint, operating_points=checkpoint.operating_points)
 
     # -- logits and probabilities ----------------------------------------------------
 
@@ -258,9 +265,10 @@ class Scorer:
         """What the probability is the probability of: class 1's name (``"abnormal"``, ``"malignant"``...)."""
         return self.class_names[POSITIVE_CLASS]
 
-    def decision(self, probability: float) -> str:
-        """The class name at the operating point tau."""
-        return self.class_names[POSITIVE_CLASS] if probability >= self.tau else self.class_names[0]
+    def decision(self, probability: float, level: str = "image") -> str:
+        """The class name at ``level``'s operating point tau."""
+        tau = self.operating_points[level].tau
+        return self.class_names[POSITIVE_CLASS] if probability >= tau else self.class_names[0]
 
     # -- heatmaps ----------------------------------------------------------------
 

@@ -74,3 +74,40 @@ def test_the_report_reads_each_level_at_its_own_tau():
     assert patient["sensitivity"] == pytest.approx(expected["sensitivity"])
     assert patient["specificity"] == pytest.approx(expected["specificity"])
     assert result["levels"]["breast"]["tau"] == 0.7 and result["tau"] == 0.5
+
+
+def test_predict_and_the_page_read_a_patient_at_her_own_operating_point(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from app_support import png_bytes
+    from eval_support import make_tiny_checkpoint
+    from mammojax.app import logic
+    from mammojax.cli import cli
+
+    points = {"image": {"tau": 0.41, "temperature": 1.5}, "breast": {"tau": 0.5, "temperature": 1.5},
+              "patient": {"tau": 0.93, "temperature": 0.4}}
+    checkpoint = make_tiny_checkpoint(tmp_path / "best")
+    meta_path = checkpoint / "mammojax.json"
+    meta = json.loads(meta_path.read_text())
+    meta["operating_points"] = points
+    meta_path.write_text(json.dumps(meta))
+    for name, seed in (("P7_L_CC.png", 1), ("P7_L_MLO.png", 2)):
+        (tmp_path / name).write_bytes(png_bytes(60, 48, seed=seed))
+    result = CliRunner().invoke(cli, ["predict", "--checkpoint", str(checkpoint), "--json", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    images = [r for r in rows if r["kind"] == "image"]
+    (patient,) = [r for r in rows if r["kind"] == "patient"]
+    margins = [1.5 * np.log(r["probability"] / (1 - r["probability"])) for r in images]
+    expected = 1 / (1 + np.exp(-max(margins) / 0.4))
+    assert patient["probability"] == pytest.approx(expected, abs=2e-5)
+    names = meta["class_names"]
+    assert patient["decision"] == names[int(expected >= 0.93)]  # at the patient tau, not the image tau
+    model = logic.load_app_model(checkpoint, warm_up=False)
+    analyses = [("P7", logic.analyse_upload(model, name, (tmp_path / name).read_bytes()))
+                for name in ("P7_L_CC.png", "P7_L_MLO.png")]
+    point = model.scorer.operating_points["patient"]
+    (summary,) = logic.summarise_patients(analyses, tau=point.tau, temperature=point.temperature)
+    assert summary.score == pytest.approx(expected, abs=2e-5) and summary.tau == 0.93
