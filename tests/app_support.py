@@ -25,7 +25,7 @@ ACCESSION = "ACC-55512"
 IDENTIFIERS = (PATIENT_NAME, "Quixote", "Dulcinea", PATIENT_ID, BIRTH_DATE, ACCESSION)
 MANUFACTURER = "ACME Imaging"
 
-MIAS_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mias" / "all-mias-dev.tar.gz"
+from paths import MIAS_ARCHIVE  # noqa: E402,F401  (re-exported for the page tests)
 
 
 def make_tiny_checkpoint(directory: Path, *, extra: dict | None = None) -> Path:

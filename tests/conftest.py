@@ -14,11 +14,10 @@ from pathlib import Path
 import pytest
 
 TESTS = Path(__file__).resolve().parent
-REPO = TESTS.parent
-MIAS_ARCHIVE = REPO.parent / "shared" / "data" / "mias" / "all-mias-dev.tar.gz"
-
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
+
+from paths import MIAS_ARCHIVE  # noqa: E402  (importable once tests/ is on the path)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ import time
 
 import pytest
 from app_support import make_tiny_checkpoint, png_bytes
-from conftest import REPO
+from paths import REPO
 
 pytest.importorskip("streamlit")
 pytest.importorskip("websockets")

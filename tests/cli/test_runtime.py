@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # A float16 tf.data pipeline like the training one (numpy_function -> cast -> batch).
 _PIPELINE = """

@@ -16,7 +16,7 @@ import pytest
 
 from app_support import make_tiny_checkpoint
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 pytest.importorskip("streamlit")
 

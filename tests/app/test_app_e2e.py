@@ -25,7 +25,7 @@ from app_support import IDENTIFIERS, dicom_bytes, extract_mias_image, make_tiny_
 pytestmark = pytest.mark.slow
 
 CHROMIUM = Path("/usr/bin/chromium")
-INSTALL_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "install_browser.sh"
+INSTALL_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "install_browser.sh"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SERVER_START_TIMEOUT = 120  # seconds

@@ -22,7 +22,7 @@ import pytest
 from eval_support import make_tiny_checkpoint
 from mammojax.cli import main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # --- helpers ------------------------------------------------------------------------
 
 

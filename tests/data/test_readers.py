@@ -21,7 +21,7 @@ from mammojax.data.readers import detect_format, read_image, to_grayscale
 from mammojax.data.screening import screen_files, screen_image
 from mammojax.errors import ImageReadError
 
-MIAS_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "mias" / "all-mias-dev.tar.gz"
+from paths import MIAS_ARCHIVE  # noqa: E402
 
 
 def _ramp(height=48, width=64, max_value=255, dtype=np.uint8):

@@ -13,7 +13,7 @@ from PIL import Image
 from mammojax.cli import main
 from mammojax.cli.data_cmd import data
 
-MIAS_ARCHIVE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mias" / "all-mias-dev.tar.gz"
+from paths import MIAS_ARCHIVE  # noqa: E402
 
 
 @pytest.mark.skipif(not MIAS_ARCHIVE.is_file(), reason=f"{MIAS_ARCHIVE} not available")

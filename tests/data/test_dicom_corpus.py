@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("pydicom")
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
 def _load_script(name: str):

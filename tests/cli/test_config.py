@@ -13,7 +13,7 @@ from mammojax.cli import main
 from mammojax.config import base_config, load_config, validate_config
 from mammojax.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("key, first", [

@@ -115,7 +115,7 @@ def test_predict_on_inputs_without_an_image_fails_before_jax_or_output(tmp_path)
     probe = ("import sys; from mammojax.cli import main; "
              f"code = main(['predict', '--checkpoint', 'any', '--out', {str(out)!r}, {str(folder)!r}]); "
              "print(code, 'jax' in sys.modules)")
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
                             env={"PYTHONPATH": str(repo), "PATH": "/usr/bin:/bin"})
     assert result.stdout.split() == ["2", "False"], result.stderr

@@ -403,7 +403,7 @@ except ImageReadError as err:
 ])
 def test_missing_decoder_names_what_is_missing(file, blocked, expected):
     path = _testdata(file)
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     result = subprocess.run([sys.executable, "-c", MISSING_DECODER_SCRIPT, path, blocked], capture_output=True,
                             text=True, cwd=repo, check=False, env={**os.environ, "PYTHONPATH": str(repo)},
                             timeout=120)

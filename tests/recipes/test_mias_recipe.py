@@ -15,8 +15,10 @@ import pytest
 from mammojax.config import load_config
 from mammojax.errors import MammojaxError
 
-REPO = Path(__file__).resolve().parents[1]
-MIAS = REPO.parent / "shared" / "data" / "mias" / "all-mias-dev.tar.gz"
+REPO = Path(__file__).resolve().parents[2]
+from paths import MIAS_ARCHIVE  # noqa: E402
+
+MIAS = MIAS_ARCHIVE
 
 
 def _phantoms():

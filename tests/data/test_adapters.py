@@ -14,7 +14,7 @@ from mammojax.data.adapters.mias import parse_info
 from mammojax.data.records import load_dataset
 from mammojax.errors import MammojaxError
 
-MIAS_ARCHIVE = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "mias" / "all-mias-dev.tar.gz"
+from paths import MIAS_ARCHIVE  # noqa: E402
 needs_mias = pytest.mark.skipif(not MIAS_ARCHIVE.is_file(), reason=f"{MIAS_ARCHIVE} not available")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEPS = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()
 
 

@@ -7,7 +7,6 @@ Trains a narrow ResNet for a few hundred steps on in-memory 128-px phantoms
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import jax
@@ -20,7 +19,7 @@ from PIL import Image
 from mammojax import models
 from mammojax.checkpoint import Checkpoint
 from mammojax.data.preprocess import preprocess_image
-from mammojax.data.records import Lesion, Record
+from mammojax.data.records import Record
 from mammojax.data.synthetic import make_phantom
 from mammojax.explain.explain import evaluate_localization
 from mammojax.models.resnet import BasicBlock, ResNet

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from mammojax.data.readers import DEFAULT_MAX_PIXELS, read_image
 from mammojax.errors import ImageReadError
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "fuzz_readers.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "fuzz_readers.py"
 spec = importlib.util.spec_from_file_location("fuzz_readers", SCRIPT)
 fuzz = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(fuzz)

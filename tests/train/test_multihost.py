@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 
 from train_support import assert_same_training, finish, free_port, start_worker
 
