@@ -26,3 +26,33 @@ def mias_archive() -> Path:
     if not MIAS_ARCHIVE.is_file():
         pytest.skip(f"mini-MIAS archive not found at {MIAS_ARCHIVE}")
     return MIAS_ARCHIVE
+
+
+@pytest.fixture(scope="module")
+def phantom_films(tmp_path_factory) -> Path:
+    """Four phantom PNG films of two women (W0, W1; label = view index) and a ``manifest.csv`` naming them."""
+    from app_support import png_bytes
+
+    folder = tmp_path_factory.mktemp("films")
+    rows = ["path,label,patient_id"]
+    for i, (height, width) in enumerate([(80, 64), (72, 60), (90, 70), (64, 64)]):
+        name = f"W{i // 2}_{'LR'[i % 2]}_CC.png"
+        (folder / name).write_bytes(png_bytes(height, width, seed=i))
+        rows.append(f"{name},{i % 2},W{i // 2}")
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def run_cli():
+    """``run_cli(args)``: runs ``mammojax ARGS`` in-process (stdout and stderr apart), asserting exit 0."""
+    from click.testing import CliRunner
+
+    from mammojax.cli import cli
+
+    def run(args):
+        result = CliRunner().invoke(cli, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        return result
+
+    return run

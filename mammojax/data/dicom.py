@@ -253,7 +253,10 @@ def _decode_first_frame(path: Path, ds: Dataset, frames: int) -> np.ndarray:
     try:
         # Only the first frame of a multi-frame file is decoded.
         arr = dicom_codecs.decode(ds, tsyntax, 0 if frames > 1 else None)
-    except Exception as e:
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as e:  # noqa: BLE001 - a Rust decoder's panic (pyo3 PanicException) is a BaseException:
+        # damaged pixel data must stay one clean error for this file, never end a batch run.
         text = str(e).lower()
         if "missing" in text and ("plugin" in text or "dependenc" in text):
             raise ImageReadError(path, dicom_codecs.missing_decoder_reason(tsyntax)) from None

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from app_support import png_bytes
 
 SIZE = 32
 TEMPERATURE = 2.5
@@ -47,29 +45,10 @@ def make_checkpoint(directory: Path, *, kind: str, tta: bool):
     return save_checkpoint(directory, variables, meta), config
 
 
-@pytest.fixture(scope="module")
-def films(tmp_path_factory) -> Path:
-    """Four phantom films of two women and a manifest naming them."""
-    folder = tmp_path_factory.mktemp("films")
-    rows = ["path,label,patient_id"]
-    for i, (height, width) in enumerate([(80, 64), (72, 60), (90, 70), (64, 64)]):
-        name = f"W{i // 2}_{'LR'[i % 2]}_CC.png"
-        (folder / name).write_bytes(png_bytes(height, width, seed=i))
-        rows.append(f"{name},{i % 2},W{i // 2}")
-    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
-    return folder
-
-
-def _cli(args):
-    from mammojax.cli import cli
-
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result
-
-
 @pytest.mark.parametrize("kind,tta", [("whole", False), ("whole", True), ("windows", False), ("windows", True)])
-def test_every_entry_point_gives_a_film_the_same_probability(films, tmp_path, monkeypatch, kind, tta):
+def test_every_entry_point_gives_a_film_the_same_probability(phantom_films, run_cli, tmp_path, monkeypatch, kind,
+                                                             tta):
+    films = phantom_films
     from mammojax.app import logic
     from mammojax.checkpoint import load_checkpoint
     from mammojax.data.cache import prepare_cache
@@ -82,17 +61,17 @@ def test_every_entry_point_gives_a_film_the_same_probability(films, tmp_path, mo
     names = sorted(p.name for p in films.glob("*.png"))
 
     predicted = {}
-    for line in _cli(["predict", "--checkpoint", checkpoint, "--json", films]).stdout.splitlines():
+    for line in run_cli(["predict", "--checkpoint", checkpoint, "--json", films]).stdout.splitlines():
         row = json.loads(line)
         if row["kind"] == "image":
             predicted[Path(row["path"]).name] = row["probability"]
 
     out = tmp_path / "explain"
-    _cli(["explain", "--checkpoint", checkpoint, "--out", out, *(films / n for n in names)])
+    run_cli(["explain", "--checkpoint", checkpoint, "--out", out, *(films / n for n in names)])
     explained = {Path(r["path"]).name: r["probability"]
                  for r in map(json.loads, (out / "explanations.jsonl").read_text().splitlines())}
 
-    _cli(["eval", "--checkpoint", checkpoint, "--dataset", "csv", "--data-dir", films / "manifest.csv",
+    run_cli(["eval", "--checkpoint", checkpoint, "--dataset", "csv", "--data-dir", films / "manifest.csv",
           "--split", "all", "--out", tmp_path / "eval"])
     with open(tmp_path / "eval" / "scores.csv") as handle:
         evaluated = {Path(r["path"]).name: float(r["probability"]) for r in csv.DictReader(handle)}

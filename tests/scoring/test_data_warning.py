@@ -10,8 +10,6 @@ import json
 from pathlib import Path
 
 import pytest
-from app_support import png_bytes
-from click.testing import CliRunner
 from eval_support import make_tiny_checkpoint
 
 from mammojax.checkpoint import training_data_warning
@@ -34,34 +32,20 @@ def checkpoint(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def films(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("films")
-    rows = ["path,label,patient_id"]
-    for i in range(4):
-        (folder / f"W{i // 2}_{'LR'[i % 2]}_CC.png").write_bytes(png_bytes(80, 64, seed=i))
-        rows.append(f"W{i // 2}_{'LR'[i % 2]}_CC.png,{i % 2},W{i // 2}")
-    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
-    return folder
+def films(phantom_films) -> Path:
+    return phantom_films
 
 
-def _cli(args):
-    from mammojax.cli import cli
-
-    result = CliRunner().invoke(cli, [str(a) for a in args])
-    assert result.exit_code == 0, result.output
-    return result
-
-
-def test_predict_warns_once_per_run(checkpoint, films):
-    result = _cli(["predict", "--checkpoint", checkpoint, "--batch-size", "2", "--json", films])
+def test_predict_warns_once_per_run(checkpoint, films, run_cli):
+    result = run_cli(["predict", "--checkpoint", checkpoint, "--batch-size", "2", "--json", films])
     assert result.stderr.count(WARNING) == 1
     assert len(result.stdout.splitlines()) == 4 + 2  # the rows are still written
 
 
-def test_eval_warns_and_the_report_says_so(checkpoint, films, tmp_path, monkeypatch):
+def test_eval_warns_and_the_report_says_so(checkpoint, films, run_cli, tmp_path, monkeypatch):
     monkeypatch.setenv("MAMMOJAX_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "eval"
-    result = _cli(["eval", "--checkpoint", checkpoint, "--dataset", "csv", "--data-dir", films / "manifest.csv",
+    result = run_cli(["eval", "--checkpoint", checkpoint, "--dataset", "csv", "--data-dir", films / "manifest.csv",
                    "--split", "all", "--out", out])
     assert result.stderr.count(WARNING) == 1
     metrics = json.loads((out / "metrics.json").read_text())
