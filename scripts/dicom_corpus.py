@@ -10,7 +10,7 @@ ACR-NEMA, multi-frame, palette colour, deliberately broken files...).
     python scripts/dicom_corpus.py            # counts, error reasons, files needing a decoder
     python scripts/dicom_corpus.py --list     # also one line per file
 
-``tests/test_dicom_corpus.py`` runs the same check and asserts zero "other".
+``tests/data/test_dicom_corpus.py`` runs the same check and asserts zero "other".
 """
 
 from __future__ import annotations

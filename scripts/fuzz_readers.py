@@ -16,7 +16,7 @@ from scratch: the format's signature followed by random bytes.
 Prints, per format: loaded / clean error / other exception / bad output / slow
 / timeout, the wall time, and the peak-RSS growth of the process. The exit
 status is 1 when anything other than "loaded" or "clean error" happened.
-``tests/test_fuzz_readers.py`` imports the seed and mutation helpers from here.
+``tests/data/test_fuzz_readers.py`` imports the seed and mutation helpers from here.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def split_patients(records: Sequence[Record], *, val_fraction: float, test_fract
     (``StratifiedShuffleSplit``, ``train_test_split(stratify=...)``) refuses a
     class with one patient and a part smaller than the number of classes,
     which small datasets and smoke tests hit (``StratifiedGroupKFold`` gives
-    parts of 1/k only, not val=0.2 and test=0.35). tests/test_splits.py checks
+    parts of 1/k only, not val=0.2 and test=0.35). tests/data/test_splits.py checks
     that the per-class counts agree with ``StratifiedShuffleSplit`` where it runs.
     """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):

@@ -20,7 +20,7 @@ def resample_auc(labels, scores) -> float:
     """ROC AUC as the Mann-Whitney U statistic over average ranks; NaN with one class.
 
     The bootstrap's default metric. It equals ``sklearn.metrics.roc_auc_score``
-    (ties count 1/2; tests/test_metrics.py checks it on tied random data) but
+    (ties count 1/2; tests/evaluation/test_metrics.py checks it on tied random data) but
     skips scikit-learn's input validation, which dominates on bootstrap-sized
     inputs. Measured (scikit-learn 1.9.1, one shared CPU core): a whole
     ``bootstrap_ci`` of 1000 patient resamples (4 images per patient) takes
