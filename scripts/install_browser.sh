@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs Debian's Chromium for the headless end-to-end test of the web page
-# (tests/test_app_e2e.py). Playwright's own browser download is not used: CI
+# (tests/app/test_app_e2e.py). Playwright's own browser download is not used: CI
 # machines may not reach it, and Debian's package is signed and pinned by apt.
 #
 # Idempotent and quiet: does nothing when /usr/bin/chromium already exists.
