@@ -62,9 +62,15 @@ _JPEG_LOSSLESS = (uid.JPEGLossless, uid.JPEGLosslessSV1)
 # Plugins to try first (when installed), then pydicom's own order. Measured on
 # the pydicom + pydicom-data corpus (scripts/dicom_corpus.py): all plugins
 # gave identical samples; these were the fastest (RG1_J2KR, 1955 x 1841:
-# pylibjpeg 0.62 s, GDCM 0.90 s; RLE: pylibjpeg-rle about 10x pydicom's).
+# pylibjpeg 0.62 s, GDCM 0.90 s). RLE is decoded by pydicom's own NumPy
+# decoder although pylibjpeg-rle is about 10x faster: on damaged data (the
+# fuzzing script's mutated RLE files) pylibjpeg-rle's Rust code panics and
+# prints a backtrace to stderr, which must never bypass mammojax's one-line
+# errors; RLE is rare in mammography archives. So it is never tried for RLE.
+NEVER_PLUGINS: dict[str, tuple[str, ...]] = {uid.RLELossless: ("pylibjpeg",)}
 PREFERRED_PLUGINS: dict[str, tuple[str, ...]] = {
-    **{syntax: ("pylibjpeg",) for syntax in (*_J2K, *_HTJ2K, uid.RLELossless)},
+    **{syntax: ("pylibjpeg",) for syntax in (*_J2K, *_HTJ2K)},
+    uid.RLELossless: ("pydicom",),
     **{syntax: ("pyjpegls",) for syntax in _JPEG_LS},
     uid.JPEGBaseline8Bit: ("pillow",),
 }
@@ -150,7 +156,7 @@ def decode(ds: Dataset, tsyntax: uid.UID, index: int | None) -> np.ndarray:
 
 def plugin_order(ds: Dataset, tsyntax: uid.UID) -> list[str]:
     """Installed plugins for ``tsyntax``: preferred ones, pydicom's order, last resorts."""
-    available = get_decoder(tsyntax).available_plugins
+    available = [p for p in get_decoder(tsyntax).available_plugins if p not in NEVER_PLUGINS.get(tsyntax, ())]
     preferred = [p for p in preferred_plugins(ds, tsyntax) if p in available]
     rest = [p for p in available if p not in preferred and p not in LAST_RESORT_PLUGINS.get(tsyntax, ())]
     # A last resort is tried only when nothing else can decode the syntax.
