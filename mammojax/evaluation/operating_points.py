@@ -47,8 +47,7 @@ def margin_probabilities(margins, temperature: float) -> np.ndarray:
     """``sigmoid(margin / T)``: the same temperature-softmax as :func:`mammojax.scoring.probabilities`."""
     from mammojax.scoring.scorer import probabilities
 
-    m = np.asarray(margins, np.float64)
-    return probabilities(np.stack([np.zeros_like(m), m], axis=-1), temperature)
+    return probabilities(np.asarray(margins, np.float64)[..., None], temperature)  # one logit: read as [0, m]
 
 
 def group_probabilities(margins, keys, point: OperatingPoint, how: str = "max") -> agg.Grouped:

@@ -34,6 +34,7 @@ from typing import Callable
 import numpy as np
 
 from mammojax.errors import MammojaxError
+from mammojax.scoring.scorer import probabilities
 
 PURPOSE_INNER_SPLIT = 303
 PURPOSE_PATCH_AUC = 304
@@ -141,8 +142,8 @@ def run_mias_cv(config, workdir: str | os.PathLike, *, log: Callable[[str], None
         if ensemble == 1:  # one network = one inference checkpoint; an ensemble's members are in networks/
             _save_fold_checkpoint(workdir.fold_checkpoint(fold), variables, config, fold, k, operating,
                                   data.val, val_raw)
-        probs = _probabilities(test_logits, operating["temperature"])
-        probs_single = _probabilities(test_raw, single["temperature"])
+        probs = probabilities(test_logits, operating["temperature"])
+        probs_single = probabilities(test_raw, single["temperature"])
         for j, i in enumerate(test_idx):
             predictions.append({"fold": fold, "path": Path(cache.records[i].path).name,
                                 "patient_id": patients[i], "label": int(labels[i]),
@@ -245,12 +246,6 @@ def _single_breast_auc(predictions: list[dict]) -> float:
     return float(roc_auc([p["label"] for p in predictions], [p["probability_single_breast"] for p in predictions]))
 
 
-def _probabilities(logits: np.ndarray, temperature: float) -> np.ndarray:
-    from mammojax.scoring import probabilities
-
-    return probabilities(logits, temperature)
-
-
 def _by_patient(labels, scores, patients):
     """Per-woman labels and scores (max over her views): :mod:`mammojax.evaluation.aggregate`."""
     from mammojax.evaluation.aggregate import aggregate
@@ -267,7 +262,7 @@ def choose_operating_point(val_logits: np.ndarray, val_labels: np.ndarray, val_p
     from mammojax.evaluation.thresholds import choose_threshold
 
     temperature = fit_temperature(val_logits, val_labels) if config.eval.calibrate else 1.0
-    probs = _probabilities(val_logits, temperature)
+    probs = probabilities(val_logits, temperature)
     policy = dict(policy=config.eval.threshold_policy, tau=float(config.eval.tau), target=float(config.eval.target))
     tau_image = choose_threshold(val_labels, probs, policy.pop("policy"), **policy)
     y_pat, s_pat, _ = _by_patient(val_labels, probs, val_patients)
@@ -289,7 +284,7 @@ def _level_metrics(labels, scores, groups, tau: float, n_boot: int, seed: int) -
 
 def score_fold(test_logits, test_labels, test_patients, operating: dict, *, n_boot: int, seed: int) -> dict:
     """Image- and patient-level test metrics at the validation-chosen thresholds."""
-    probs = _probabilities(test_logits, operating["temperature"])
+    probs = probabilities(test_logits, operating["temperature"])
     y_pat, s_pat, _ = _by_patient(test_labels, probs, test_patients)
     return {"image": _level_metrics(test_labels, probs, list(test_patients), operating["tau_image"], n_boot, seed),
             "patient": _level_metrics(y_pat, s_pat, None, operating["tau_patient"], n_boot, seed)}

@@ -287,12 +287,13 @@ def validation_logits(model, variables, cache, config, *, batch_size: int) -> tu
 
 def operating_point_metrics(logits: np.ndarray, labels: np.ndarray, config) -> dict:
     """Temperature, threshold and metrics from validation logits (host, NumPy)."""
-    from mammojax.evaluation.calibration import apply_temperature, fit_temperature
+    from mammojax.evaluation.calibration import fit_temperature
+    from mammojax.scoring.scorer import probabilities
     from mammojax.evaluation.metrics import classification_metrics
     from mammojax.evaluation.thresholds import choose_threshold
 
     temperature = fit_temperature(logits, labels) if config.eval.calibrate else 1.0
-    scores = apply_temperature(logits, temperature)[:, 1]
+    scores = probabilities(logits, temperature)
     tau = choose_threshold(labels, scores, config.eval.threshold_policy, tau=float(config.eval.tau),
                            target=float(config.eval.target))
     metrics = classification_metrics(labels, scores, tau)
