@@ -429,10 +429,6 @@ def _host(x):
     return x.addressable_data(0) if hasattr(x, "addressable_data") else x
 
 
-def round_up(n: int, multiple: int) -> int:
-    return -(-n // multiple) * multiple
-
-
 def _finite_or_none(value):
     if isinstance(value, float) and not math.isfinite(value):
         return None
