@@ -83,6 +83,11 @@ class Cache:
     def num_examples(self) -> int:
         return len(self.records)
 
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(H, W) of every stored image."""
+        return (self.image_size, self.image_size)
+
     def subset(self, indices: Sequence[int] | np.ndarray) -> "Cache":
         """Examples ``indices``, in that order, as a cache of their own over the same files.
 
