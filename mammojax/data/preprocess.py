@@ -81,7 +81,7 @@ def input_shape(value, *, name: str = "image_size") -> tuple[int, int]:
     return (sides[0], sides[-1])
 
 
-def image_size_setting(shape) -> int | str:
+def image_size_of(shape) -> int | str:
     """The ``data.image_size`` value that means ``shape``: S when square, else "HxW".
 
     What checkpoints, resumable runs and config overrides store, so a square

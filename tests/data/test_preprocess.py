@@ -11,7 +11,7 @@ import pytest
 from mammojax.data.preprocess import (
     Geometry,
     breast_bbox,
-    image_size_setting,
+    image_size_of,
     input_breast_mask,
     input_shape,
     needs_flip,
@@ -238,7 +238,7 @@ def film():
 ])
 def test_input_shape_reads_an_int_a_string_or_a_pair(value, shape):
     assert input_shape(value) == shape
-    assert input_shape(image_size_setting(shape)) == shape
+    assert input_shape(image_size_of(shape)) == shape
 
 
 @pytest.mark.parametrize("value", [0, -32, 7, "4x64", "1024x", "x832", "1024x832x3", "big", "", "1e3",
@@ -250,8 +250,8 @@ def test_input_shape_refuses_anything_else_naming_the_value(value):
 
 
 def test_the_setting_of_a_square_shape_is_the_plain_int_earlier_configs_hold():
-    assert image_size_setting((224, 224)) == 224 and image_size_setting(224) == 224
-    assert image_size_setting((1024, 832)) == "1024x832"
+    assert image_size_of((224, 224)) == 224 and image_size_of(224) == 224
+    assert image_size_of((1024, 832)) == "1024x832"
 
 
 def test_a_mammogram_keeps_its_aspect_inside_an_hxw_input(film):
