@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 
+from mammojax.data.preprocess import image_size_of, input_shape
 from mammojax.errors import MammojaxError
 
 
@@ -26,11 +27,11 @@ def dataset_options(config) -> tuple[str, dict]:
     """``(data_dir, adapter options)`` for ``load_dataset``."""
     options = {}
     if config.data.dataset == "synthetic":
-        # Phantoms come from the seed. Drawn at twice the input size (at least 64 px)
-        # so resizing still smooths them as it would a real mammogram; without a
-        # data_dir they go to the user cache and are reused by later runs.
+        # Phantoms (square) come from the seed. Drawn at twice the input's longer
+        # side (at least 64 px) so resizing still smooths them as it would a real
+        # mammogram; without a data_dir they go to the user cache and are reused.
         options.update(count=int(config.data.synthetic_count), seed=int(config.seed),
-                       size=max(64, 2 * int(config.data.image_size)))
+                       size=max(64, 2 * max(input_shape(config.data.image_size))))
     return config.data.data_dir, options
 
 
@@ -69,7 +70,9 @@ def prepare_training_data(config, workdir, *, progress: bool = True) -> Training
     if not val_records:
         raise MammojaxError(f"dataset {config.data.dataset!r}: the validation split is empty; "
                             "raise data.val_fraction or add data")
-    cache_options = dict(cache_dir=str(Workdir(workdir).cache_dir(config)), image_size=int(config.data.image_size),
+    # Canonical: any spelling of a square is the int S the cache (and its fingerprint) knows.
+    cache_options = dict(cache_dir=str(Workdir(workdir).cache_dir(config)),
+                         image_size=image_size_of(config.data.image_size),
                          orient=bool(config.data.orient), crop_breast=bool(config.data.crop_breast),
                          max_pixels=int(config.data.max_pixels), progress=progress)
     train = prepare_cache(train_records, **cache_options)
