@@ -94,9 +94,13 @@ class Checkpoint:
 
     @property
     def preprocess_options(self) -> dict:
-        """Keyword arguments for mammojax.data.preprocess.preprocess_image."""
+        """Keyword arguments for mammojax.data.preprocess.preprocess_image (and eval's cache).
+
+        ``image_size`` is :attr:`image_size` (the int S for a square input),
+        which every consumer parses with ``input_shape``.
+        """
         d = self.meta["data"]
-        return {"image_size": self.image_shape, "orient": bool(d.get("orient", False)),
+        return {"image_size": self.image_size, "orient": bool(d.get("orient", False)),
                 "crop_breast": bool(d.get("crop_breast", False))}
 
 

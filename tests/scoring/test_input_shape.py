@@ -52,7 +52,7 @@ def test_the_checkpoint_stores_hxw_and_reads_it_back(hxw):
     meta = json.loads((checkpoint.path / "mammojax.json").read_text())
     assert meta["data"]["image_size"] == "64x48"
     assert checkpoint.image_shape == SHAPE and checkpoint.image_size == "64x48"
-    assert checkpoint.preprocess_options["image_size"] == SHAPE
+    assert checkpoint.preprocess_options["image_size"] == "64x48"  # what a cache is prepared at, too
 
 
 def test_a_film_is_scored_and_explained_at_hxw(hxw):
@@ -93,6 +93,7 @@ def test_a_checkpoint_whose_meta_holds_an_int_image_size_loads_as_its_square(tmp
     assert meta["data"]["image_size"] == 32  # an int, exactly as checkpoints always stored it
     checkpoint = load_checkpoint(path)
     assert checkpoint.image_shape == (32, 32) and checkpoint.image_size == 32
+    assert checkpoint.preprocess_options["image_size"] == 32  # what eval's cache is prepared at, as before
     assert Scorer.from_checkpoint(checkpoint).prepare(np.eye(50, 70), None).image.shape == (32, 32, 1)
 
 
