@@ -434,3 +434,4 @@ def _block_mean(image: np.ndarray, target: int) -> tuple[np.ndarray, int]:
         return image.astype(np.float32), 1
     trimmed = image[: rows * factor, : cols * factor]
     return trimmed.reshape(rows, factor, cols, factor).mean(axis=(1, 3), dtype=np.float32), factor
+
