@@ -16,8 +16,8 @@ Two measurements, both through the project's own code paths:
   asks for epoch 2's batches, once every warm-up step is done, and ends when
   the last step's state is ready; checkpoints fall outside it (per-step
   ones are off), so only stepping and fetching are timed. The two settings
-  alternate for ``--rounds`` rounds (this shared machine drifts by +-15%
-  over minutes); the median of each is reported.
+  alternate (ABBA) for ``--rounds`` rounds (this shared machine drifts by
+  +-15% over minutes); the median of each is reported.
 * **Evaluation images/s** of :class:`mammojax.scoring.Scorer` (what
   ``mammojax eval`` and ``predict`` score with: padded batches split over
   every local device) built from the checkpoint the last training run wrote,
@@ -26,12 +26,18 @@ Two measurements, both through the project's own code paths:
   ``XLA_FLAGS=--xla_force_host_platform_device_count=N``. Both score the same
   films; the script checks that their probabilities agree to 1e-5.
 
-On a CPU the host fetch costs little (the host and the "device" are the
-same cores, and a step takes far longer than a transfer); the every-step
-sync matters on accelerators, where the host would otherwise queue steps
-ahead. Forced host devices share the same cores, so 8 of them cannot beat
-one on a 2-core machine: that figure checks the sharded path runs and gives
-the same numbers, not a speed-up. Run it on a quiet machine.
+What to expect on a CPU: fetching less often buys nothing. The host and the
+"device" are the same cores and the fetch is a copy of two scalars, so there
+is no accelerator left idle while the host waits; on the loaded 2-core
+project machine the every-K runs went at 0.80-1.04x the every-step rate
+(README, "Speed on the 2-core CPU"; possibly the host thread, running
+ahead, competes with XLA's two compute threads). The every-K fetch is for accelerators,
+where the host queues steps ahead instead of waiting for each. Likewise,
+forced host devices share the same cores, so 8 of them split each batch into
+8 small ones on 2 cores and are no faster than one: on a CPU that row checks
+that the sharded scorer runs and gives the same probabilities, not a
+speed-up. Run it on a quiet machine; the load average is printed with the
+figures.
 """
 
 from __future__ import annotations
@@ -76,8 +82,8 @@ def parse_args(argv=None):
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     quick = args.quick
-    defaults = dict(image_size=(64, 96), batch_size=(8, 16), warmup=(10, 10), steps=(10, 20), rounds=(1, 3),
-                    films=(32, 128), eval_batch_size=(16, 32), eval_repeats=(1, 3))
+    defaults = {"image_size": (64, 96), "batch_size": (8, 16), "warmup": (10, 10), "steps": (10, 20),
+                "rounds": (1, 3), "films": (32, 128), "eval_batch_size": (16, 32), "eval_repeats": (1, 3)}
     for name, (small, full) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, small if quick else full)
@@ -179,7 +185,8 @@ def measure_training(args, images, labels, scratch: Path):
     params = {}
     checkpoint = None
     for index in range(args.rounds):
-        for k in (1, every):
+        # ABBA order: a machine that speeds up or slows down over the run favours neither setting.
+        for k in ((1, every) if index % 2 == 0 else (every, 1)):
             config.train.log_every_steps = k
             workdir = scratch / f"train_k{k}_round{index}"
             rate, params[k] = time_fit(config, workdir, images, labels, epoch_steps=epoch_steps)
@@ -236,7 +243,7 @@ def measure_eval(args, checkpoint: Path, films, scratch: Path) -> dict:
         command = [sys.executable, str(Path(__file__).resolve()), "--eval-worker", str(devices),
                    "--checkpoint", str(checkpoint), "--films-file", str(films_file), "--out", str(out),
                    "--eval-batch-size", str(args.eval_batch_size), "--eval-repeats", str(args.eval_repeats)]
-        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         if done.returncode:
             raise SystemExit(f"evaluation on {devices} devices failed:\n{done.stderr[-3000:]}")
         row = json.loads(done.stdout.strip().splitlines()[-1])
@@ -278,6 +285,7 @@ def main(argv=None) -> int:
     from mammojax import runtime
 
     runtime.setup()  # compiles are excluded from every figure; the persistent cache only saves waiting
+    load_before = os.getloadavg()[0]  # other jobs on the cores skew every figure: reported with them
     from mammojax.config import base_config
 
     config = base_config()
@@ -292,8 +300,11 @@ def main(argv=None) -> int:
         evaluation = measure_eval(args, checkpoint, images, scratch)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    load = [load_before, os.getloadavg()[0]]
     print_table(train, evaluation, args)
+    print(f"1-minute load average before / after: {load[0]:.1f} / {load[1]:.1f} on {os.cpu_count()} cpus")
     print(json.dumps({"image_size": args.image_size, "batch_size": args.batch_size, "cpus": os.cpu_count(),
+                      "load_average": load,
                       "train": train, "eval": evaluation}))
     return 0 if evaluation["agree"] and train["same_parameters"] else 1
 
