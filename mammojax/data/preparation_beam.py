@@ -26,14 +26,21 @@ from mammojax.errors import MammojaxError
 DIRECT_RUNNER = "DirectRunner"
 
 
-def run_beam(chunks: list[dict], *, workers: int, beam_options: Sequence[str] = ()) -> None:
-    """Runs :func:`write_chunk` over ``chunks`` on Beam and waits for the pipeline to finish."""
+def require_beam():
+    """The ``apache_beam`` module, or the one-line error saying how to get it."""
     try:
-        import apache_beam as beam
-        from apache_beam.options.pipeline_options import PipelineOptions
+        import apache_beam
     except ImportError:
         raise MammojaxError("--runner beam needs Apache Beam: pip install 'mammojax[beam]' "
                             "(or use the default local runner)") from None
+    return apache_beam
+
+
+def run_beam(chunks: list[dict], *, workers: int, beam_options: Sequence[str] = ()) -> None:
+    """Runs :func:`write_chunk` over ``chunks`` on Beam and waits for the pipeline to finish."""
+    beam = require_beam()
+    from apache_beam.options.pipeline_options import PipelineOptions
+
     from mammojax.data.preparation import write_chunk
 
     options = PipelineOptions(pipeline_args(beam_options, workers=workers))
