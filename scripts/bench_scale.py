@@ -25,8 +25,9 @@ and one JSON line with every figure.
     python scripts/bench_scale.py --count 32 --j2k-count 16 --workers 1 2 4
 
 Run it on a quiet machine (never beside another benchmark on the 2-core boxes):
-every figure is a wall time. The films take about 0.4 s (uncompressed) and
-2.5 s (JPEG 2000) each to write, 17 MB and ~5 MB on disk.
+every figure is a wall time. Writing a film takes about 1 s uncompressed and 3 s
+as JPEG 2000 on the 2-core machine, 17 MB and ~5.5 MB on disk; ``--work-dir``
+keeps them for the next run.
 """
 
 from __future__ import annotations
@@ -364,6 +365,10 @@ def print_report(report: dict, args) -> None:
     for row in report["prepare"]:
         print(f"{row['variant']:<8} {row['workers']:>7} {row['examples']:>6} {row['wall_s']:>7.1f} "
               f"{row['images_per_s']:>7.2f} {row['bytes_per_image'] / 1024:>8.0f} {row['peak_rss_mib']:>13.0f}")
+    small, big = (next(r for r in report["prepare"] if r["variant"] == v and r["workers"] == max(args.workers))
+                  for v in ("raw", "raw-4N"))
+    print(f"peak RSS, {small['examples']} vs {big['examples']} images: {small['peak_rss_mib']:.0f} vs "
+          f"{big['peak_rss_mib']:.0f} MiB ({big['peak_rss_mib'] / small['peak_rss_mib']:.2f}x)")
     restart = report.get("restart")
     if restart:
         summary = restart["rerun_summary"] or {}
