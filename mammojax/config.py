@@ -41,7 +41,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.orient = False  # flip every breast to face the same side
     c.data.crop_breast = False  # crop to the breast region before resizing
     c.data.max_pixels = 80_000_000  # screening cap on decoded pixels per image
-    c.data.cache_dir = ""  # decoded-image cache; default: <workdir>/cache
+    c.data.prepared = ""  # an existing prepared dataset (mammojax data prepare --out DIR): read it, decode nothing;
+    #                       its image size, orient and crop_breast then replace the three above
+    c.data.prepared_root = ""  # where a dataset is prepared on demand; default: prepared/ in the user cache
+    c.data.prepare_workers = 0  # decoding processes when preparing; 0 = every core
     c.data.val_fraction = 0.15  # patient-wise split fractions
     c.data.test_fraction = 0.15  # women held out for mammojax eval --split test
     c.data.num_folds = 0  # >0: k-fold cross-validation instead of a fixed split
@@ -338,6 +341,7 @@ KEY_SYNONYMS = {
     "img_size": "data.image_size", "image_size": "data.image_size", "input_size": "data.image_size",
     "resolution": "data.image_size", "dataset_name": "data.dataset", "dataset": "data.dataset",
     "data_dir": "data.data_dir", "data_root": "data.data_dir", "root": "data.data_dir",
+    "cache_dir": "data.prepared_root",
 }
 
 

@@ -8,9 +8,8 @@ A training workdir (``mammojax train``)::
     metrics.jsonl         one JSON record per logged step and per epoch
     tensorboard/          the same scalars as TensorBoard events
     training_curves.png   loss and validation AUC per epoch
-    cache/                decoded images, unless data.cache_dir names another place
 
-A cross-validation workdir (``mammojax cv``) holds ``cache/``, one training
+A cross-validation workdir (``mammojax cv``) holds one training
 workdir per fold network under ``networks/fold<k>-member<m>/`` (resumable,
 reused by a rerun), one inference checkpoint per fold ``fold<k>/`` and the
 report (``results.json``, ``table.md``, ``predictions.csv``, ``roc.png``).
@@ -30,7 +29,6 @@ CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 TENSORBOARD = "tensorboard"
 CURVES = "training_curves.png"
-CACHE = "cache"
 
 NETWORKS = "networks"
 CV_RESULTS = "results.json"
@@ -77,10 +75,6 @@ class Workdir:
     @property
     def curves(self) -> Path:
         return self.root / CURVES
-
-    def cache_dir(self, config) -> Path:
-        """Where decoded images go: ``data.cache_dir`` when set, else ``cache/`` here."""
-        return Path(config.data.cache_dir) if config.data.cache_dir else self.root / CACHE
 
     def network(self, fold: int, member: int) -> Path:
         """The training workdir of cross-validation network ``member`` of ``fold``."""

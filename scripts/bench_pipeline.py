@@ -2,9 +2,10 @@
 
 Measures, per image size, in images/s:
 
-* decode: ``prepare_cache`` (read + preprocess, done once per dataset);
-* train pipeline: ``train_batches`` from the cache, with the configured augmentation;
-* eval pipeline: ``eval_batches`` from the cache;
+* decode: ``prepare_dataset`` (read + preprocess into the prepared TFDS dataset, done once
+  per dataset; ``--workers`` processes);
+* train pipeline: ``train_batches`` from the prepared dataset, with the configured augmentation;
+* eval pipeline: ``eval_batches`` from the prepared dataset;
 * train step: the 1-channel ResNet-18 at batch 16 (the jitted step of
   ``mammojax.train.state`` when present, else a minimal Adam step here),
   after a separately timed compile;
@@ -45,7 +46,8 @@ def parse_args(argv=None):
     parser.add_argument("--pipeline-images", type=int, default=None,
                         help="images timed per pipeline measurement (default 512)")
     parser.add_argument("--train-steps", type=int, default=None, help="timed train steps (default 5)")
-    parser.add_argument("--cache-dir", default=None, help="default: a temporary folder")
+    parser.add_argument("--out", default=None, help="where the prepared datasets go (default: a temporary folder)")
+    parser.add_argument("--workers", type=int, default=None, help="decoding processes (default: every core)")
     parser.add_argument("--skip-train-step", action="store_true", help="measure the pipelines only")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: sizes 32 64, 16 images, batch 4, 2 train steps")
@@ -71,12 +73,14 @@ def load_records(args, scratch: Path):
     return list(loaded.records)
 
 
-def time_decode(records, cache_dir: Path, size: int):
-    from mammojax.data.cache import prepare_cache
+def time_decode(records, out: Path, size: int, workers: int | None):
+    from mammojax.data.prepared import PixelOptions
+    from mammojax.data.preparation import prepare_dataset
 
     start = time.perf_counter()
-    cache = prepare_cache(records, cache_dir=cache_dir, image_size=size, progress=False)
-    return cache, len(records) / (time.perf_counter() - start)
+    prepared, _ = prepare_dataset(records, out, dataset="bench", class_names=("normal", "abnormal"),
+                                  options=PixelOptions(image_shape=(size, size)), workers=workers, progress=False)
+    return prepared, len(records) / (time.perf_counter() - start)
 
 
 def time_train_pipeline(cache, config, images_wanted: int) -> float:
@@ -213,7 +217,7 @@ def main(argv=None) -> int:
     from mammojax.config import base_config
 
     scratch = Path(tempfile.mkdtemp(prefix="mammojax-bench-"))
-    cache_root = Path(args.cache_dir) if args.cache_dir else scratch / "cache"
+    prepared_root = Path(args.out) if args.out else scratch / "prepared"
     print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}, cpus: {os.cpu_count()}, "
           f"data: {args.data}", file=sys.stderr)
     try:
@@ -223,7 +227,7 @@ def main(argv=None) -> int:
         config.train.batch_size = args.batch_size
         rows = []
         for size in args.sizes:
-            cache, decode = time_decode(records, cache_root, size)
+            cache, decode = time_decode(records, prepared_root / f"{size}px", size, args.workers)
             row = {"size": size, "decode": decode,
                    "train_pipe": time_train_pipeline(cache, config, args.pipeline_images),
                    "eval_pipe": time_eval_pipeline(cache, args.batch_size, args.pipeline_images)}

@@ -2,8 +2,8 @@
 
 ``summary`` loads a dataset through its adapter and prints what training would
 see (images, patients, labels, views, sides) and every file left out with the
-reason; ``--screen`` also opens each image. ``prepare`` decodes a dataset into
-the training cache ahead of time. Both are thin calls into ``mammojax.data``.
+reason; ``--screen`` also opens each image. ``prepare`` decodes a dataset once
+into a TFDS dataset that training, evaluation and cross-validation read. Both are thin calls into ``mammojax.data``.
 """
 
 from __future__ import annotations
@@ -147,25 +147,39 @@ def _print_flagged(flagged: list[dict]) -> None:
 
 @data.command()
 @dataset_options
-@click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
-              help="Where decoded caches are kept (one folder per fingerprint). Default: "
-                   "decoded/ in the user cache ($MAMMOJAX_CACHE_DIR or ~/.cache/mammojax).")
-@click.option("--image-size", type=int, default=224, show_default=True, help="Model input size S.")
+@click.option("--out", default=None, type=click.Path(file_okay=False),
+              help="Directory of the prepared TFDS dataset (new, or one prepared before from the same "
+                   "source and options: then only new or unfinished files are decoded). Default: "
+                   "prepared/ in the user cache ($MAMMOJAX_CACHE_DIR or ~/.cache/mammojax).")
+@click.option("--image-size", default="224", show_default=True,
+              help="Model input: S (S x S) or HxW, e.g. 1024x832 (the breast keeps its aspect).")
 @click.option("--orient/--no-orient", default=False, show_default=True,
               help="Flip every breast to face the same side.")
 @click.option("--crop-breast/--no-crop-breast", default=False, show_default=True,
               help="Crop to the breast region before resizing.")
 @click.option("--max-pixels", type=int, default=80_000_000, show_default=True,
               help="Screening cap on decoded pixels per image.")
-def prepare(dataset, data_dir, task, adapter_options, cache_dir, image_size, orient, crop_breast, max_pixels):
-    """Decode a dataset once into the cache (reused when unchanged); prints where."""
-    from mammojax import runtime
-    from mammojax.data.cache import prepare_cache
-    from mammojax.data.records import load_dataset
+@click.option("--workers", type=int, default=None, help="Decoding processes (default: every core).")
+@click.option("--runner", type=click.Choice(["local", "beam"]), default="local", show_default=True,
+              help="local: a process pool; beam: an Apache Beam pipeline (pip install 'mammojax[beam]').")
+@click.option("--beam-options", multiple=True, metavar="ARGS",
+              help='Beam pipeline options, e.g. --beam-options="--runner=FlinkRunner --flink_master=H:8081".')
+def prepare(dataset, data_dir, task, adapter_options, out, image_size, orient, crop_breast, max_pixels,
+            workers, runner, beam_options):
+    """Decode a dataset once into a TFDS dataset (ArrayRecord); prints its directory.
 
-    cache_dir = cache_dir or str(runtime.default_cache_dir() / "decoded")  # never the current folder
-    loaded = load_dataset(dataset, data_dir, task=task, **parse_adapter_options(adapter_options))
-    cache = prepare_cache(loaded.records, cache_dir=cache_dir, image_size=image_size, orient=orient,
-                          crop_breast=crop_breast, max_pixels=max_pixels)
-    click.echo(f"{cache.path}: {cache.num_examples} images cached, "
-               f"{len(loaded.excluded) + len(cache.excluded)} excluded")
+    Rerun it after an interruption or after adding files: only what is not
+    prepared yet is decoded.
+    """
+    from mammojax.data.prepared import PixelOptions
+    from mammojax.data.preparation import prepare_source
+    from mammojax.data.preprocess import input_shape
+
+    options = PixelOptions(image_shape=input_shape(image_size), orient=orient, crop_breast=crop_breast,
+                           max_pixels=max_pixels)
+    prepared, report = prepare_source(dataset, data_dir, task=task,
+                                      adapter_options=parse_adapter_options(adapter_options),
+                                      options=options, out=out, workers=workers, runner=runner,
+                                      beam_options=beam_options)
+    click.echo(report.line(), err=True)
+    click.echo(str(prepared.path))

@@ -20,6 +20,9 @@ _POLICIES = ("fixed", "youden", "sensitivity", "specificity")
               help="Checkpoint directory or training workdir (its best/ is used).")
 @click.option("--dataset", required=True, help="Dataset name (mias, inbreast, synthetic, ...).")
 @click.option("--data-dir", default="", help="Dataset root directory.")
+@click.option("--prepared", default=None, type=click.Path(file_okay=False),
+              help="A prepared dataset (mammojax data prepare --out DIR) to read instead of --data-dir; "
+                   "default: the dataset is prepared once into the user cache.")
 @click.option("--task", default=None, help="Label definition; default: the checkpoint's own task.")
 @click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="test",
               show_default=True, help="Which patients to evaluate (the checkpoint's split settings).")
@@ -40,7 +43,7 @@ _POLICIES = ("fixed", "youden", "sensitivity", "specificity")
                    "(or its best/), else CHECKPOINT/eval-<dataset>-<split>.")
 @click.option("--overwrite", is_flag=True, help="Replace the results already in the output directory.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json to stdout.")
-def eval_(checkpoint, dataset, data_dir, task, split, seed, tta_hflip, threshold_policy, target,
+def eval_(checkpoint, dataset, data_dir, prepared, task, split, seed, tta_hflip, threshold_policy, target,
           n_bootstrap, batch_size, out_dir, overwrite, as_json):
     """Evaluate a checkpoint on a dataset split: AUC with a patient-bootstrap CI,
     sensitivity/specificity/PPV/NPV/F1 at image, breast and patient level,
@@ -61,7 +64,8 @@ def eval_(checkpoint, dataset, data_dir, task, split, seed, tta_hflip, threshold
     runtime.setup()
     from mammojax.evaluation.evaluate import evaluate_checkpoint
 
-    result = evaluate_checkpoint(checkpoint, dataset, data_dir, task=task, split=split, seed=seed,
+    result = evaluate_checkpoint(checkpoint, dataset, data_dir, prepared=prepared, task=task, split=split,
+                                 seed=seed,
                                  tta_hflip=tta_hflip, out_dir=out_dir,
                                  threshold_policy=threshold_policy, target=target,
                                  batch_size=batch_size, n_bootstrap=n_bootstrap,

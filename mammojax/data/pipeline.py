@@ -1,4 +1,4 @@
-"""Training and evaluation batches from a prepared cache.
+"""Training and evaluation batches from a prepared dataset (:mod:`mammojax.data.prepared`).
 
 Training (:func:`train_batches`) is a tf.data pipeline kept on the CPU; every
 batch is a pure function of ``(config.seed, epoch)``:
@@ -12,9 +12,12 @@ batch is a pure function of ``(config.seed, epoch)``:
   thread timing, on how many examples were skipped, or on how many hosts share
   the global batch.
 
+Both read examples by index, so a host of a multi-host run reads only the
+examples of its own rows of each global batch.
+
 Evaluation (:func:`eval_batches`) needs no augmentation, so it reads the
-memory-mapped cache with NumPy alone (no TensorFlow import) and pads the last
-batch with a mask, so every example counts exactly once.
+dataset without tf.data, one batch ahead on a thread, and pads the last batch
+with a mask, so every example counts exactly once.
 
 Importing this module does not import TensorFlow.
 """
@@ -25,7 +28,7 @@ from typing import Iterator
 
 import numpy as np
 
-from mammojax.data.cache import Cache, ExampleReader
+from mammojax.data.prepared import ExampleReader, PreparedDataset
 from mammojax.errors import ConfigError, MammojaxError
 
 # Purpose ids keep the random streams for order and augmentation independent.
@@ -34,7 +37,7 @@ _AUGMENT_STREAM = 202
 _PREFETCH_BATCHES = 2
 
 
-def steps_per_epoch(cache: Cache, config) -> int:
+def steps_per_epoch(cache: PreparedDataset, config) -> int:
     """Full training batches per epoch (the incomplete last batch is dropped)."""
     batch_size = int(config.train.batch_size)
     if batch_size < 1:
@@ -46,7 +49,7 @@ def steps_per_epoch(cache: Cache, config) -> int:
     return steps
 
 
-def epoch_plan(cache: Cache, config, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+def epoch_plan(cache: PreparedDataset, config, epoch: int) -> tuple[np.ndarray, np.ndarray]:
     """The epoch's global example order and one augmentation seed per position.
 
     Returns ``indices`` ``(steps * B,)`` int64 (positions in the cache) and
@@ -72,7 +75,7 @@ def epoch_plan(cache: Cache, config, epoch: int) -> tuple[np.ndarray, np.ndarray
     return indices.astype(np.int64), seeds
 
 
-def train_batches(cache: Cache, config, *, epoch: int, start_step: int = 0,
+def train_batches(cache: PreparedDataset, config, *, epoch: int, start_step: int = 0,
                   process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
     """One epoch of augmented training batches as NumPy dicts.
 
@@ -105,12 +108,12 @@ def train_batches(cache: Cache, config, *, epoch: int, start_step: int = 0,
     return dataset.as_numpy_iterator()
 
 
-def _train_dataset(cache: Cache, config, indices: np.ndarray, seeds: np.ndarray, batch_size: int):
+def _train_dataset(cache: PreparedDataset, config, indices: np.ndarray, seeds: np.ndarray, batch_size: int):
     from mammojax.data.augment import train_augmentation
     from mammojax.runtime import import_tensorflow
 
     tf = import_tensorflow()
-    size = cache.image_size
+    height, width = cache.image_shape
     reader = ExampleReader(cache)
     augment = train_augmentation(config.augment)
     labels = cache.labels[indices].astype(np.int32)
@@ -120,7 +123,7 @@ def _train_dataset(cache: Cache, config, indices: np.ndarray, seeds: np.ndarray,
 
     def load_and_augment(index, seed, label):
         image = tf.numpy_function(read, [index], tf.float16, stateful=False)
-        image = tf.cast(tf.ensure_shape(image, (size, size, 1)), tf.float32)
+        image = tf.cast(tf.ensure_shape(image, (height, width, 1)), tf.float32)
         return {"image": augment(image, seed), "label": label}
 
     # Order: shuffle -> map -> batch -> prefetch. The shuffle is the
@@ -137,25 +140,72 @@ def _train_dataset(cache: Cache, config, indices: np.ndarray, seeds: np.ndarray,
     return dataset.prefetch(_PREFETCH_BATCHES)
 
 
-def eval_batches(cache: Cache, batch_size: int) -> Iterator[dict]:
-    """Every example once, in cache order, in batches of exactly ``batch_size``.
+def eval_batches(cache: PreparedDataset, batch_size: int, *, prefetch: int = _PREFETCH_BATCHES) -> Iterator[dict]:
+    """Every example once, in dataset order, in batches of exactly ``batch_size``.
 
-    Yields ``{"image": (B, S, S, 1) float32, "label": (B,) int32, "mask": (B,)
+    Yields ``{"image": (B, H, W, 1) float32, "label": (B,) int32, "mask": (B,)
     bool, "index": (B,) int32}``. The last batch is padded with zero images,
     label 0 and index -1, with ``mask`` False there, so shapes stay static and
-    metrics that honour the mask count every example exactly once.
+    metrics that honour the mask count every example exactly once. A thread
+    reads up to ``prefetch`` batches ahead while the caller scores.
     """
     if batch_size < 1:
         raise ConfigError(f"eval batch size must be positive, got {batch_size}")
+    batches = _eval_batches(cache, batch_size)
+    if prefetch < 1:
+        return batches
+    return _read_ahead(batches, prefetch)
+
+
+def _eval_batches(cache: PreparedDataset, batch_size: int) -> Iterator[dict]:
     reader = ExampleReader(cache)
-    size = cache.image_size
+    height, width = cache.image_shape
     for start in range(0, cache.num_examples, batch_size):
         stop = min(start + batch_size, cache.num_examples)
         real = stop - start
-        image = np.zeros((batch_size, size, size, 1), np.float32)
+        image = np.zeros((batch_size, height, width, 1), np.float32)
         image[:real] = reader.get_slice(start, stop)
         label = np.zeros(batch_size, np.int32)
         label[:real] = cache.labels[start:stop]
         index = np.full(batch_size, -1, np.int32)
         index[:real] = np.arange(start, stop, dtype=np.int32)
         yield {"image": image, "label": label, "mask": index >= 0, "index": index}
+
+
+def _read_ahead(items: Iterator, depth: int) -> Iterator:
+    """``items``, produced on a thread up to ``depth`` ahead; the producer's errors reach the consumer."""
+    import queue
+    import threading
+
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce():
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        buffer.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(("done", done))
+        except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
+            buffer.put(("error", err))
+
+    thread = threading.Thread(target=produce, name="mammojax-eval-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = buffer.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()

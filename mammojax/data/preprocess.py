@@ -172,7 +172,7 @@ def preprocess_image(
         image = image[..., 0]
     if image.ndim != 2 or image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"expected a non-empty (H, W) image, got shape {image.shape}")
-    size = int(image_size)
+    size = input_shape(image_size)[0]  # TEMPORARY until HxW lands
     if size < 1:
         raise ValueError(f"image_size must be positive, got {image_size}")
     if not np.all(np.isfinite(image)):
@@ -386,3 +386,22 @@ def _block_mean(image: np.ndarray, target: int) -> tuple[np.ndarray, int]:
         return image.astype(np.float32), 1
     trimmed = image[: rows * factor, : cols * factor]
     return trimmed.reshape(rows, factor, cols, factor).mean(axis=(1, 3), dtype=np.float32), factor
+
+
+def input_shape(value) -> tuple[int, int]:
+    """(H, W) of a model input from an int S (S x S) or an ``"HxW"`` string."""
+    from mammojax.errors import ConfigError
+
+    if isinstance(value, str):
+        parts = value.lower().split("x")
+        try:
+            shape = tuple(int(p) for p in parts) if len(parts) == 2 else (int(value),) * 2
+        except ValueError:
+            raise ConfigError(f"image size {value!r} is not S or HxW (e.g. 224 or 1024x832)") from None
+    elif isinstance(value, (tuple, list)) and len(value) == 2:
+        shape = (int(value[0]), int(value[1]))
+    else:
+        shape = (int(value), int(value))
+    if min(shape) < 8:
+        raise ConfigError(f"image size {value!r}: each side must be at least 8 pixels")
+    return shape

@@ -150,42 +150,47 @@ def select_split(records, config: dict, split: str, seed: int):
     return records_of_split(records, config.get("data", {}), split, seed=seed)
 
 
-def score_records(scorer, records, *, cache_dir: str | os.PathLike | None = None,
-                  progress: bool = True, max_pixels: int = 80_000_000) -> ScoredImages:
-    """Scores records with ``scorer`` (:class:`mammojax.scoring.Scorer`) through the decoded-image cache.
+def score_records(scorer, records, *, progress: bool = True) -> ScoredImages:
+    """Scores image files with ``scorer`` (:class:`mammojax.scoring.Scorer`), read one by one.
 
-    Without ``cache_dir`` the files are read directly. Unreadable files are
-    skipped and listed in ``excluded``.
+    For files outside any prepared dataset (``predict``'s inputs). Unreadable
+    files are skipped and listed in ``excluded``.
     """
     from mammojax.progress import progress_bar
 
     records = list(records)
     bar = progress_bar(len(records), desc="eval", enabled=None if progress else False)
     kept, excluded, logits = [], [], []
-    if cache_dir is not None:
-        from mammojax.data.cache import prepare_cache
-        from mammojax.data.pipeline import eval_batches
-
-        opts = scorer.preprocess_options
-        cache = prepare_cache(records, cache_dir=cache_dir, image_size=opts["image_size"],
-                              orient=opts["orient"], crop_breast=opts["crop_breast"],
-                              max_pixels=max_pixels, progress=progress)
-        bar.total = cache.num_examples
-        for batch in eval_batches(cache, scorer.batch_size):
-            logits.append(scorer.logits(batch["image"][batch["mask"]]))
-            bar.update(len(logits[-1]))
-        kept = list(cache.records)
-        excluded = [(e.path, e.reason) for e in cache.excluded]
-    else:
-        for record in records:
-            try:
-                logits.append(scorer.logits(scorer.read(record.path, record.laterality).image[None]))
-                kept.append(record)
-            except MammojaxError as err:
-                excluded.append((record.path, str(err)))
-            bar.update(1)
+    for record in records:
+        try:
+            logits.append(scorer.logits(scorer.read(record.path, record.laterality).image[None]))
+            kept.append(record)
+        except MammojaxError as err:
+            excluded.append((record.path, str(err)))
+        bar.update(1)
     bar.close()
-    stacked = np.concatenate(logits) if logits else np.zeros((0, scorer.num_classes))
+    return _scored(kept, logits, excluded, scorer.num_classes)
+
+
+def score_prepared(scorer, view, *, excluded=(), progress: bool = True) -> ScoredImages:
+    """Scores the examples of a prepared dataset (or a view of one) in padded batches over every device.
+
+    ``excluded`` lists ``(path, reason)`` of the files the preparation left out.
+    """
+    from mammojax.data.pipeline import eval_batches
+    from mammojax.progress import progress_bar
+
+    bar = progress_bar(view.num_examples, desc="eval", enabled=None if progress else False)
+    logits = []
+    for batch in eval_batches(view, scorer.batch_size):
+        logits.append(scorer.logits(batch["image"][batch["mask"]]))
+        bar.update(len(logits[-1]))
+    bar.close()
+    return _scored(list(view.records), logits, list(excluded), scorer.num_classes)
+
+
+def _scored(kept, logits, excluded, num_classes) -> ScoredImages:
+    stacked = np.concatenate(logits) if logits else np.zeros((0, num_classes))
     return ScoredImages(paths=[r.path for r in kept],
                         labels=np.asarray([int(r.label) for r in kept], dtype=np.int64),
                         patient_ids=[str(r.patient_id) for r in kept],
@@ -212,7 +217,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
                         tta_hflip: bool | None = None, out_dir: str | os.PathLike | None = None,
                         threshold_policy: str | None = None, target: float | None = None,
                         batch_size: int | None = None, n_bootstrap: int | None = None,
-                        cache_dir: str | os.PathLike | None = None, progress: bool = True,
+                        prepared: str | os.PathLike | None = None, progress: bool = True,
                         report: bool = True) -> dict:
     """Evaluates ``checkpoint`` on ``split`` of ``dataset``; returns metrics.json's content.
 
@@ -221,9 +226,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
     (``eval.tta_hflip``), bootstrap count and patient aggregate. With
     ``out_dir`` it writes ``metrics.json``, ``scores.csv`` and the report.
     """
-    from mammojax import runtime
     from mammojax.checkpoint import load_checkpoint, training_data_warning
-    from mammojax.data.records import dataset_task, load_dataset
+    from mammojax.data.records import dataset_task
     from mammojax.jsonio import json_safe
     from mammojax.scoring import Scorer
 
@@ -238,17 +242,15 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
     batch_size = int(batch_size or config.get("train", {}).get("eval_batch_size", 32))
     aggregate_how = ckpt.patient_aggregate
 
-    data_dir, options = dataset_options_for(dataset, data_dir, ckpt, config, seed)
-    loaded = load_dataset(dataset, data_dir, task=task, **options)
-    records = select_split(loaded.records, config, split, seed)
-    if not records:
-        raise MammojaxError(f"split {split!r} of dataset {dataset!r} is empty")
-    if cache_dir is None:
-        cache_dir = config.get("data", {}).get("cache_dir") or (runtime.default_cache_dir() / "eval")
     scorer = Scorer.from_checkpoint(ckpt, batch_size=batch_size, tta_hflip=tta_hflip)
     tta = scorer.scoring.tta_hflip
-    scored = score_records(scorer, records, cache_dir=cache_dir, progress=progress,
-                           max_pixels=int(config.get("data", {}).get("max_pixels", 80_000_000)))
+    dataset_prepared = _prepared_for_checkpoint(ckpt, config, dataset, data_dir, task=task, seed=seed,
+                                                prepared=prepared, progress=progress)
+    records = select_split(dataset_prepared.records, config, split, seed)
+    if not records:
+        raise MammojaxError(f"split {split!r} of dataset {dataset!r} is empty")
+    excluded = [(e.path, e.reason) for e in dataset_prepared.excluded]
+    scored = score_prepared(scorer, dataset_prepared.select(records), excluded=excluded, progress=progress)
     if not scored.paths:
         raise MammojaxError(f"could not read any of the {len(records)} images of split {split!r} "
                             f"of dataset {dataset!r} (first: {scored.excluded[0][0]}: {scored.excluded[0][1]})")
@@ -300,3 +302,33 @@ def write_outputs(out_dir: str | os.PathLike, result: dict, scored: ScoredImages
 
         written.update(write_report(out, result, curves_for_report(scored, temperature)))
     return written
+
+
+def _prepared_for_checkpoint(ckpt, config: dict, dataset: str, data_dir, *, task: str, seed: int,
+                             prepared, progress: bool):
+    """The dataset as the checkpoint's model sees it: ``prepared`` when given, else prepared now (once).
+
+    A given prepared dataset must hold the pixels the model was trained on.
+    """
+    from mammojax.data.prepared import PixelOptions, open_prepared
+    from mammojax.data.preparation import prepare_source
+
+    wanted = PixelOptions.from_config(ckpt.meta.get("data", {}) | {"max_pixels": config.get("data", {}).get(
+        "max_pixels", 80_000_000)})
+    if prepared:
+        opened = open_prepared(prepared)
+        have = opened.options
+        if (have.image_shape, have.orient, have.crop_breast) != (wanted.image_shape, wanted.orient,
+                                                                 wanted.crop_breast):
+            raise MammojaxError(f"{opened.path}: prepared at {have.image_shape[0]}x{have.image_shape[1]} "
+                                f"(orient={have.orient}, crop_breast={have.crop_breast}), but the model reads "
+                                f"{wanted.image_shape[0]}x{wanted.image_shape[1]} (orient={wanted.orient}, "
+                                f"crop_breast={wanted.crop_breast})")
+        if opened.name != dataset:
+            raise MammojaxError(f"{opened.path}: prepared from dataset {opened.name!r}, not {dataset!r}")
+        return opened
+    data_dir, options = dataset_options_for(dataset, data_dir, ckpt, config, seed)
+    root = config.get("data", {}).get("prepared_root") or None
+    opened, _ = prepare_source(dataset, data_dir, task=task, adapter_options=options, options=wanted, root=root,
+                               progress=progress)
+    return opened

@@ -66,11 +66,9 @@ def run_mias_cv(config, workdir: str | os.PathLike, *, log: Callable[[str], None
     ``config.cv.num_folds`` folds (>= 2), inner validation share
     ``config.data.val_fraction``. Returns the dict written to ``results.json``.
     """
-    from mammojax.data.cache import prepare_cache
-    from mammojax.data.records import load_dataset
     from mammojax.data.splits import check_no_leakage, kfold_patients, split_patients
     from mammojax.models import create_model
-    from mammojax.train.data import TrainingData, dataset_options
+    from mammojax.train.data import TrainingData, adopt_prepared_options, prepared_dataset
     from mammojax.train.loop import validation_logits
     from mammojax.train.patches import PatchSettings
     from mammojax.workdir import Workdir
@@ -88,14 +86,10 @@ def run_mias_cv(config, workdir: str | os.PathLike, *, log: Callable[[str], None
         raise MammojaxError(f"cv.ensemble must be at least 1 (got {ensemble})")
     if ensemble > 1 and config.eval.scoring != "windows":
         raise MammojaxError("cv.ensemble > 1 needs eval.scoring='windows' (whole-film scoring takes one network)")
-    data_dir, options = dataset_options(config)
-    loaded = load_dataset(config.data.dataset, data_dir, task=config.data.task, **options)
+    adopt_prepared_options(config)
     workdir.root.mkdir(parents=True, exist_ok=True)
-    # Decoding and resizing learn nothing from labels: one cache serves every fold.
-    cache = prepare_cache(loaded.records, cache_dir=workdir.cache_dir(config),
-                          image_size=int(config.data.image_size), orient=bool(config.data.orient),
-                          crop_breast=bool(config.data.crop_breast), max_pixels=int(config.data.max_pixels),
-                          progress=False)
+    # Decoding and resizing learn nothing from labels: one prepared dataset serves every fold.
+    cache = prepared_dataset(config, progress=False)
     labels = np.asarray(cache.labels)
     position = {record.path: i for i, record in enumerate(cache.records)}
     patients = np.asarray(cache.patient_ids)

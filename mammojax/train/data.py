@@ -1,4 +1,4 @@
-"""The data a training run needs: records -> patient-wise split -> decoded caches."""
+"""The data a training run needs: the prepared dataset, split patient-wise into views of it."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from mammojax.errors import MammojaxError
 
 @dataclasses.dataclass(frozen=True)
 class TrainingData:
-    """The training and validation films of a run, decoded (two caches, or views of one)."""
+    """The training and validation films of a run: two views of one prepared dataset."""
 
-    train: object  # mammojax.data.cache.Cache
+    train: object  # mammojax.data.prepared.PreparedDataset
     val: object
 
     def class_weights(self, num_classes: int) -> np.ndarray:
@@ -56,22 +56,71 @@ def _load_once_per_run(load, *, writes_files: bool):
     return loaded if loaded is not None else load()
 
 
-def prepare_training_data(config, workdir, *, progress: bool = True) -> TrainingData:
-    """The config's dataset, split patient-wise, decoded into the workdir's cache (or ``data.cache_dir``)."""
-    from mammojax.data.cache import prepare_cache
-    from mammojax.data.records import load_dataset
-    from mammojax.workdir import Workdir
+def prepared_dataset(config, *, progress: bool = True):
+    """The config's whole dataset, prepared once (``data.prepared``, or prepared now under ``data.prepared_root``).
 
+    With ``data.prepared`` the pixels are what that dataset holds: its image
+    size, orient and crop_breast are written into ``config.data`` so the model
+    and the checkpoint match them. Otherwise the dataset is prepared where the
+    next run with the same source and pixel options finds it; in a run of
+    several processes each decodes its own share and process 0 publishes.
+    """
+    import jax
+
+    from mammojax.data.prepared import PixelOptions, open_prepared
+    from mammojax.data.preparation import prepare_source
+    from mammojax.data.records import load_dataset
+
+    if config.data.prepared:
+        prepared = open_prepared(config.data.prepared)
+        if prepared.name != config.data.dataset:
+            raise MammojaxError(f"{prepared.path}: prepared from dataset {prepared.name!r}, but "
+                                f"data.dataset is {config.data.dataset!r}")
+        _adopt_pixel_options(config, prepared.options)
+        return prepared
     data_dir, options = dataset_options(config)
     loaded = _load_once_per_run(lambda: load_dataset(config.data.dataset, data_dir, task=config.data.task,
                                                      **options), writes_files=config.data.dataset == "synthetic")
-    train_records, val_records = split_records(loaded.records, config)
+    barrier = None
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        barrier = multihost_utils.sync_global_devices
+    prepared, _ = prepare_source(
+        config.data.dataset, data_dir, task=config.data.task, adapter_options=options,
+        options=PixelOptions.from_config(config.data), root=config.data.prepared_root or None, loaded=loaded,
+        workers=int(config.data.prepare_workers) or None, progress=progress,
+        work_share=(jax.process_index(), jax.process_count()), barrier=barrier)
+    return prepared
+
+
+def adopt_prepared_options(config) -> None:
+    """With ``data.prepared``, the config takes that dataset's pixel options (image size, orient, crop)."""
+    if config.data.prepared:
+        from mammojax.data.prepared import open_prepared
+
+        _adopt_pixel_options(config, open_prepared(config.data.prepared).options)
+
+
+def _adopt_pixel_options(config, options) -> None:
+    height, width = options.image_shape
+    with config.unlocked() if hasattr(config, "unlocked") else _nothing():
+        config.data.image_size = height if height == width else f"{height}x{width}"
+        config.data.orient = options.orient
+        config.data.crop_breast = options.crop_breast
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+def prepare_training_data(config, workdir, *, progress: bool = True) -> TrainingData:
+    """The config's dataset, prepared once and split patient-wise into training and validation views."""
+    prepared = prepared_dataset(config, progress=progress)
+    train_records, val_records = split_records(prepared.records, config)
     if not val_records:
         raise MammojaxError(f"dataset {config.data.dataset!r}: the validation split is empty; "
                             "raise data.val_fraction or add data")
-    cache_options = dict(cache_dir=str(Workdir(workdir).cache_dir(config)), image_size=int(config.data.image_size),
-                         orient=bool(config.data.orient), crop_breast=bool(config.data.crop_breast),
-                         max_pixels=int(config.data.max_pixels), progress=progress)
-    train = prepare_cache(train_records, **cache_options)
-    val = prepare_cache(val_records, **cache_options)
-    return TrainingData(train=train, val=val)
+    return TrainingData(train=prepared.select(train_records), val=prepared.select(val_records))

@@ -79,7 +79,10 @@ class Feed:
 def train_and_evaluate(config, workdir: str | Path) -> dict:
     """Trains ``config`` in ``workdir`` with the trainer ``train.recipe`` names; returns :func:`fit`'s summary."""
     runtime.setup()
+    from mammojax.train.data import adopt_prepared_options
     from mammojax.train.trainers import get_trainer
+
+    adopt_prepared_options(config)  # before the run's identity and model are fixed
 
     return get_trainer(config.train.recipe)(config, workdir)
 

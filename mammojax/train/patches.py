@@ -110,7 +110,7 @@ class PatchSource:
     """
 
     def __init__(self, cache, settings: PatchSettings):
-        from mammojax.data.cache import ExampleReader
+        from mammojax.data.prepared import ExampleReader
 
         self.cache = cache
         self.settings = settings

@@ -88,7 +88,9 @@ def test_prepare_defaults_to_the_user_cache_and_says_where(tmp_path, monkeypatch
     result = CliRunner().invoke(data, ["prepare", "--dataset", "synthetic", "--data-dir", str(tmp_path / "ph"),
                                        "-o", "count=8", "-o", "size=48", "--image-size", "32"])
     assert result.exit_code == 0, result.output
-    root = tmp_path / "user-cache" / "decoded"
-    caches = [p for p in root.iterdir() if p.is_dir()]
-    assert len(caches) == 1 and f"{caches[0]}: 8 images cached, 0 excluded" in result.stdout
+    root = tmp_path / "user-cache" / "prepared"
+    prepared = [p for p in root.iterdir() if p.is_dir()]
+    assert len(prepared) == 1 and result.stdout.strip() == str(prepared[0])
+    assert prepared[0].name.startswith("synthetic-32x32-")
+    assert "8 examples (8 decoded, 0 reused" in result.stderr
     assert list(here.iterdir()) == []

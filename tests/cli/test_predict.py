@@ -153,7 +153,7 @@ def test_score_records_without_cache_skips_unreadable(checkpoint, image_folder):
     records = [Record(path=str(p), label=i % 2, patient_id=patient_from_path(p), laterality="L")
                for i, p in enumerate(paths)]
     scorer = Scorer.from_checkpoint(load_checkpoint(checkpoint), batch_size=2)
-    scored = score_records(scorer, records, cache_dir=None, progress=False)
+    scored = score_records(scorer, records, progress=False)
     assert len(scored.paths) == 3 and [Path(p).name for p, _ in scored.excluded] == ["broken.png"]
     direct = scorer.probabilities(np.stack([scorer.read(p).image for p in scored.paths]))
     np.testing.assert_allclose(scored.probabilities(scorer.temperature), direct, atol=1e-6)

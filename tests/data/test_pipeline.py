@@ -7,7 +7,8 @@ import pytest
 from PIL import Image
 
 from mammojax.config import base_config
-from mammojax.data.cache import prepare_cache
+from mammojax.data.prepared import PixelOptions
+from mammojax.data.preparation import prepare_dataset
 from mammojax.data.pipeline import epoch_plan, eval_batches, steps_per_epoch, train_batches
 from mammojax.data.records import Record
 from mammojax.errors import MammojaxError
@@ -26,7 +27,9 @@ def cache(tmp_path_factory):
         pixels[i : i + 8, 5:15] = 255  # each image differs visibly
         Image.fromarray(pixels).save(folder / f"{i}.png")
         records.append(Record(str(folder / f"{i}.png"), label=int(i < 3), patient_id=f"p{i}"))
-    return prepare_cache(records, cache_dir=folder / "cache", image_size=SIZE, progress=False)
+    prepared, _ = prepare_dataset(records, folder / "prepared", dataset="csv", class_names=("negative", "positive"),
+                                  options=PixelOptions(image_shape=(SIZE, SIZE)), workers=1, progress=False)
+    return prepared
 
 
 def make_config(**augment):

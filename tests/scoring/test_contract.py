@@ -51,7 +51,8 @@ def test_every_entry_point_gives_a_film_the_same_probability(phantom_films, run_
     films = phantom_films
     from mammojax.app import logic
     from mammojax.checkpoint import load_checkpoint
-    from mammojax.data.cache import prepare_cache
+    from mammojax.data.prepared import PixelOptions
+    from mammojax.data.preparation import prepare_dataset
     from mammojax.data.records import load_dataset
     from mammojax.scoring import probabilities
     from mammojax.train.loop import validation_logits
@@ -81,8 +82,8 @@ def test_every_entry_point_gives_a_film_the_same_probability(phantom_films, run_
 
     loaded = load_checkpoint(checkpoint)
     records = load_dataset("csv", films / "manifest.csv").records
-    cache = prepare_cache(records, cache_dir=tmp_path / "val-cache", image_size=SIZE, orient=False,
-                          crop_breast=False, max_pixels=10**8, progress=False)
+    cache, _ = prepare_dataset(records, tmp_path / "prepared", dataset="csv", class_names=("negative", "positive"),
+                               options=PixelOptions(image_shape=(SIZE, SIZE), max_pixels=10**8), progress=False)
     logits, _ = validation_logits(loaded.model, loaded.variables, cache, config, batch_size=4)
     validated = dict(zip((Path(r.path).name for r in cache.records), probabilities(logits, TEMPERATURE)))
 

@@ -9,18 +9,13 @@ import pytest
 
 
 def cache_from_arrays(directory: Path, images: np.ndarray, labels, lesions) -> object:
-    """A real :class:`mammojax.data.cache.Cache` (a float16 shard on disk) holding ``images`` ``(N, S, S, 1)``."""
-    from mammojax.data.cache import STORAGE_DTYPE, Cache
+    """A real prepared dataset (:mod:`mammojax.data.prepared`, on disk) holding ``images`` ``(N, H, W, 1)``."""
+    from mammojax.data.preparation import write_arrays
     from mammojax.data.records import Record
 
-    directory.mkdir(parents=True, exist_ok=True)
-    np.ascontiguousarray(images, STORAGE_DTYPE).tofile(directory / "images-00000.f16")
     records = tuple(Record(path=str(directory / f"film{i}.png"), label=int(label), patient_id=f"p{i // 2}",
                            laterality=None, view=None) for i, label in enumerate(labels))
-    return Cache(path=directory, image_size=int(images.shape[1]), records=records,
-                 labels=np.asarray(labels, np.int32), patient_ids=tuple(r.patient_id for r in records),
-                 lesions_input=tuple(tuple(l) for l in lesions), excluded=(),
-                 shards=(("images-00000.f16", len(images)),), fingerprint="test")
+    return write_arrays(directory, records, images, lesions, dataset="synthetic", class_names=("normal", "lesion"))
 
 
 @pytest.fixture

@@ -107,9 +107,9 @@ def test_processes_share_each_global_batch_in_contiguous_slices(phantom_cache):
 
 
 def test_sampling_reads_films_from_the_cache_never_the_whole_set(phantom_cache, monkeypatch):
-    from mammojax.data.cache import Cache
+    from mammojax.data.prepared import PreparedDataset
 
-    monkeypatch.setattr(Cache, "load_arrays", lambda self: pytest.fail("the whole training set was loaded"))
+    monkeypatch.setattr(PreparedDataset, "load_arrays", lambda self: pytest.fail("the whole training set was loaded"))
     source = PatchSource(phantom_cache, PatchSettings(size=16))
     list(epoch_batches(source, plan_epoch(source, np.random.default_rng(0), mine=False), 2))
 

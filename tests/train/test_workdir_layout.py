@@ -33,8 +33,6 @@ def test_paths_of_a_workdir(tmp_path):
     assert (wd.checkpoints.name, wd.best.name, wd.config.name) == ("checkpoints", "best", "config.json")
     assert wd.network(2, 1) == wd.root / "networks" / "fold2-member1" and wd.fold_checkpoint(3).name == "fold3"
     config = base_config()
-    assert wd.cache_dir(config) == wd.root / "cache"
-    config.data.cache_dir = str(tmp_path / "elsewhere")
-    assert wd.cache_dir(config) == tmp_path / "elsewhere"
+    config.data.prepared_root = str(tmp_path / "elsewhere")
     wd.write_config(config)
-    assert '"cache_dir"' in wd.config.read_text()
+    assert str(tmp_path / "elsewhere") in wd.config.read_text()
