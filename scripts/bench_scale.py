@@ -10,8 +10,8 @@ subprocess (``mammojax data prepare --dataset csv ... --out OUT --image-size
 * images/s and bytes per prepared image, for each variant with 1 and 2 workers;
 * peak RSS of the whole process tree (children included, sampled every 50 ms)
   preparing N and 4N uncompressed films: it should not grow with N;
-* the restart: a preparation SIGKILLed (its whole process group) once about
-  half the films are done, then run again: what the rerun's summary line says
+* the restart: a preparation of the 4N films SIGKILLed (its whole process
+  group) once about half of them are done, then run again: what the rerun's summary line says
   it decoded, reused and redid, and its wall time against a full run;
 * tf.data read throughput with augmentation (``train_batches`` over the
   prepared dataset) against the jitted training step (1-channel ResNet-18)
@@ -21,8 +21,8 @@ then prints a table, the arithmetic for ``--extrapolate`` images (54,000: RSNA),
 and one JSON line with every figure.
 
     python scripts/bench_scale.py --quick                 # smoke run: small films, 4 and 16 images
-    python scripts/bench_scale.py                         # N=16 (4N=64) uncompressed, 8 JPEG 2000
-    python scripts/bench_scale.py --count 32 --j2k-count 16 --workers 1 2 4
+    python scripts/bench_scale.py                         # N=16 (4N=64) uncompressed, 16 JPEG 2000
+    python scripts/bench_scale.py --count 32 --j2k-count 32 --workers 1 2 4
 
 Run it on a quiet machine (never beside another benchmark on the 2-core boxes):
 every figure is a wall time. Writing a film takes about 1 s uncompressed and 3 s
@@ -69,7 +69,7 @@ def parse_args(argv=None):
     parser.add_argument("--count", type=int, default=None, help="uncompressed films N (default 16)")
     parser.add_argument("--scale", type=int, default=None, help="the memory run prepares scale x N (default 4)")
     parser.add_argument("--j2k-count", type=int, default=None,
-                        help="JPEG 2000 films (default 8: each takes ~1 s to decode)")
+                        help="JPEG 2000 films (default 16: each takes ~1 s to decode)")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--film-shape", default=None, help="rows x columns of a film (default 3328x2560)")
     parser.add_argument("--image-size", default=None, help="prepared H x W (default 1024x832)")
@@ -86,7 +86,7 @@ def parse_args(argv=None):
     quick = args.quick
     args.count = args.count or (4 if quick else 16)
     args.scale = args.scale or 4
-    args.j2k_count = args.j2k_count or (4 if quick else 8)
+    args.j2k_count = args.j2k_count or (4 if quick else 16)
     args.film_shape = parse_shape(args.film_shape or ("416x320" if quick else "3328x2560"))
     args.image_size = parse_shape(args.image_size or ("128x104" if quick else "1024x832"))
     args.batch_size = args.batch_size or 2
@@ -108,13 +108,20 @@ def write_corpora(root: Path, args) -> dict[str, Path]:
     folders = {}
     for name, (count, syntax) in plan.items():
         folder = root / "films" / name
-        if not (folder / "manifest.csv").is_file():  # --work-dir: written once, reused
+        if _manifest_rows(folder) != count:  # --work-dir: written once, reused
             start = time.perf_counter()
             write_dicom_films(folder, count=count, shape=args.film_shape, seed=0, transfer_syntax=syntax)
             print(f"wrote {count} {name} films in {time.perf_counter() - start:.1f} s "
                   f"({folder_bytes(folder / 'films') / count / MIB:.1f} MiB each)", file=sys.stderr)
         folders[name] = folder
     return folders
+
+
+def _manifest_rows(folder: Path) -> int:
+    try:
+        return len((folder / "manifest.csv").read_text().splitlines()) - 1
+    except OSError:
+        return -1
 
 
 def folder_bytes(folder: Path) -> int:
@@ -201,15 +208,18 @@ def run_prepare(command: list[str], *, kill_at: int | None = None, kill_after: f
     reader = threading.Thread(target=lambda: stdout_chunks.append(process.stdout.read()), daemon=True)
     reader.start()
     stderr, done, seen_count, killed_at = bytearray(), 0, False, None
+    counts: list[tuple[float, int]] = []  # (seconds, images done) each time the count moves
     while True:
         chunk = _read_pty(master, timeout=0.1)
         if chunk is None:  # every writer closed the terminal: the tree has exited
             break
         stderr += chunk
         matches = _PROGRESS.findall(bytes(stderr[-400:]))
-        done = int(matches[-1][0]) if matches else done
-        seen_count = seen_count or bool(matches)
         elapsed = time.perf_counter() - start
+        if matches and int(matches[-1][0]) != done:
+            done = int(matches[-1][0])
+            counts.append((elapsed, done))
+        seen_count = seen_count or bool(matches)
         if killed_at is None and ((kill_at is not None and done >= kill_at)
                                   or (kill_after is not None and not seen_count and elapsed >= kill_after)):
             os.killpg(process.pid, signal.SIGKILL)
@@ -223,11 +233,20 @@ def run_prepare(command: list[str], *, kill_at: int | None = None, kill_after: f
     stdout = b"".join(stdout_chunks).decode(errors="replace").strip().splitlines()
     result = {"wall_s": round(wall, 2), "peak_rss_mib": round(peak / MIB, 1), "processes": rss.peak_processes,
               "returncode": process.returncode, "out": stdout[-1] if stdout else None, "killed": killed_at,
-              "summary": parse_summary(text)}
+              "summary": parse_summary(text), "steady_images_per_s": steady_rate(counts)}
     if killed_at is None and process.returncode != 0:
         tail = "\n".join(line for line in text.splitlines() if line.strip())[-2000:]
         raise RuntimeError(f"{' '.join(command)} exited with {process.returncode}:\n{tail}")
     return result
+
+
+def steady_rate(counts: list[tuple[float, int]]) -> float | None:
+    """Images/s from the first finished image to the last: start-up (interpreter, TensorFlow,
+    spawning workers) excluded, the rate a long preparation runs at."""
+    if len(counts) < 2 or counts[-1][0] <= counts[0][0]:
+        return None
+    (t0, n0), (t1, n1) = counts[0], counts[-1]
+    return round((n1 - n0) / (t1 - t0), 3)
 
 
 def parse_summary(stderr: str) -> dict | None:
@@ -289,7 +308,7 @@ def prepared_examples(out: Path) -> int:
     return len(open_prepared(out))
 
 
-def measure_restart(folder: Path, out: Path, args, workers: int, full: dict) -> dict:
+def measure_restart(folder: Path, out: Path, args, workers: int, *, full: dict) -> dict:
     """SIGKILL at about half the images (at 60 % of a full run's time if no progress is drawn), rerun."""
     shutil.rmtree(out, ignore_errors=True)
     killed = run_prepare(prepare_command(folder, out, args.image_size, workers),
@@ -330,7 +349,7 @@ def measure_train_step(args) -> dict:
     # Parameter shapes do not depend on the input's: a square init serves the HxW step
     # until create_train_state takes (H, W).
     state = create_train_state(models.create_model("resnet18"), tx, rng=jax.random.key(0),
-                               image_size=height, mesh=mesh)
+                               image_size=args.image_size, mesh=mesh)
     step = jit_steps(state, mesh, label_smoothing=0.0)
     rng = np.random.default_rng(0)
     batch = sharding.global_batch({
@@ -355,16 +374,16 @@ def measure_train_step(args) -> dict:
 
 
 def extrapolate(rows: list[dict], images: int, workers: list[int]) -> list[dict]:
-    """Hours and disk for ``images``: on this machine at its measured rate with the most workers, and
-    on 16 cores at 16 x the one-worker rate (decoding is per file: it scales with workers while
-    nothing else, disk or memory bandwidth, runs out first)."""
+    """Hours and disk for ``images``: on this machine at its steady rate with the most workers, and
+    on 16 cores at 16 x the steady rate per worker of the fewest (decoding is per file: it scales
+    with workers while nothing else, disk or memory bandwidth, runs out first)."""
     out = []
     for variant in ("raw", "j2k"):
         runs = {row["workers"]: row for row in rows if row["variant"] == variant}
-        here, single = runs[max(workers)], runs.get(1)
-        per_worker = (single or here)["summary"]["rate"] / (single or here)["workers"]
+        here, single = runs[max(workers)], runs[min(workers)]
+        per_worker = single["steady_images_per_s"] / single["workers"]
         out.append({"variant": variant, "per_worker_images_per_s": round(per_worker, 3),
-                    "hours_here": round(images / here["summary"]["rate"] / 3600, 2), "workers_here": max(workers),
+                    "hours_here": round(images / here["steady_images_per_s"] / 3600, 2), "workers_here": max(workers),
                     "hours_16_workers": round(images / (16 * per_worker) / 3600, 2),
                     "gib": round(images * here["bytes_per_image"] / (1 << 30), 1)})
     return out
@@ -373,14 +392,15 @@ def extrapolate(rows: list[dict], images: int, workers: list[int]) -> list[dict]
 def print_report(report: dict, args) -> None:
     height, width = args.image_size
     print(f"\nprepare at {height}x{width} from {args.film_shape[0]}x{args.film_shape[1]} 14-bit DICOM films")
-    print("(img/s: over the command's wall time; prep img/s: the summary line's, start-up excluded)")
-    header = (f"{'variant':<8} {'workers':>7} {'images':>6} {'wall s':>7} {'img/s':>7} {'prep img/s':>10} "
+    print("(img/s: over the command's wall time; steady: from the first image done to the last, start-up excluded)")
+    header = (f"{'variant':<8} {'workers':>7} {'images':>6} {'wall s':>7} {'img/s':>7} {'steady':>7} "
               f"{'KiB/img':>8} {'peak RSS MiB':>13}")
     print(header)
     print("-" * len(header))
     for row in report["prepare"]:
         print(f"{row['variant']:<8} {row['workers']:>7} {row['examples']:>6} {row['wall_s']:>7.1f} "
-              f"{row['images_per_s']:>7.2f} {row['summary']['rate']:>10.2f} {row['bytes_per_image'] / 1024:>8.0f} "
+              f"{row['images_per_s']:>7.2f} {row['steady_images_per_s'] or float('nan'):>7.2f} "
+              f"{row['bytes_per_image'] / 1024:>8.0f} "
               f"{row['peak_rss_mib']:>13.0f}")
     small, big = (next(r for r in report["prepare"] if r["variant"] == v and r["workers"] == max(args.workers))
                   for v in ("raw", "raw-4N"))
@@ -427,10 +447,10 @@ def main(argv=None) -> int:
         big = measure_prepare(f"raw{args.scale}", folders[f"raw{args.scale}"], scratch / "out" / "raw4", args, most)
         big["variant"] = "raw-4N"
         rows.append(big)
-        full = next(row for row in rows if row["variant"] == "raw" and row["workers"] == most)
         report = {"film_shape": list(args.film_shape), "image_size": list(args.image_size), "cpus": os.cpu_count(),
                   "prepare": rows,
-                  "restart": measure_restart(folders["raw"], scratch / "out" / "restart", args, most, full),
+                  "restart": measure_restart(folders[f"raw{args.scale}"], scratch / "out" / "restart", args, most,
+                                             full=big),
                   "reader": measure_reader(scratch / "out" / f"raw-{most}", args)}
         if not args.skip_train_step:
             report["train_step"] = measure_train_step(args)
