@@ -36,7 +36,7 @@ class Timing:
 @dataclasses.dataclass
 class BenchmarkRow:
     model: str
-    image_size: int
+    image_size: int | str  # S for S x S, else "HxW" (data.image_size's form)
     batch_size: int
     dtype: str
     params: int
@@ -100,25 +100,28 @@ def make_scorer(model, variables, *, batch_size: int, method: str = "gradcam", l
     return Scorer(model, variables, FilmScoring(cam_method=method, cam_layer=layer), batch_size=batch_size)
 
 
-def benchmark_model(name: str, *, image_size: int, batch_size: int, dtype: str = "float32",
+def benchmark_model(name: str, *, image_size, batch_size: int, dtype: str = "float32",
                     repeats: int = 10, seed: int = 0, variables=None, model=None) -> BenchmarkRow:
-    """Measures one model at one batch size (random weights unless given)."""
+    """Measures one model at one batch size and input (S, "HxW" or (H, W); random weights unless given)."""
     import jax
     import jax.numpy as jnp
 
     from mammojax import models
+    from mammojax.data.preprocess import image_size_of, input_shape
+
+    shape = input_shape(image_size)
 
     if model is None:
         model = models.create_model(name, dtype=dtype)
     if variables is None:
-        variables = jax.jit(lambda key: models.init_variables(model, key, image_size))(
+        variables = jax.jit(lambda key: models.init_variables(model, key, shape))(
             jax.random.key(seed))
     scorer = make_scorer(model, variables, batch_size=batch_size)
     # The scorer's own programs (what predict, explain and the page run), on its devices.
     predict, predict_cam = scorer.programs()
     variables = scorer.variables
     images = scorer.put(np.asarray(jax.random.normal(jax.random.key(seed + 1),
-                                                     (scorer.batch_size, image_size, image_size, 1), jnp.float32)))
+                                                     (scorer.batch_size, *shape, 1), jnp.float32)))
 
     flops = xla_flops(predict.lower(variables, images).compile())
     memory = xla_memory_mb(predict_cam.lower(variables, images).compile())
@@ -131,7 +134,7 @@ def benchmark_model(name: str, *, image_size: int, batch_size: int, dtype: str =
 
     t_predict = time_fn(run_predict, repeats=repeats)
     t_cam = time_fn(run_predict_cam, repeats=repeats)
-    return BenchmarkRow(model=name, image_size=image_size, batch_size=batch_size, dtype=dtype,
+    return BenchmarkRow(model=name, image_size=image_size_of(shape), batch_size=batch_size, dtype=dtype,
                         params=models.count_params(variables["params"]),
                         gflops_per_image=flops / batch_size / 1e9,
                         predict=t_predict, predict_cam=t_cam, memory_mb=memory,

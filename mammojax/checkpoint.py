@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from mammojax.errors import CheckpointError
+from mammojax.errors import CheckpointError, ConfigError
 from mammojax.jsonio import write_json
 
 META_FILE = "mammojax.json"
@@ -50,8 +50,16 @@ class Checkpoint:
         return self.meta["model"]["name"]
 
     @property
-    def image_size(self) -> int:
-        return int(self.meta["data"]["image_size"])
+    def image_shape(self) -> tuple[int, int]:
+        """(H, W) of the model input (see :func:`input_shape_of`)."""
+        return input_shape_of(self.meta)
+
+    @property
+    def image_size(self) -> int | str:
+        """The ``data.image_size`` it was trained at: S for a square input, else "HxW"."""
+        from mammojax.data.preprocess import image_size_of
+
+        return image_size_of(self.image_shape)
 
     @property
     def tau(self) -> float:
@@ -86,10 +94,25 @@ class Checkpoint:
 
     @property
     def preprocess_options(self) -> dict:
-        """Keyword arguments for mammojax.data.preprocess.preprocess_image."""
+        """Keyword arguments for mammojax.data.preprocess.preprocess_image (and eval's cache).
+
+        ``image_size`` is :attr:`image_size` (the int S for a square input),
+        which every consumer parses with ``input_shape``.
+        """
         d = self.meta["data"]
-        return {"image_size": int(d["image_size"]), "orient": bool(d.get("orient", False)),
+        return {"image_size": self.image_size, "orient": bool(d.get("orient", False)),
                 "crop_breast": bool(d.get("crop_breast", False))}
+
+
+def input_shape_of(meta: dict) -> tuple[int, int]:
+    """(H, W) of a checkpoint's model input.
+
+    ``data.image_size`` holds S for a square input (every checkpoint written
+    before non-square inputs holds an int) and "HxW" otherwise.
+    """
+    from mammojax.data.preprocess import input_shape
+
+    return input_shape(meta["data"]["image_size"], name="data.image_size")
 
 
 def make_meta(config, *, tau: float = 0.5, temperature: float = 1.0, extra: dict | None = None) -> dict:
@@ -100,6 +123,7 @@ def make_meta(config, *, tau: float = 0.5, temperature: float = 1.0, extra: dict
     are the training task's (:func:`mammojax.data.records.class_names`), so every
     output names the classes as the data defined them ("abnormal" for MIAS).
     """
+    from mammojax.data.preprocess import image_size_of
     from mammojax.data.records import class_names
     from mammojax.scoring.film_scoring import film_scoring_from_config
 
@@ -107,7 +131,7 @@ def make_meta(config, *, tau: float = 0.5, temperature: float = 1.0, extra: dict
         "format": FORMAT_VERSION,
         "model": {"name": config.model.name, "num_classes": int(config.model.num_classes),
                   "head_pooling": config.model.head_pooling},
-        "data": {"image_size": int(config.data.image_size), "orient": bool(config.data.orient),
+        "data": {"image_size": image_size_of(config.data.image_size), "orient": bool(config.data.orient),
                  "crop_breast": bool(config.data.crop_breast), "dataset": config.data.dataset,
                  "task": config.data.task},
         "tau": float(tau),
@@ -249,6 +273,10 @@ def read_meta(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{directory / META_FILE}: unreadable checkpoint metadata ({err})") from None
     if meta.get("format") != FORMAT_VERSION or "model" not in meta:
         raise CheckpointError(f"{directory / META_FILE}: unsupported checkpoint format")
+    try:
+        input_shape_of(meta)  # every reader builds its input from it: a bad one fails here, naming the file
+    except (KeyError, TypeError, ConfigError) as err:
+        raise CheckpointError(f"{directory / META_FILE}: no usable input size ({err})") from None
     return meta
 
 
@@ -266,8 +294,8 @@ def load_checkpoint(path: str | os.PathLike, *, expect_model: str | None = None)
         raise CheckpointError(f"{directory}: checkpoint is for model {name!r}, not {expect_model!r}")
     model = models.create_model(name, num_classes=meta["model"]["num_classes"],
                                 head_pooling=meta["model"].get("head_pooling", "avg"))
-    size = int(meta["data"]["image_size"])
-    abstract = jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0), size))
+    shape = input_shape_of(meta)
+    abstract = jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0), shape))
     abstract = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
     verify_variables(directory, meta)
     try:

@@ -21,6 +21,11 @@ import ml_collections
 from mammojax.errors import ConfigError
 
 
+def _any_type(default) -> ml_collections.FieldReference:
+    """A field that takes a value of any type: ConfigDict refuses a str where an int was declared."""
+    return ml_collections.FieldReference(default, field_type=object)
+
+
 def base_config() -> ml_collections.ConfigDict:
     """The paper's recipe: 1-channel ResNet-18, Adam 1e-4, cross-entropy."""
     c = ml_collections.ConfigDict()
@@ -37,7 +42,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.dataset = "synthetic"  # synthetic | mias | inbreast | cbis_ddsm | vindr | rsna | csv
     c.data.data_dir = ""  # dataset root; unused for synthetic
     c.data.task = "default"  # dataset-specific: mias "abnormal" or "malignant"
-    c.data.image_size = 224  # square model input after aspect-preserving resize + pad
+    # Model input: an int S (S x S) or "HxW" ("1024x832", a mammogram's aspect; any type may be set here).
+    # The film is fitted inside keeping its aspect, padded, and z-scored over the film alone.
+    c.data.image_size = _any_type(224)
     c.data.orient = False  # flip every breast to face the same side
     c.data.crop_breast = False  # crop to the breast region before resizing
     c.data.max_pixels = 80_000_000  # screening cap on decoded pixels per image
@@ -220,13 +227,20 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     choice("eval.patient_aggregate", AGGREGATES)
     choice("explain.method", list(CAM_METHODS))
     choice("explain.layer", models.FEATURE_NAMES)
-    for key in ("data.image_size", "data.max_pixels", "data.synthetic_count", "train.batch_size",
+    for key in ("data.max_pixels", "data.synthetic_count", "train.batch_size",
                 "train.eval_batch_size", "train.epochs", "train.log_every_steps"):
         number(key, 0, low_open=True)
     for key in ("optim.weight_decay", "optim.warmup_epochs", "optim.grad_clip_norm",
                 "train.checkpoint_every_steps", "train.checkpoint_every_minutes", "eval.bootstrap",
                 "data.num_folds"):
         number(key, 0)
+    if value("data.image_size") is not _MISSING:
+        from mammojax.data.preprocess import input_shape
+
+        try:
+            input_shape(value("data.image_size"), name="data.image_size")
+        except MammojaxError as err:
+            problems.append(str(err))
     number("optim.lr", 0, low_open=True)
     number("optim.label_smoothing", 0, 1, high_open=True)
     number("data.val_fraction", 0, 1, high_open=True)
@@ -303,8 +317,23 @@ def apply_override(config: ml_collections.ConfigDict, item: str) -> None:
         raise ConfigError(f"override {item!r} is not of the form --config.KEY=VALUE")
     key, raw = text.split("=", 1)
     parent, leaf = _resolve_parent(config, key)
+    if key in _OWN_SYNTAX:
+        # Assigning a new field, not a value: a config declaring an int here still takes "HxW".
+        parent[leaf] = _any_type(_OWN_SYNTAX[key](raw))
+        return
     current = parent[leaf]
     parent[leaf] = _parse_value(key, raw, current)
+
+
+def _image_size(raw: str):
+    """``--config.data.image_size=1024x832`` (or ``=256``): stored as S when square, else "HxW"."""
+    from mammojax.data.preprocess import image_size_of, input_shape
+
+    return image_size_of(input_shape(raw, name="data.image_size"))
+
+
+# Fields whose command-line value has a syntax of its own rather than a Python literal's.
+_OWN_SYNTAX = {"data.image_size": _image_size}
 
 
 def _resolve_parent(config, dotted: str):

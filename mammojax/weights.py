@@ -311,11 +311,15 @@ def _preview(names: list[str], limit: int = 6) -> str:
 
 
 def convert_to_checkpoint(src: str | os.PathLike, model_name: str, out: str | os.PathLike, *,
-                          num_classes: int = 2, image_size: int = 224, overwrite: bool = False,
-                          seed: int = 0) -> tuple[Path, list[str]]:
-    """Converts a weights file into an inference checkpoint; returns (dir, notes)."""
+                          num_classes: int = 2, image_size: int | str | tuple[int, int] = 224,
+                          overwrite: bool = False, seed: int = 0) -> tuple[Path, list[str]]:
+    """Converts a weights file into an inference checkpoint; returns (dir, notes).
+
+    ``image_size``: the model input recorded for preprocessing, S, "HxW" or (H, W).
+    """
     from mammojax import checkpoint
     from mammojax.config import base_config
+    from mammojax.data.preprocess import image_size_of
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -326,7 +330,7 @@ def convert_to_checkpoint(src: str | os.PathLike, model_name: str, out: str | os
     config.seed = seed
     config.model.name = model_name
     config.model.num_classes = num_classes
-    config.data.image_size = image_size
+    config.data.image_size = image_size_of(image_size)
     meta = checkpoint.make_meta(config, extra={"converted_from": Path(src).name,
                                                "conversion_notes": converted.notes})
     path = checkpoint.save_checkpoint(out, converted.variables, meta, overwrite=overwrite)

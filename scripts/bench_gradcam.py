@@ -38,7 +38,7 @@ def _time(fn, args, runs: int) -> tuple[float, list[float]]:
     return compile_s, times
 
 
-def bench(model_name: str, image_size: int, batch_sizes, runs: int, method: str) -> list[dict]:
+def bench(model_name: str, image_size: tuple[int, int], batch_sizes, runs: int, method: str) -> list[dict]:
     import jax
 
     from mammojax import models
@@ -50,7 +50,7 @@ def bench(model_name: str, image_size: int, batch_sizes, runs: int, method: str)
     cam = make_cam_fn(model, method=method, size=image_size)
     results = []
     for batch in batch_sizes:
-        images = jax.random.normal(jax.random.key(1), (batch, image_size, image_size, 1))
+        images = jax.random.normal(jax.random.key(1), (batch, *image_size, 1))
         rows = {}
         # Interleave two rounds so drifting machine load hits both programs alike.
         for _ in range(2):
@@ -59,7 +59,7 @@ def bench(model_name: str, image_size: int, batch_sizes, runs: int, method: str)
                 rows.setdefault(name, {"compile_s": compile_s, "times": []})["times"] += times
         fwd = statistics.median(rows["forward"]["times"])
         gc = statistics.median(rows["gradcam"]["times"])
-        results.append({"model": model_name, "image_size": image_size, "batch": batch, "method": method,
+        results.append({"model": model_name, "image_size": list(image_size), "batch": batch, "method": method,
                         "forward_ms": 1e3 * fwd, "gradcam_ms": 1e3 * gc, "ratio": gc / fwd,
                         "forward_compile_s": rows["forward"]["compile_s"],
                         "gradcam_compile_s": rows["gradcam"]["compile_s"],
@@ -71,14 +71,21 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="64 px, batch 1 and 2, 3 runs")
     parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--image-size", default="224", help="S or HxW (e.g. 1024x832)")
     parser.add_argument("--batch-sizes", default="1,16")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--method", default="gradcam")
     parser.add_argument("--target", type=float, default=1.3, help="maximum Grad-CAM / forward ratio")
     args = parser.parse_args(argv)
     if args.quick:
-        args.image_size, args.batch_sizes, args.runs = 64, "1,2", 3
+        args.image_size, args.batch_sizes, args.runs = "64", "1,2", 3
+    from mammojax.data.preprocess import input_shape
+    from mammojax.errors import MammojaxError
+
+    try:
+        args.image_size = input_shape(args.image_size, name="--image-size")
+    except MammojaxError as err:
+        parser.error(str(err))
 
     from mammojax import runtime
 

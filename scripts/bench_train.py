@@ -44,7 +44,7 @@ def build_jax(args):
     train_step = jit_steps(state, mesh, label_smoothing=0.0)
     rng = np.random.default_rng(0)
     batch = sharding.global_batch({
-        "image": rng.normal(size=(args.batch_size, args.image_size, args.image_size, 1)).astype(np.float32),
+        "image": rng.normal(size=(args.batch_size, *args.image_size, 1)).astype(np.float32),
         "label": rng.integers(0, 2, args.batch_size).astype(np.int32)}, mesh)
     weights = np.ones(2, np.float32)
     start = time.perf_counter()
@@ -76,7 +76,7 @@ def build_torch(args):
     model = resnet18(num_classes=2, in_channels=1).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
-    images = torch.randn(args.batch_size, 1, args.image_size, args.image_size)
+    images = torch.randn(args.batch_size, 1, *args.image_size)
     labels = torch.randint(0, 2, (args.batch_size,))
 
     def run(steps: int) -> float:
@@ -94,7 +94,7 @@ def build_torch(args):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--image-size", default="224", help="S or HxW (e.g. 1024x832)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per side per round")
@@ -103,13 +103,21 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 px, 1 warm-up, 2 timed steps")
     args = parser.parse_args(argv)
     if args.quick:
-        args.image_size, args.warmup, args.steps, args.rounds = 64, 1, 2, 2
+        args.image_size, args.warmup, args.steps, args.rounds = "64", 1, 2, 2
+    from mammojax.data.preprocess import input_shape
+    from mammojax.errors import MammojaxError
+
+    try:
+        args.image_size = input_shape(args.image_size, name="--image-size")
+    except MammojaxError as err:
+        parser.error(str(err))
     # XLA's CPU client has no thread-count flag: it uses every core (2 on the
     # project machines), so torch gets the same number.
     import torch
 
     torch.set_num_threads(args.threads)
-    print(f"training step, 1-channel ResNet-18, batch {args.batch_size}, {args.image_size}x{args.image_size}, "
+    height, width = args.image_size
+    print(f"training step, 1-channel ResNet-18, batch {args.batch_size}, {height}x{width}, "
           f"Adam, {args.threads} threads; {args.rounds} interleaved rounds of {args.steps} steps each side "
           f"after {args.warmup} warm-up")
     jax_run, compile_s = build_jax(args)

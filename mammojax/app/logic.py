@@ -80,8 +80,9 @@ class AppModel:
         return self.scorer.tau
 
     @property
-    def image_size(self) -> int:
-        return self.checkpoint.image_size
+    def image_shape(self) -> tuple[int, int]:
+        """(H, W) of the model input."""
+        return self.checkpoint.image_shape
 
     @property
     def patient_aggregate(self) -> str:
@@ -106,7 +107,7 @@ class AppModel:
         return {
             "model": self.checkpoint.model_name,
             "checkpoint": self.checkpoint.path.name,
-            "image_size": self.image_size,
+            "input_shape": list(self.image_shape),
             "tau": self.tau,
             "temperature": self.scorer.temperature,
             "threshold_policy": meta.get("threshold_policy"),
@@ -152,8 +153,7 @@ def load_app_model(path: str | os.PathLike, *, warm_up: bool = True) -> AppModel
 
     model = AppModel(scorer=Scorer.from_checkpoint(path, batch_size=1))
     if warm_up:
-        size = model.image_size
-        model.score_and_cam(np.zeros((1, size, size, 1), np.float32))
+        model.score_and_cam(np.zeros((1, *model.image_shape, 1), np.float32))
     return model
 
 

@@ -70,7 +70,7 @@ def show_sidebar(model: logic.AppModel) -> None:
     with st.sidebar:
         st.header("Model")
         st.markdown(
-            f"- **Network:** {facts['model']} ({facts['image_size']}×{facts['image_size']} input)\n"
+            f"- **Network:** {facts['model']} ({'×'.join(map(str, facts['input_shape']))} input)\n"
             f"- **Checkpoint:** {facts['checkpoint']}\n"
             f"- **Trained on:** {facts['trained_on'] or 'unknown'}\n"
             f"- **Decision threshold τ:** {facts['tau']:.3f}"

@@ -6,6 +6,7 @@ import json
 
 import click
 
+from mammojax.cli.params import InputShape
 from mammojax.errors import MammojaxError
 
 DEFAULT_MODELS = "resnet18,resnet18_rgb,resnet50,densenet121,mobilenet_v2"
@@ -34,7 +35,8 @@ def _checkpoint_map(items: tuple[str, ...]) -> dict[str, str]:
 @click.command("benchmark")
 @click.option("--models", "model_names", default=DEFAULT_MODELS, show_default=True,
               help="Comma-separated model names (see `mammojax models`).")
-@click.option("--image-size", default=224, show_default=True, type=click.IntRange(16, 4096))
+@click.option("--image-size", default="224", show_default=True, type=InputShape(16, 4096),
+              help="Model input: S (S x S) or HxW, e.g. 1024x832.")
 @click.option("--batch-sizes", default="1,16", show_default=True)
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", show_default=True,
               help="Compute dtype; bfloat16 is for GPUs/TPUs.")
@@ -68,7 +70,8 @@ def benchmark(model_names, image_size, batch_sizes, dtype, repeats, checkpoints,
     if ckpts and not dataset:
         raise MammojaxError("--checkpoint needs --dataset (and --data-dir) for the quality columns")
 
-    click.echo(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}, image {image_size}, "
+    click.echo(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}, "
+               f"image {image_size[0]}x{image_size[1]}, "
                f"dtype {dtype}", err=True)
     rows = []
     for name in names:

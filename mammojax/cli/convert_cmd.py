@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from mammojax.cli.params import InputShape
+
 
 @click.command("convert-weights")
 @click.argument("src", type=click.Path(dir_okay=False))
@@ -12,11 +14,11 @@ import click
               help="Checkpoint directory to write.")
 @click.option("--num-classes", type=click.IntRange(min=1), default=2, show_default=True,
               help="Classes of the head; a different count in the weights gets a fresh head.")
-@click.option("--image-size", type=click.IntRange(min=32), default=224, show_default=True,
-              help="Input size recorded in the checkpoint for preprocessing.")
+@click.option("--image-size", type=InputShape(32), default="224", show_default=True,
+              help="Model input recorded in the checkpoint for preprocessing: S or HxW (e.g. 1024x832).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed for a fresh head.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing checkpoint directory.")
-def convert_weights(src: str, model_name: str, out: str, num_classes: int, image_size: int,
+def convert_weights(src: str, model_name: str, out: str, num_classes: int, image_size: tuple[int, int],
                     seed: int, overwrite: bool) -> None:
     """Convert a .safetensors, .npz or .pth state dict SRC into an inference checkpoint.
 

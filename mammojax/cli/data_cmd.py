@@ -13,6 +13,8 @@ import sys
 
 import click
 
+from mammojax.cli.params import InputShape
+
 DATASET_HELP = "synthetic | mias | inbreast | cbis_ddsm | vindr | rsna | csv"
 
 
@@ -151,7 +153,7 @@ def _print_flagged(flagged: list[dict]) -> None:
               help="Directory of the prepared TFDS dataset (new, or one prepared before from the same "
                    "source and options: then only new or unfinished files are decoded). Default: "
                    "prepared/ in the user cache ($MAMMOJAX_CACHE_DIR or ~/.cache/mammojax).")
-@click.option("--image-size", default="224", show_default=True,
+@click.option("--image-size", default="224", show_default=True, type=InputShape(),
               help="Model input: S (S x S) or HxW, e.g. 1024x832 (the breast keeps its aspect).")
 @click.option("--orient/--no-orient", default=False, show_default=True,
               help="Flip every breast to face the same side.")
@@ -173,9 +175,7 @@ def prepare(dataset, data_dir, task, adapter_options, out, image_size, orient, c
     """
     from mammojax.data.prepared import PixelOptions
     from mammojax.data.preparation import prepare_source
-    from mammojax.data.preprocess import input_shape
-
-    options = PixelOptions(image_shape=input_shape(image_size), orient=orient, crop_breast=crop_breast,
+    options = PixelOptions(image_shape=image_size, orient=orient, crop_breast=crop_breast,
                            max_pixels=max_pixels)
     prepared, report = prepare_source(dataset, data_dir, task=task,
                                       adapter_options=parse_adapter_options(adapter_options),

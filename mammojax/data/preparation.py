@@ -105,6 +105,10 @@ def prepare_dataset(loaded, out: str | os.PathLike, *, dataset: str, class_names
         raise MammojaxError(f"--workers must be at least 1, got {workers}")
     if runner not in (LOCAL_RUNNER, BEAM_RUNNER):
         raise MammojaxError(f"unknown runner {runner!r}; valid: {LOCAL_RUNNER}, {BEAM_RUNNER}")
+    if runner == BEAM_RUNNER:
+        from mammojax.data.preparation_beam import require_beam
+
+        require_beam()  # before anything is written to ``out``
     if not hasattr(loaded, "records"):  # a plain list of records
         from mammojax.data.records import DatasetRecords
 

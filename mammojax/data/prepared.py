@@ -138,13 +138,6 @@ class PreparedDataset:
         return self.options.image_shape
 
     @property
-    def image_size(self) -> int:  # TEMPORARY: square callers until every consumer reads image_shape
-        height, width = self.image_shape
-        if height != width:
-            raise MammojaxError(f"{self.path}: images are {height}x{width}, not square")
-        return height
-
-    @property
     def num_examples(self) -> int:
         return len(self.records)
 

@@ -16,11 +16,17 @@ Steps, in order (each one optional step off by default):
    tissue; see :func:`needs_flip`); only when it is ambiguous does
    ``laterality`` decide: an "L" breast is flipped, since the standard DICOM
    display puts a left breast's chest wall on the right;
-3. aspect-preserving resize so the longer side is ``image_size`` (area
-   averaging when shrinking, bilinear when enlarging);
-4. centred padding with 0 (the background) to ``image_size`` square;
-5. per-image z-score over all padded pixels (population std, ddof=0); a
-   constant image becomes all zeros.
+3. aspect-preserving resize so the content fits inside the model input
+   ``H x W`` (``image_size``: an int S for S x S, or "HxW" such as
+   "1024x832", a mammogram's aspect; see :func:`input_shape`), touching it
+   on at least one axis (area averaging when shrinking, bilinear when
+   enlarging);
+4. centred padding with 0 (the background) to ``H x W``;
+5. per-image z-score with the mean and population std (ddof=0) of the
+   content, never of the padding, so the same film gets the same values
+   whatever input shape pads it; the padding becomes what a raw-0
+   background pixel becomes, so it looks like background. Constant content
+   becomes all zeros.
 
 :class:`Geometry` records every step so that a point or a heatmap can move
 between the original image and the model input.
@@ -30,9 +36,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from mammojax.errors import ConfigError
 
 # Fraction of the longer image side added around the detected breast box.
 CROP_MARGIN = 0.02
@@ -44,22 +53,58 @@ ORIENT_MIN_EDGE_CONTACT = 0.25
 ORIENT_MIN_IMBALANCE = 0.10
 # Long side of the copy the breast detector works on (speed, not accuracy).
 _DETECT_SIZE = 256
+# Smallest model-input side: ResNet's five stride-2 stages need some pixels left.
+MIN_INPUT_SIDE = 8
+
+
+def input_shape(value, *, name: str | None = "image_size") -> tuple[int, int]:
+    """The model input ``(H, W)`` that a ``data.image_size`` value means: the one parser.
+
+    Accepts an int S (S x S: every config and checkpoint before non-square
+    inputs), a string "S" or "HxW" (``"1024x832"``; the CLI's form), or a
+    sequence ``(H, W)``. Anything else, or a side below ``MIN_INPUT_SIDE``, is
+    a one-line ``ConfigError`` naming ``name`` (None: where the caller says it) and the value.
+    """
+    sides = None
+    if isinstance(value, str):
+        found = re.fullmatch(r"\s*(\d+)\s*(?:[xX]\s*(\d+)\s*)?", value, re.ASCII)
+        if found:
+            sides = [int(v) for v in found.groups() if v is not None]
+    elif isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+        sides = [int(value)]
+    elif isinstance(value, (tuple, list, np.ndarray)) and len(value) == 2 and all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in value):
+        sides = [int(v) for v in value]
+    if sides is None or min(sides) < MIN_INPUT_SIDE:
+        raise ConfigError(f"{f'{name}=' if name else ''}{value!r} must be a side S or HxW (e.g. 1024x832), "
+                          f"each at least {MIN_INPUT_SIDE} px")
+    return (sides[0], sides[-1])
+
+
+def image_size_of(shape) -> int | str:
+    """The ``data.image_size`` value that means ``shape``: S when square, else "HxW".
+
+    What checkpoints, resumable runs and config overrides store, so a square
+    input keeps the plain int every earlier config and checkpoint holds.
+    """
+    height, width = input_shape(shape)
+    return height if height == width else f"{height}x{width}"
 
 
 @dataclasses.dataclass(frozen=True)
 class Geometry:
-    """How an original (H, W) image became the (S, S) model input.
+    """How an original (h, w) image became the (H, W) model input.
 
     Coordinates are pixel indices with a top-left origin; pixel ``i`` covers
     the interval ``[i, i + 1)``, so its centre is ``i + 0.5``.
 
     Attributes:
-        original_shape: (H, W) of the image given to ``preprocess_image``.
+        original_shape: (h, w) of the image given to ``preprocess_image``.
         crop_box: (top, left, bottom, right), half-open, in original pixels.
         flipped: the cropped image was flipped left-right.
         resized_shape: (h, w) of the content inside the model input.
         pad_offset: (top, left) of the content inside the model input.
-        image_size: S.
+        input_shape: (H, W) of the model input.
     """
 
     original_shape: tuple[int, int]
@@ -67,7 +112,7 @@ class Geometry:
     flipped: bool
     resized_shape: tuple[int, int]
     pad_offset: tuple[int, int]
-    image_size: int
+    input_shape: tuple[int, int]
 
     @property
     def scale(self) -> tuple[float, float]:
@@ -102,20 +147,19 @@ class Geometry:
         return float(radius) * math.sqrt(scale_row * scale_col)
 
     def to_original(self, heatmap: np.ndarray) -> np.ndarray:
-        """Resize a map over the model input back onto the original (H, W) frame.
+        """Resize a map over the model input back onto the original (h, w) frame.
 
         Undoes the padding, the resize (bilinear), the flip and the crop;
-        original pixels outside the crop box get 0. A square map of another
-        size (e.g. a 7x7 activation map) is first resized to S x S.
+        original pixels outside the crop box get 0. A map of another size
+        (e.g. a 7x7 activation map) is first resized to the input's H x W.
         """
         heatmap = np.asarray(heatmap, dtype=np.float32)
         if heatmap.ndim == 3 and heatmap.shape[-1] == 1:
             heatmap = heatmap[..., 0]
         if heatmap.ndim != 2:
             raise ValueError(f"expected a 2-D map, got shape {heatmap.shape}")
-        size = self.image_size
-        if heatmap.shape != (size, size):
-            heatmap = resize(heatmap, (size, size))
+        if heatmap.shape != self.input_shape:
+            heatmap = resize(heatmap, self.input_shape)
         pad_top, pad_left = self.pad_offset
         content = heatmap[pad_top : pad_top + self.resized_shape[0], pad_left : pad_left + self.resized_shape[1]]
         top, left, bottom, right = self.crop_box
@@ -132,18 +176,19 @@ class Geometry:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Geometry":
+        """Reads :meth:`to_dict`'s form; a square input once stored as ``image_size: S`` reads too."""
         return cls(
             original_shape=tuple(int(v) for v in data["original_shape"]),
             crop_box=tuple(int(v) for v in data["crop_box"]),
             flipped=bool(data["flipped"]),
             resized_shape=tuple(int(v) for v in data["resized_shape"]),
             pad_offset=tuple(int(v) for v in data["pad_offset"]),
-            image_size=int(data["image_size"]),
+            input_shape=input_shape(data["input_shape"] if "input_shape" in data else data["image_size"]),
         )
 
 
 class Preprocessed(NamedTuple):
-    """The model input (float32 (S, S, 1), z-scored) and how it was made."""
+    """The model input (float32 (H, W, 1), z-scored) and how it was made."""
 
     image: np.ndarray
     geometry: Geometry
@@ -152,7 +197,7 @@ class Preprocessed(NamedTuple):
 def preprocess_image(
     pixels: np.ndarray,
     *,
-    image_size: int,
+    image_size: int | str | tuple[int, int],
     orient: bool = False,
     laterality: str | None = None,
     crop_breast: bool = False,
@@ -162,7 +207,7 @@ def preprocess_image(
     Args:
         pixels: (H, W) or (H, W, 1) image, bright = dense, background near 0
             (what :func:`mammojax.data.readers.read_image` returns).
-        image_size: S, the side of the square model input.
+        image_size: the model input: S (S x S), "HxW" or (H, W); see :func:`input_shape`.
         orient: flip so the chest wall is on the left.
         laterality: "L"/"R"/None; breaks ties of the content-based orientation.
         crop_breast: crop to the breast's bounding box first.
@@ -172,9 +217,7 @@ def preprocess_image(
         image = image[..., 0]
     if image.ndim != 2 or image.shape[0] < 1 or image.shape[1] < 1:
         raise ValueError(f"expected a non-empty (H, W) image, got shape {image.shape}")
-    size = input_shape(image_size)[0]  # TEMPORARY until HxW lands
-    if size < 1:
-        raise ValueError(f"image_size must be positive, got {image_size}")
+    out_height, out_width = input_shape(image_size)
     if not np.all(np.isfinite(image)):
         image = np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
 
@@ -184,17 +227,18 @@ def preprocess_image(
     region = image[top:bottom, left:right]
     flipped = bool(orient) and needs_flip(region, laterality)
 
-    scale = size / max(region.shape)
+    # The largest scale at which the whole region fits: the breast keeps its aspect.
+    scale = min(out_height / region.shape[0], out_width / region.shape[1])
     resized_shape = (
-        min(size, max(1, round(region.shape[0] * scale))),
-        min(size, max(1, round(region.shape[1] * scale))),
+        min(out_height, max(1, round(region.shape[0] * scale))),
+        min(out_width, max(1, round(region.shape[1] * scale))),
     )
     content = resize(region, resized_shape)
     if flipped:
         content = content[:, ::-1]  # flipping after the resize is equivalent and cheaper
 
-    pad_offset = ((size - resized_shape[0]) // 2, (size - resized_shape[1]) // 2)
-    canvas = np.zeros((size, size), dtype=np.float32)
+    pad_offset = ((out_height - resized_shape[0]) // 2, (out_width - resized_shape[1]) // 2)
+    canvas = np.zeros((out_height, out_width), dtype=np.float32)
     canvas[pad_offset[0] : pad_offset[0] + resized_shape[0], pad_offset[1] : pad_offset[1] + resized_shape[1]] = content
 
     geometry = Geometry(
@@ -203,19 +247,21 @@ def preprocess_image(
         flipped=flipped,
         resized_shape=resized_shape,
         pad_offset=pad_offset,
-        image_size=size,
+        input_shape=(out_height, out_width),
     )
     # Rounded to float16 precision (then float32 again): the decoded-image cache
     # stores float16, so a film read straight from its file (predict, explain,
     # the page) and the same film read from a cache (eval, training) are the
     # same numbers, and every entry point gives it the same probability. The
     # rounding is at most 2**-11 of a z-score (about 0.05%).
-    image = zscore(canvas).astype(np.float16).astype(np.float32)
+    # Statistics of the content alone: the padding's share (23 % of a 3328x2560
+    # film at 1024x1024) would otherwise shift every value with the input shape.
+    image = zscore(canvas, reference=content).astype(np.float16).astype(np.float32)
     return Preprocessed(image[..., None], geometry)
 
 
 def breast_mask(image: np.ndarray, geometry: Geometry | None = None) -> np.ndarray:
-    """Boolean ``(S, S)``: the breast in a z-scored model input, where heatmaps are shown.
+    """Boolean ``(H, W)``: the breast in a z-scored model input, where heatmaps are shown.
 
     :func:`input_breast_mask` inside the content (the padding is never breast,
     whatever its value), then the largest connected region with its holes
@@ -240,14 +286,16 @@ def breast_mask(image: np.ndarray, geometry: Geometry | None = None) -> np.ndarr
     return ndimage.binary_fill_holes(largest) & content
 
 
-def zscore(x: np.ndarray) -> np.ndarray:
-    """(x - mean) / std over all elements, population std; constant -> zeros.
+def zscore(x: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
+    """(x - mean) / std, population std, with the statistics of ``reference`` (default: ``x``).
 
-    Statistics are accumulated in float64; the result is float32.
+    A constant ``reference`` gives zeros. Statistics are accumulated in
+    float64; the result is float32.
     """
     x = np.asarray(x, dtype=np.float32)
-    mean = float(x.mean(dtype=np.float64)) if x.size else 0.0
-    std = float(x.std(dtype=np.float64)) if x.size else 0.0
+    ref = x if reference is None else np.asarray(reference, dtype=np.float32)
+    mean = float(ref.mean(dtype=np.float64)) if ref.size else 0.0
+    std = float(ref.std(dtype=np.float64)) if ref.size else 0.0
     # Relative test: summation rounding leaves a tiny std on constant images.
     if not std > 1e-6 * max(1.0, abs(mean)):
         return np.zeros_like(x)
@@ -255,11 +303,11 @@ def zscore(x: np.ndarray) -> np.ndarray:
 
 
 def input_breast_mask(image: np.ndarray) -> np.ndarray:
-    """Boolean ``(S, S)``: the breast pixels of a preprocessed (z-scored) model input.
+    """Boolean ``(H, W)``: the breast pixels of a preprocessed (z-scored) model input.
 
     A pixel is breast when it lies ``INPUT_BREAST_MARGIN`` standard deviations
     above the image minimum, which after z-scoring is the background (and the
-    padding). Patch sampling centres negatives there and window scoring keeps
+    padding, which gets the raw-0 background's value). Patch sampling centres negatives there and window scoring keeps
     the windows centred there, so both see the same breast.
     """
     plane = np.asarray(image)[..., 0] if np.ndim(image) == 3 else np.asarray(image)
@@ -387,21 +435,3 @@ def _block_mean(image: np.ndarray, target: int) -> tuple[np.ndarray, int]:
     trimmed = image[: rows * factor, : cols * factor]
     return trimmed.reshape(rows, factor, cols, factor).mean(axis=(1, 3), dtype=np.float32), factor
 
-
-def input_shape(value) -> tuple[int, int]:
-    """(H, W) of a model input from an int S (S x S) or an ``"HxW"`` string."""
-    from mammojax.errors import ConfigError
-
-    if isinstance(value, str):
-        parts = value.lower().split("x")
-        try:
-            shape = tuple(int(p) for p in parts) if len(parts) == 2 else (int(value),) * 2
-        except ValueError:
-            raise ConfigError(f"image size {value!r} is not S or HxW (e.g. 224 or 1024x832)") from None
-    elif isinstance(value, (tuple, list)) and len(value) == 2:
-        shape = (int(value[0]), int(value[1]))
-    else:
-        shape = (int(value), int(value))
-    if min(shape) < 8:
-        raise ConfigError(f"image size {value!r}: each side must be at least 8 pixels")
-    return shape

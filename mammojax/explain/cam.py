@@ -187,11 +187,11 @@ def upsample_cam(heatmaps: jax.Array, size: int | tuple[int, int]) -> jax.Array:
 
 
 def make_cam_fn(model, *, method: str = "gradcam", layer: str = "stage4",
-                target_class: int = 1, size: int | None = None):
+                target_class: int = 1, size: int | tuple[int, int] | None = None):
     """A jitted ``fn(variables, images) -> (heatmaps, logits)``.
 
-    With ``size`` the heatmaps are upsampled to ``size x size`` (the model
-    input) inside the same compiled function.
+    With ``size`` (S, or the model input's ``(H, W)``) the heatmaps are
+    upsampled to it inside the same compiled function.
     """
     check_method(method)
 

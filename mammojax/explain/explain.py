@@ -82,7 +82,7 @@ class Explanation:
                 "decision": self.decision, "method": self.method, "layer": self.layer,
                 "heatmap_masked": True, "peak_original": list(self.peak_original),
                 "peak_input": list(self.peak_input), "original_shape": list(self.original.shape),
-                "input_size": int(self.heatmap.shape[0])}
+                "input_shape": list(self.heatmap.shape[:2])}
 
 
 class Explainer:

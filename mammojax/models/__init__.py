@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mammojax.data.preprocess import input_shape
 from mammojax.errors import MammojaxError
 from mammojax.models.common import HEAD_POOLINGS, compute_dtype
 from mammojax.models.densenet import DenseNet121
@@ -64,14 +65,14 @@ def create_model(name: str, *, num_classes: int = 2, in_channels: int | None = N
     return MODELS[name](**kwargs)
 
 
-def init_variables(model: nn.Module, rng: jax.Array, image_size: int) -> dict:
-    """Fresh ``{"params", "batch_stats"}`` for a square ``image_size`` input.
+def init_variables(model: nn.Module, rng: jax.Array, image_size) -> dict:
+    """Fresh ``{"params", "batch_stats"}`` for an ``image_size`` input (S, "HxW" or (H, W)).
 
     The ``perturbations`` collection that ``init`` also creates is dropped:
     Grad-CAM makes its own zeros. Wrap in ``jax.eval_shape`` for shapes only.
     The values are a deterministic function of ``rng``.
     """
-    x = jnp.zeros((1, image_size, image_size, model.in_channels), jnp.float32)
+    x = jnp.zeros((1, *input_shape(image_size), model.in_channels), jnp.float32)
     # XLA on CPU compiles one threefry generator per parameter tensor: 10-16 s
     # for ResNet-18 on a 2-core machine. The "rbg" generator, seeded from
     # ``rng``, compiles in about a quarter of that time.

@@ -33,6 +33,7 @@ from typing import Callable
 
 import numpy as np
 
+from mammojax.data.preprocess import image_size_of
 from mammojax.errors import MammojaxError
 from mammojax.scoring.scorer import probabilities
 
@@ -151,7 +152,7 @@ def run_mias_cv(config, workdir: str | os.PathLike, *, log: Callable[[str], None
     result = {
         "task": config.data.task, "folds": folds, "pooled": pool_folds(predictions, int(config.eval.bootstrap), seed),
         "pooled_single_breast_auc": _single_breast_auc(predictions),
-        "settings": {"image_size": int(config.data.image_size),
+        "settings": {"image_size": image_size_of(config.data.image_size),
                      "patch": {**vars(settings), "epochs": int(config.train.epochs),
                                "batch_size": int(config.train.batch_size)},
                      "optim": config.optim.to_dict(), "model": config.model.name,

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import jax
 
+from mammojax.data.preprocess import image_size_of
 from mammojax.errors import CheckpointError
 
 KEEP_LATEST = 2
@@ -35,6 +36,10 @@ IDENTITY_FIELDS = (
 )
 
 
+# Fields with several spellings of one value: 256, "256x256" and (256, 256) are the same run.
+_CANONICAL = {"data.image_size": image_size_of}
+
+
 def run_identity(config, fields: tuple[str, ...] = IDENTITY_FIELDS) -> dict:
     """The values of ``fields`` (dotted config keys; default :data:`IDENTITY_FIELDS`) in ``config``."""
     out = {}
@@ -42,7 +47,7 @@ def run_identity(config, fields: tuple[str, ...] = IDENTITY_FIELDS) -> dict:
         node = config
         for part in dotted.split("."):
             node = node[part]
-        out[dotted] = node
+        out[dotted] = _CANONICAL[dotted](node) if dotted in _CANONICAL else node
     return out
 
 

@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 
+from mammojax.data.preprocess import image_size_of, input_shape
 from mammojax.errors import MammojaxError
 
 
@@ -26,11 +27,11 @@ def dataset_options(config) -> tuple[str, dict]:
     """``(data_dir, adapter options)`` for ``load_dataset``."""
     options = {}
     if config.data.dataset == "synthetic":
-        # Phantoms come from the seed. Drawn at twice the input size (at least 64 px)
-        # so resizing still smooths them as it would a real mammogram; without a
-        # data_dir they go to the user cache and are reused by later runs.
+        # Phantoms (square) come from the seed. Drawn at twice the input's longer
+        # side (at least 64 px) so resizing still smooths them as it would a real
+        # mammogram; without a data_dir they go to the user cache and are reused.
         options.update(count=int(config.data.synthetic_count), seed=int(config.seed),
-                       size=max(64, 2 * int(config.data.image_size)))
+                       size=max(64, 2 * max(input_shape(config.data.image_size))))
     return config.data.data_dir, options
 
 
@@ -103,9 +104,8 @@ def adopt_prepared_options(config) -> None:
 
 
 def _adopt_pixel_options(config, options) -> None:
-    height, width = options.image_shape
     with config.unlocked() if hasattr(config, "unlocked") else _nothing():
-        config.data.image_size = height if height == width else f"{height}x{width}"
+        config.data.image_size = image_size_of(options.image_shape)
         config.data.orient = options.orient
         config.data.crop_breast = options.crop_breast
 

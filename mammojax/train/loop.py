@@ -131,7 +131,7 @@ def fit(config, workdir: str | Path, prepare: Callable[[Run], Feed], *, identity
     tx, schedule = make_optimizer(config.optim, steps_per_epoch=steps_per_epoch, epochs=epochs)
     root_key = jax.random.key(int(config.seed))
     state = create_train_state(model, tx, rng=jax.random.fold_in(root_key, 0),
-                               image_size=int(config.data.image_size), mesh=mesh)
+                               image_size=config.data.image_size, mesh=mesh)
     if config.model.init_checkpoint:
         state = _load_initial_weights(state, config.model.init_checkpoint, config.model.name, mesh)
 

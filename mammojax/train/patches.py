@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from mammojax.data.preprocess import input_breast_mask
+from mammojax.data.preprocess import image_size_of, input_breast_mask
 from mammojax.errors import MammojaxError
 
 PURPOSE_PATCH_SAMPLING = 301  # np.random.default_rng([seed, PURPOSE_PATCH_SAMPLING, epoch])
@@ -114,9 +114,10 @@ class PatchSource:
 
         self.cache = cache
         self.settings = settings
-        self.image_size = int(cache.image_size)
-        if settings.size > self.image_size:
-            raise MammojaxError(f"patch.size={settings.size} is larger than the {self.image_size} px films")
+        self.image_shape = tuple(int(v) for v in cache.image_shape)  # (H, W)
+        if settings.size > min(self.image_shape):
+            raise MammojaxError(f"patch.size={settings.size} is larger than the "
+                                f"{image_size_of(self.image_shape)} px films")
         self._reader = ExampleReader(cache)
         labels = np.asarray(cache.labels)
         self.positives = np.array([(i, row, col) for i in np.flatnonzero(labels == 1)
@@ -129,7 +130,7 @@ class PatchSource:
             pixels = breast_pixels(film) if labels[index] == 0 else \
                 background_pixels(film, cache.lesions_input[index], settings.size)
             if len(pixels):
-                sites[int(index)] = (pixels[:, 0] * self.image_size + pixels[:, 1]).astype(np.int32)
+                sites[int(index)] = (pixels[:, 0] * self.image_shape[1] + pixels[:, 1]).astype(np.int32)
         self._sites = sites
         self._site_films = np.array(sorted(sites), np.int64)
         if self.negatives_per_epoch and not len(self._site_films):
@@ -149,7 +150,7 @@ class PatchSource:
         return self.num_positives + self.negatives_per_epoch
 
     def film(self, index: int) -> np.ndarray:
-        """Film ``index`` as float32 ``(S, S, 1)``, read from the memory-mapped cache."""
+        """Film ``index`` as float32 ``(H, W, 1)``, read from the memory-mapped cache."""
         return self._reader.get(int(index)).astype(np.float32)
 
     def draw_sites(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -158,8 +159,8 @@ class PatchSource:
         lengths = np.array([len(self._sites[int(f)]) for f in films], np.int64)
         picks = rng.integers(0, lengths) if count else np.zeros(0, np.int64)
         flat = np.array([self._sites[int(f)][k] for f, k in zip(films, picks)], np.int64)
-        return films.astype(np.int64), (flat // self.image_size).astype(np.float64), \
-            (flat % self.image_size).astype(np.float64)
+        width = self.image_shape[1]  # sites are flat row-major indices
+        return films.astype(np.int64), (flat // width).astype(np.float64), (flat % width).astype(np.float64)
 
     def cut(self, films: np.ndarray, rows: np.ndarray, cols: np.ndarray,
             flips: np.ndarray | None = None) -> np.ndarray:

@@ -49,6 +49,12 @@ def maybe_initialize_distributed(coordinator: str | None = None, num_processes: 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                process_id=process_id)
+    if jax.default_backend() == "cpu":
+        # gloo builds its context at the first collective and gives up after 30 s; build it now,
+        # while the processes are in step, not after one of them spent longer importing TensorFlow.
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("mammojax: processes joined")
     return True
 
 

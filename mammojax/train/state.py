@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax.training import train_state
 
+from mammojax.data.preprocess import input_shape
 from mammojax.train.losses import cross_entropy
 from mammojax.train.sharding import batch_sharded, replicated
 
@@ -25,12 +26,16 @@ class TrainState(train_state.TrainState):
     rng: jax.Array
 
 
-def create_train_state(model, tx, *, rng: jax.Array, image_size: int, mesh) -> TrainState:
-    """Initializes parameters and optimizer state directly in their replicated placement."""
+def create_train_state(model, tx, *, rng: jax.Array, image_size, mesh) -> TrainState:
+    """Initializes parameters and optimizer state directly in their replicated placement.
+
+    ``image_size``: the input, S, "HxW" or (H, W) (:func:`mammojax.data.preprocess.input_shape`).
+    """
     init_key, dropout_key = jax.random.split(rng)
+    shape = input_shape(image_size)
 
     def init():
-        x = jnp.zeros((1, image_size, image_size, model.in_channels), jnp.float32)
+        x = jnp.zeros((1, *shape, model.in_channels), jnp.float32)
         variables = model.init(init_key, x, train=False)
         return TrainState.create(apply_fn=model.apply, params=variables["params"], tx=tx,
                                  batch_stats=variables.get("batch_stats", {}),

@@ -65,11 +65,12 @@ def test_user_errors_are_one_line_and_nonzero(args, expected):
 
 def test_benchmark_json_reports_flops_and_latency(tmp_path):
     env = {**ENV, "MAMMOJAX_CACHE_DIR": str(tmp_path / "cache")}
-    result = run_cli("benchmark", "--models", "resnet18", "--image-size", "32", "--batch-sizes", "1,2",
+    result = run_cli("benchmark", "--models", "resnet18", "--image-size", "48x32", "--batch-sizes", "1,2",
                      "--repeats", "2", "--json", env=env)
     assert result.returncode == 0, result.stderr
+    assert "image 48x32" in result.stderr
     rows = json.loads(result.stdout)
-    assert [r["batch_size"] for r in rows] == [1, 2]
+    assert [r["batch_size"] for r in rows] == [1, 2] and {r["image_size"] for r in rows} == {"48x32"}
     for row in rows:
         assert row["params"] == 11_171_266
         assert row["gflops_per_image"] > 0
@@ -79,6 +80,12 @@ def test_benchmark_json_reports_flops_and_latency(tmp_path):
     assert rows[0]["gflops_per_image"] == pytest.approx(rows[1]["gflops_per_image"], rel=1e-3)
     # The persistent compilation cache was written, so a rerun need not recompile.
     assert any((tmp_path / "cache" / "xla").iterdir())
+
+
+def test_a_bad_image_size_is_refused_naming_the_option_and_the_value():
+    result = run_cli("benchmark", "--models", "resnet18", "--image-size", "1024x")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "Invalid value for '--image-size': '1024x' must be a side S or HxW" in result.stderr, result.stderr
 
 
 def test_compilation_cache_survives_an_earlier_setup_without_it(tmp_path):

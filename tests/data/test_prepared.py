@@ -88,13 +88,13 @@ def test_a_prepared_dataset_holds_the_preprocessed_images_and_every_record_field
 def test_any_tfds_reader_opens_it_by_index(tmp_path, records):
     import tensorflow_datasets as tfds
 
-    prepared, _ = prepare(records, tmp_path / "out", shape=(SIZE, SIZE))
+    prepared, _ = prepare(records, tmp_path / "out", shape=(SIZE, 24))
     builder = tfds.builder_from_directory(str(tmp_path / "out"))
     assert builder.info.features["label"].names == list(CLASSES)
     assert builder.info.splits["full"].num_examples == 6
     source = builder.as_data_source("full")
     example = source[3]
-    assert example["image"].shape == (SIZE, SIZE, 1) and example["image"].dtype == np.float16
+    assert example["image"].shape == (SIZE, 24, 1) and example["image"].dtype == np.float16
     assert example["label"] == 1 and example["patient_id"] == b"p1" and example["laterality"] == b"L"
     np.testing.assert_array_equal(example["image"], prepared.reader().get(3))
     assert example["lesions"]["kind"] == [b"mass"]
@@ -191,7 +191,7 @@ def test_a_preparation_killed_midway_redoes_only_unfinished_files(tmp_path):
     manifest = _big_manifest(tmp_path / "raw", 24)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "mammojax", "data", "prepare", "--dataset", "csv", "--data-dir",
-               str(manifest), "--out", str(out), "--image-size", "64", "--workers", "1"]
+               str(manifest), "--out", str(out), "--image-size", "64x48", "--workers", "1"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     store = out / preparation.WORK_DIR
@@ -209,6 +209,6 @@ def test_a_preparation_killed_midway_redoes_only_unfinished_files(tmp_path):
     assert decoded + reused == 24 and reused >= 3 * finished_before and decoded < 24
     assert rerun.stdout.strip().splitlines()[-1] == str(out)
     whole, _ = prepare_dataset([r for r in open_prepared(out).records], tmp_path / "fresh", dataset="csv",
-                               class_names=CLASSES, options=PixelOptions(image_shape=(64, 64)), workers=1,
+                               class_names=CLASSES, options=PixelOptions(image_shape=(64, 48)), workers=1,
                                progress=False)
     np.testing.assert_array_equal(open_prepared(out).load_arrays()[0], whole.load_arrays()[0])

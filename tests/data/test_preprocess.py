@@ -11,11 +11,15 @@ import pytest
 from mammojax.data.preprocess import (
     Geometry,
     breast_bbox,
+    image_size_of,
+    input_breast_mask,
+    input_shape,
     needs_flip,
     otsu_threshold,
     preprocess_image,
     zscore,
 )
+from mammojax.errors import ConfigError
 
 
 def _breast(height=300, width=200, *, chest_wall="left", label=True):
@@ -32,8 +36,9 @@ def _breast(height=300, width=200, *, chest_wall="left", label=True):
 
 
 def test_output_shape_dtype_and_aspect_kept():
-    # 100 x 50 content: long side -> 64, short side -> 32, centred.
-    out = preprocess_image(np.ones((100, 50), np.float32), image_size=64)
+    # 100 x 50 content (every pixel above the raw-0 background): long side -> 64, short side -> 32, centred.
+    film = np.random.default_rng(0).uniform(0.2, 1.0, (100, 50)).astype(np.float32)
+    out = preprocess_image(film, image_size=64)
     image = out.image
     assert image.shape == (64, 64, 1) and image.dtype == np.float32
     content = image[..., 0] > image.min()
@@ -43,24 +48,27 @@ def test_output_shape_dtype_and_aspect_kept():
 
 
 def test_zscore_statistics_and_constant_image():
-    out = preprocess_image(np.random.default_rng(0).random((40, 70), np.float32), image_size=32).image
+    out = preprocess_image(np.random.default_rng(0).random((40, 70), np.float32), image_size=32)
+    (top, left), (height, width) = out.geometry.pad_offset, out.geometry.resized_shape
+    content = out.image[top:top + height, left:left + width]
     # The output is rounded to float16 precision (the cache's): statistics hold to 2**-11 of a z-score.
-    assert out.mean() == pytest.approx(0.0, abs=1e-3)
-    assert out.std() == pytest.approx(1.0, abs=1e-3)  # population std (ddof=0)
-    np.testing.assert_array_equal(out, out.astype(np.float16).astype(np.float32))
+    assert content.mean() == pytest.approx(0.0, abs=1e-3)
+    assert content.std() == pytest.approx(1.0, abs=1e-3)  # population std (ddof=0), of the content only
+    np.testing.assert_array_equal(out.image, out.image.astype(np.float16).astype(np.float32))
 
-    for constant in (np.zeros((20, 30)), np.full((30, 30), 0.7)):
+    # Constant content carries nothing, padded or not: all zeros, never a division by zero.
+    for constant in (np.zeros((20, 30)), np.full((30, 30), 0.7), np.full((20, 40), 0.7)):
         flat = preprocess_image(constant, image_size=16).image
         assert np.all(flat == 0.0) and np.isfinite(flat).all()
-    # A 0.7 square padded with 0 is not constant: only the padded result counts.
-    padded = preprocess_image(np.full((20, 40), 0.7), image_size=16).image
-    assert padded.std() == pytest.approx(1.0, abs=1e-3)
 
 
 def test_zscore_standalone():
     x = np.array([1.0, 2.0, 3.0, 4.0], np.float32)
     np.testing.assert_allclose(zscore(x), (x - 2.5) / np.std(x), atol=1e-6)
     assert np.all(zscore(np.full((3, 3), 5.0)) == 0.0)
+    # With a reference, its statistics are applied to every element of x.
+    np.testing.assert_allclose(zscore(np.array([0.0, 2.0]), reference=x), np.array([-2.5, -0.5]) / np.std(x),
+                               atol=1e-6)
 
 
 def test_downsampling_averages_area():
@@ -180,7 +188,7 @@ def test_otsu_separates_two_levels():
 def test_rejects_bad_input():
     with pytest.raises(ValueError):
         preprocess_image(np.zeros((4, 4, 3)), image_size=8)
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigError, match="image_size=0"):
         preprocess_image(np.zeros((4, 4)), image_size=0)
     nan_image = np.ones((10, 10), np.float32)
     nan_image[0, 0] = np.nan
@@ -208,3 +216,97 @@ def test_breast_mask_is_the_breast_not_the_padding_a_label_or_the_background():
     blank = preprocess_image(np.zeros((60, 120), np.float32), image_size=48)
     everything = breast_mask(blank.image, blank.geometry)
     assert everything.sum() == height * width and not everything[:top].any()
+
+
+# --- non-square inputs (data.image_size = "HxW") ---------------------------------------------
+
+FILM = (3328, 2560)  # a full-field digital mammogram's shape
+INPUT = (1024, 832)  # the same aspect, rounded to a multiple of 32 for the ResNet's stages
+
+
+@pytest.fixture(scope="module")
+def film():
+    """A textured breast on a raw-0 background (the film outside the breast is exactly 0)."""
+    breast = _breast(*FILM, label=False) > 0.1
+    texture = np.random.default_rng(3).uniform(0.3, 0.9, FILM).astype(np.float32)
+    return np.where(breast, texture, 0.0).astype(np.float32)
+
+
+@pytest.mark.parametrize("value, shape", [
+    (224, (224, 224)), (np.int64(64), (64, 64)), ("256", (256, 256)), ("1024x832", (1024, 832)),
+    (" 1024 X 832 ", (1024, 832)), ((1024, 832), (1024, 832)), ([96, 64], (96, 64)), ("8x8", (8, 8)),
+])
+def test_input_shape_reads_an_int_a_string_or_a_pair(value, shape):
+    assert input_shape(value) == shape
+    assert input_shape(image_size_of(shape)) == shape
+
+
+@pytest.mark.parametrize("value", [0, -32, 7, "4x64", "1024x", "x832", "1024x832x3", "big", "", "1e3",
+                                   True, 224.0, (224,), (224, 224, 1), None, "²"])
+def test_input_shape_refuses_anything_else_naming_the_value(value):
+    with pytest.raises(ConfigError, match=r"^data\.image_size=") as err:
+        input_shape(value, name="data.image_size")
+    assert "\n" not in str(err.value) and repr(value) in str(err.value)
+
+
+def test_the_setting_of_a_square_shape_is_the_plain_int_earlier_configs_hold():
+    assert image_size_of((224, 224)) == 224 and image_size_of(224) == 224
+    assert image_size_of((1024, 832)) == "1024x832"
+
+
+def test_a_mammogram_keeps_its_aspect_inside_an_hxw_input(film):
+    out = preprocess_image(film, image_size="1024x832")
+    geometry = out.geometry
+    assert out.image.shape == (*INPUT, 1) and geometry.input_shape == INPUT
+    height, width = geometry.resized_shape
+    assert height == INPUT[0] and abs(width - height * FILM[1] / FILM[0]) <= 1.0  # aspect within a pixel
+    (top, left) = geometry.pad_offset
+    assert top == 0 and left == (INPUT[1] - width) // 2
+    content = out.image[top:top + height, left:left + width, 0]
+    assert content.mean() == pytest.approx(0.0, abs=1e-3) and content.std() == pytest.approx(1.0, abs=1e-3)
+    # The padding is what the film's raw-0 background became: background, not a mean-grey frame.
+    padding = np.ones(INPUT, bool)
+    padding[top:top + height, left:left + width] = False
+    background = content[:, -1]  # the film's edge opposite the chest wall, outside the breast: raw 0
+    assert padding.any() and np.all(out.image[padding, 0] == background[0])
+    assert np.all(background == background[0]) and background[0] < -0.5
+    assert not input_breast_mask(out.image)[padding].any()
+
+
+def test_normalisation_does_not_depend_on_the_padding(film):
+    narrow = preprocess_image(film, image_size=(1024, 832))
+    square = preprocess_image(film, image_size=1024)
+    assert narrow.geometry.resized_shape == square.geometry.resized_shape
+    assert narrow.geometry.pad_offset != square.geometry.pad_offset
+
+    def content(out):
+        (top, left), (height, width) = out.geometry.pad_offset, out.geometry.resized_shape
+        return out.image[top:top + height, left:left + width]
+
+    np.testing.assert_array_equal(content(narrow), content(square))
+
+
+def test_a_lesion_point_round_trips_through_an_hxw_input(film):
+    image = film[:, ::-1].copy()  # chest wall on the right: orient flips it
+    point = (2100, FILM[1] - 700)
+    image[point[0] - 6:point[0] + 7, point[1] - 6:point[1] + 7] = 5.0  # a bright 13x13 dot
+    out = preprocess_image(image, image_size="1024x832", orient=True)
+    geometry = out.geometry
+    assert geometry.flipped
+    plane = out.image[..., 0]
+    rows, cols = np.nonzero(plane > 0.25 * plane.max())  # the dot, about 4x4 input pixels
+    weights = plane[rows, cols]
+    landed = (np.average(rows, weights=weights), np.average(cols, weights=weights))
+    mapped = geometry.to_input(*point)
+    assert abs(landed[0] - mapped[0]) <= 0.5 and abs(landed[1] - mapped[1]) <= 0.5
+    one_hot = np.zeros(INPUT, np.float32)
+    one_hot[int(round(mapped[0])), int(round(mapped[1]))] = 1.0
+    back = geometry.to_original(one_hot)
+    peak = np.unravel_index(np.argmax(back), back.shape)
+    tolerance = 1.0 / min(geometry.scale) + 1.0  # one input pixel, in original pixels
+    assert back.shape == FILM and abs(peak[0] - point[0]) <= tolerance and abs(peak[1] - point[1]) <= tolerance
+    assert geometry.to_original(np.ones((32, 26))).shape == FILM  # a stage-4 CAM of a 1024x832 input
+    assert Geometry.from_dict(geometry.to_dict()) == geometry
+    # A geometry written before non-square inputs (``image_size: S``) still reads.
+    old = {k: v for k, v in preprocess_image(film, image_size=64).geometry.to_dict().items() if k != "input_shape"}
+    assert Geometry.from_dict({**old, "image_size": 64}).input_shape == (64, 64)

@@ -132,6 +132,19 @@ def test_every_zoo_model_gives_a_cam_the_size_of_its_stage4(name):
     assert up.shape == (2, SIZE, SIZE)
 
 
+def test_a_cam_at_a_non_square_input_is_upsampled_to_its_hxw():
+    # A mammogram-shaped input (H > W): its 3x2 stage-4 map comes back as H x W.
+    model = models.create_model("resnet18")
+    variables = models.init_variables(model, jax.random.key(0), "96x64")
+    images = jax.random.normal(jax.random.key(1), (2, 96, 64, 1))
+    raw, _ = compute_cam(model, variables, images)
+    assert raw.shape == (2, 3, 2)
+    heatmaps, logits = make_cam_fn(model, size=(96, 64))(variables, images)
+    assert heatmaps.shape == (2, 96, 64) and logits.shape == (2, 2)
+    np.testing.assert_allclose(heatmaps, upsample_cam(raw, (96, 64)), atol=1e-5)
+    assert np.all(np.isfinite(heatmaps)) and float(heatmaps.max()) > 0
+
+
 def test_a_real_resnet18_and_mobilenet_cam_runs_finite():
     for name in ("resnet18", "mobilenet_v2"):
         model = models.create_model(name)

@@ -126,17 +126,17 @@ def test_checkpoint_round_trip_via_cli(tmp_path, resnet18_state):
     save_file(resnet18_state, str(src))
     out = tmp_path / "ckpt"
     args = ["convert-weights", str(src), "--model", "resnet18", "--out", str(out),
-            "--num-classes", "2", "--image-size", "64"]
+            "--num-classes", "2", "--image-size", "64x48"]
     result = CliRunner().invoke(_cli(), args)
     assert result.exit_code == 0, result.output
     assert "freshly initialised" in result.output and "summed the RGB stem" in result.output
 
     loaded = checkpoint.load_checkpoint(out, expect_model="resnet18")
-    assert loaded.image_size == 64 and loaded.meta["model"]["num_classes"] == 2
+    assert loaded.image_shape == (64, 48) and loaded.meta["model"]["num_classes"] == 2
     assert json.loads((out / "mammojax.json").read_text())["converted_from"] == src.name
     expected = weights.convert_state_dict(resnet18_state, "resnet18", num_classes=2).variables
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(loaded.variables), expected)
-    x = np.random.default_rng(0).normal(size=(1, 64, 64, 1)).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(1, 64, 48, 1)).astype(np.float32)
     logits, _ = loaded.model.apply(loaded.variables, x)
     reference, _ = models.create_model("resnet18").apply(expected, x)
     np.testing.assert_allclose(logits, reference, rtol=1e-6)

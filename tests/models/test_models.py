@@ -24,17 +24,18 @@ STRIDES = {"mobilenet_v2": (2, 4, 8, 16, 32)}
 
 
 @pytest.mark.parametrize("name", list(models.MODELS))
-def test_output_and_feature_shapes(name):
+@pytest.mark.parametrize("image_size, shape", [(64, (64, 64)), ("64x96", (64, 96))])
+def test_output_and_feature_shapes(name, image_size, shape):
     model = models.create_model(name, num_classes=3)
-    variables = jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0), 64))
+    variables = jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0), image_size))
     assert set(variables) == {"params", "batch_stats"}
     logits, features = jax.eval_shape(lambda v, x: model.apply(v, x), variables,
-                                      jax.ShapeDtypeStruct((2, 64, 64, 1), jnp.float32))
+                                      jax.ShapeDtypeStruct((2, *shape, 1), jnp.float32))
     assert logits.shape == (2, 3) and logits.dtype == jnp.float32
     assert tuple(features) == models.FEATURE_NAMES or set(features) == set(models.FEATURE_NAMES)
     strides = STRIDES.get(name, (4, 4, 8, 16, 32))
     for key, channels, stride in zip(models.FEATURE_NAMES, CHANNELS[name], strides):
-        assert features[key].shape == (2, 64 // stride, 64 // stride, channels), key
+        assert features[key].shape == (2, shape[0] // stride, shape[1] // stride, channels), key
     assert features["pre_logits"].shape == (2, CHANNELS[name][-1])
 
 

@@ -50,7 +50,7 @@ def test_explain_without_layer_draws_the_checkpoints_stage3(quickstart_checkpoin
     # The saved map is stage3's Grad-CAM of the same input, not stage4's.
     checkpoint = load_checkpoint(quickstart_checkpoint)
     image = Scorer.from_checkpoint(checkpoint).read(film).image[None]
-    size = checkpoint.image_size
+    size = checkpoint.image_shape
     stage3, _ = compute_cam(checkpoint.model, checkpoint.variables, image, layer="stage3")
     stage4, _ = compute_cam(checkpoint.model, checkpoint.variables, image, layer="stage4")
     saved = np.load(out / "film_cam.npy")

@@ -18,6 +18,55 @@ def test_two_processes_match_one_process(tmp_path):
     assert_same_training(single, multi)
 
 
+def test_two_processes_read_disjoint_rows_of_one_prepared_dataset_and_train_like_one(tmp_path):
+    import numpy as np
+
+    from mammojax.config import base_config
+    from mammojax.data.pipeline import epoch_plan
+    from mammojax.data.preparation import write_arrays
+    from mammojax.data.records import Record
+    from train_worker import GLOBAL_BATCH, IMAGE_SIZE
+
+    rng = np.random.default_rng(0)
+    count = 3 * GLOBAL_BATCH + 2  # three steps; the last two examples are dropped this epoch
+    records = [Record(str(tmp_path / f"film{i}.png"), label=i % 2, patient_id=f"w{i}") for i in range(count)]
+    images = rng.normal(size=(count, IMAGE_SIZE, IMAGE_SIZE, 1)).astype(np.float32)
+    dataset = write_arrays(tmp_path / "prepared", records, images, [()] * count, dataset="csv",
+                           class_names=("negative", "positive"))
+    pipeline = ("--prepared", str(dataset.path))
+    single, multi = tmp_path / "single.npz", tmp_path / "multi.npz"
+    coordinator = f"127.0.0.1:{free_port()}"
+    runs = [start_worker(single, "--devices", "1", *pipeline, "--reads-out", str(tmp_path / "reads-single.npz"))]
+    runs += [start_worker(multi, "--devices", "2", "--coordinator", coordinator, "--num-processes", "2",
+                          "--process-id", str(i), *pipeline, "--reads-out", str(tmp_path / f"reads-{i}.npz"))
+             for i in range(2)]
+    for run in runs:
+        finish(run)
+    config = base_config()
+    config.train.batch_size = GLOBAL_BATCH
+    order = epoch_plan(dataset, config, 0)[0].reshape(-1, GLOBAL_BATCH)
+    logs = [np.load(tmp_path / f"reads-{i}.npz") for i in range(2)]
+    alone = np.load(tmp_path / "reads-single.npz")
+    half = GLOBAL_BATCH // 2
+    for process, log in enumerate(logs):  # each host read exactly its own rows of every global batch
+        assert sorted(log["rows"].tolist()) == sorted(order[:, process * half:(process + 1) * half].ravel().tolist())
+    assert not set(logs[0]["rows"].tolist()) & set(logs[1]["rows"].tolist())
+    assert sorted(np.concatenate([log["rows"] for log in logs]).tolist()) == sorted(alone["rows"].tolist())
+    # The two hosts' augmented rows, side by side, are the one-process global batches.
+    np.testing.assert_array_equal(np.concatenate([logs[0]["images"], logs[1]["images"]], axis=1), alone["images"])
+    # Same data, so the first step agrees to float rounding (BatchNorm sums taken in another order).
+    # Adam's first updates are lr * sign(gradient): where a gradient is at rounding level its sign
+    # may flip, so later steps are compared against that bound rather than element by element.
+    x, y = np.load(single), np.load(multi)
+    np.testing.assert_allclose(x["losses"][0], y["losses"][0], rtol=5e-6)
+    np.testing.assert_allclose(x["grad_norms"][0], y["grad_norms"][0], rtol=5e-6)
+    np.testing.assert_allclose(x["losses"], y["losses"], rtol=1e-3)
+    keys = [k for k in x.files if k not in ("losses", "grad_norms", "devices")]
+    diff = np.concatenate([np.abs(x[k] - y[k]).ravel() for k in keys])
+    assert diff.max() <= 2 * base_config().optim.lr * len(x["losses"]) * 1.01
+    assert not np.allclose(x["losses"][0], x["losses"][-1])  # training moved
+
+
 def test_two_process_cli_training_exports_one_best_checkpoint(tmp_path):
     # The whole loop across 2 processes: data feeding, validation, orbax
     # training checkpoints (all processes) and the best/ export (process 0 only,
