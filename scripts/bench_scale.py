@@ -51,17 +51,13 @@ if str(REPO) not in sys.path:  # run from a checkout without installing the pack
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_pipeline import time_train_pipeline  # noqa: E402
+from bench_train import build_jax  # noqa: E402
 
 RSS_INTERVAL_S = 0.05
 MIB = 1 << 20
 _PROGRESS = re.compile(rb"(\d+)/(\d+)")  # tqdm's "12/64 [..." (the last one on the line is current)
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # tqdm's cursor moves
 _SUMMARY_FIELDS = ("decoded", "reused", "redone", "excluded")
-
-
-def parse_shape(text: str) -> tuple[int, int]:
-    height, _, width = text.lower().partition("x")
-    return int(height), int(width or height)
 
 
 def parse_args(argv=None):
@@ -87,8 +83,10 @@ def parse_args(argv=None):
     args.count = args.count or (4 if quick else 16)
     args.scale = args.scale or 4
     args.j2k_count = args.j2k_count or (4 if quick else 16)
-    args.film_shape = parse_shape(args.film_shape or ("416x320" if quick else "3328x2560"))
-    args.image_size = parse_shape(args.image_size or ("128x104" if quick else "1024x832"))
+    from mammojax.data.preprocess import input_shape
+
+    args.film_shape = input_shape(args.film_shape or ("416x320" if quick else "3328x2560"), name="--film-shape")
+    args.image_size = input_shape(args.image_size or ("128x104" if quick else "1024x832"), name="--image-size")
     args.batch_size = args.batch_size or 2
     args.train_steps = args.train_steps or (1 if quick else 2)
     args.pipeline_images = args.pipeline_images or (16 if quick else 64)
@@ -333,39 +331,10 @@ def measure_reader(out: Path, args) -> dict:
 
 
 def measure_train_step(args) -> dict:
-    """The project's jitted train step (ResNet-18, Adam) at ``image_size``: compile, then steady state."""
-    import jax
-    import numpy as np
-
-    from mammojax import models
-    from mammojax.config import base_config
-    from mammojax.train import sharding
-    from mammojax.train.optim import make_optimizer
-    from mammojax.train.state import create_train_state, jit_steps
-
-    height, width = args.image_size
-    mesh = sharding.make_mesh(jax.devices()[:1])
-    tx, _ = make_optimizer(base_config().optim, steps_per_epoch=100, epochs=1)
-    # Parameter shapes do not depend on the input's: a square init serves the HxW step
-    # until create_train_state takes (H, W).
-    state = create_train_state(models.create_model("resnet18"), tx, rng=jax.random.key(0),
-                               image_size=args.image_size, mesh=mesh)
-    step = jit_steps(state, mesh, label_smoothing=0.0)
-    rng = np.random.default_rng(0)
-    batch = sharding.global_batch({
-        "image": rng.normal(size=(args.batch_size, height, width, 1)).astype(np.float32),
-        "label": rng.integers(0, 2, args.batch_size).astype(np.int32)}, mesh)
-    weights = np.ones(2, np.float32)
-    start = time.perf_counter()
-    compiled = step.lower(state, batch, weights).compile()
-    compile_s = time.perf_counter() - start
-    state, metrics = compiled(state, batch, weights)  # first run: allocation, thread pools
-    jax.block_until_ready(metrics)
-    start = time.perf_counter()
-    for _ in range(args.train_steps):
-        state, metrics = compiled(state, batch, weights)
-    jax.block_until_ready(metrics)
-    seconds = (time.perf_counter() - start) / args.train_steps
+    """The project's jitted train step (ResNet-18, Adam; ``bench_train``'s) at ``image_size``:
+    compile, one warm-up step, then the steady state."""
+    run, compile_s = build_jax(argparse.Namespace(image_size=args.image_size, batch_size=args.batch_size, warmup=1))
+    seconds = run(args.train_steps) / args.train_steps
     return {"compile_s": round(compile_s, 1), "seconds_per_step": round(seconds, 2),
             "images_per_s": round(args.batch_size / seconds, 3)}
 
@@ -391,7 +360,9 @@ def extrapolate(rows: list[dict], images: int, workers: list[int]) -> list[dict]
 
 def print_report(report: dict, args) -> None:
     height, width = args.image_size
-    print(f"\nprepare at {height}x{width} from {args.film_shape[0]}x{args.film_shape[1]} 14-bit DICOM films")
+    print(f"\nprepare at {height}x{width} from {args.film_shape[0]}x{args.film_shape[1]} 14-bit DICOM films; "
+          f"{report['cpus']} cpus, 1-min load average {report['load_average'][0]} before, "
+          f"{report['load_average'][1]} after")
     print("(img/s: over the command's wall time; steady: from the first image done to the last, start-up excluded)")
     header = (f"{'variant':<8} {'workers':>7} {'images':>6} {'wall s':>7} {'img/s':>7} {'steady':>7} "
               f"{'KiB/img':>8} {'peak RSS MiB':>13}")
@@ -435,6 +406,7 @@ def main(argv=None) -> int:
     runtime.setup(compilation_cache=False)  # time real compiles, not cache hits
     scratch = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="mammojax-scale-"))
     scratch.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()[0]  # other jobs on the machine slow every figure: say how busy it was
     print(f"cpus: {os.cpu_count()}; work dir {scratch}", file=sys.stderr)
     try:
         folders = write_corpora(scratch, args)
@@ -448,6 +420,7 @@ def main(argv=None) -> int:
         big["variant"] = "raw-4N"
         rows.append(big)
         report = {"film_shape": list(args.film_shape), "image_size": list(args.image_size), "cpus": os.cpu_count(),
+                  "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
                   "prepare": rows,
                   "restart": measure_restart(folders[f"raw{args.scale}"], scratch / "out" / "restart", args, most,
                                              full=big),
