@@ -83,7 +83,7 @@ def default_workers() -> int:
 
 
 def prepare_dataset(loaded, out: str | os.PathLike, *, dataset: str, class_names: Sequence[str],
-                    options: PixelOptions, workers: int | None = None, runner: str = LOCAL_RUNNER,
+                    options: PixelOptions, task: str = "default", workers: int | None = None, runner: str = LOCAL_RUNNER,
                     beam_options: Sequence[str] = (), progress: bool = True,
                     work_share: tuple[int, int] = (0, 1),
                     barrier: Callable[[str], None] | None = None) -> tuple[PreparedDataset, PrepareReport]:
@@ -114,7 +114,7 @@ def prepare_dataset(loaded, out: str | os.PathLike, *, dataset: str, class_names
 
         loaded = DatasetRecords(records=tuple(loaded))
     records = list(loaded.records)
-    store = _open_store(out, dataset=dataset, class_names=class_names, options=options,
+    store = _open_store(out, dataset=dataset, task=task, class_names=class_names, options=options,
                         create=index == 0)
     if barrier is not None:
         barrier("mammojax: prepared-dataset store ready")
@@ -133,8 +133,8 @@ def prepare_dataset(loaded, out: str | os.PathLike, *, dataset: str, class_names
         if barrier is not None:
             barrier("mammojax: prepared-dataset chunks written")
         if index == 0:
-            dropped = _publish(out, store, keys, records, loaded, dataset=dataset, class_names=class_names,
-                               options=options)
+            dropped = _publish(out, store, keys, records, loaded, dataset=dataset, task=task,
+                               class_names=class_names, options=options)
     if barrier is not None:
         barrier("mammojax: prepared dataset published")
     prepared = open_prepared(out)
@@ -243,7 +243,8 @@ def write_arrays(out: str | os.PathLike, records: Sequence, images: np.ndarray, 
     out = Path(out)
     images = np.asarray(images, np.float32)
     options = PixelOptions(image_shape=tuple(images.shape[1:3]))
-    store = _open_store(out, dataset=dataset, class_names=class_names, options=options, create=True)
+    store = _open_store(out, dataset=dataset, task="default", class_names=class_names, options=options,
+                        create=True)
     keys = [record_key(record) for record in records]
     items = ((key, record, (image, list(lesions)))
              for key, record, image, lesions in zip(keys, records, images, lesions_input))
@@ -252,7 +253,7 @@ def write_arrays(out: str | os.PathLike, records: Sequence, images: np.ndarray, 
     from mammojax.data.records import DatasetRecords
 
     _publish(out, store, keys, list(records), DatasetRecords(records=tuple(records)), dataset=dataset,
-             class_names=class_names, options=options)
+             task="default", class_names=class_names, options=options)
     return open_prepared(out)
 
 
@@ -350,10 +351,10 @@ class _StoreState:
         return cls(done=done, interrupted=interrupted - set(done), chunks=chunks)
 
 
-def _open_store(out: Path, *, dataset: str, class_names, options: PixelOptions, create: bool) -> Path:
+def _open_store(out: Path, *, dataset: str, task: str, class_names, options: PixelOptions, create: bool) -> Path:
     """``out/.chunks``, checked against what ``out`` already holds: nothing the user had is overwritten."""
     store = out / WORK_DIR
-    wanted = {"format": FORMAT_VERSION, "dataset": dataset, "class_names": list(class_names),
+    wanted = {"format": FORMAT_VERSION, "dataset": dataset, "task": task, "class_names": list(class_names),
               "options": options.to_json()}
     if out.exists() and not out.is_dir():
         raise MammojaxError(f"{out}: exists and is not a directory")
@@ -458,7 +459,7 @@ def _run_in_processes(chunks: list[dict], workers: int, bar) -> None:
 # Publishing the TFDS dataset
 
 
-def _publish(out: Path, store: Path, keys: list[str], records: list, loaded, *, dataset: str,
+def _publish(out: Path, store: Path, keys: list[str], records: list, loaded, *, dataset: str, task: str,
              class_names, options: PixelOptions) -> int:
     """Makes the current chunks the dataset: shards, TFDS metadata, ``mammojax.json``. Returns examples dropped."""
     state = _StoreState.scan(store, clean=False)
@@ -503,7 +504,7 @@ def _publish(out: Path, store: Path, keys: list[str], records: list, loaded, *, 
     _write_tfds_metadata(out, tfds_name, shard_lengths, options=options, class_names=class_names,
                          dataset=dataset)
     metadata = {
-        "format": FORMAT_VERSION, "dataset": dataset, "tfds_name": tfds_name, "split": SPLIT,
+        "format": FORMAT_VERSION, "dataset": dataset, "task": task, "tfds_name": tfds_name, "split": SPLIT,
         "class_names": list(class_names), "options": options.to_json(),
         "examples": [{"key": e["key"], "record": e["record"], "lesions_input": e["lesions_input"]}
                      for e in examples],
@@ -619,5 +620,5 @@ def prepare_source(dataset: str, data_dir, *, task: str = "default", adapter_opt
     if out is None:
         out = default_location(root, dataset=dataset, data_dir=data_dir, task=task,
                                adapter_options=adapter_options, options=options)
-    return prepare_dataset(loaded, out, dataset=dataset, class_names=class_names(dataset, task),
+    return prepare_dataset(loaded, out, dataset=dataset, task=task, class_names=class_names(dataset, task),
                            options=options, **prepare_kwargs)

@@ -122,6 +122,7 @@ class PreparedDataset:
 
     path: Path
     name: str
+    task: str
     options: PixelOptions
     class_names: tuple[str, ...]
     records: tuple
@@ -264,7 +265,7 @@ def open_prepared(path: str | os.PathLike) -> PreparedDataset:
     examples = meta["examples"]
     records = tuple(record_from_json(e["record"]) for e in examples)
     return PreparedDataset(
-        path=path, name=str(meta["dataset"]), options=PixelOptions.from_json(meta["options"]),
+        path=path, name=str(meta["dataset"]), task=str(meta.get("task", "default")), options=PixelOptions.from_json(meta["options"]),
         class_names=tuple(meta["class_names"]), records=records,
         labels=np.array([r.label for r in records], dtype=np.int32),
         patient_ids=tuple(str(r.patient_id) for r in records),

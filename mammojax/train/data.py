@@ -60,9 +60,9 @@ def _load_once_per_run(load, *, writes_files: bool):
 def prepared_dataset(config, *, progress: bool = True):
     """The config's whole dataset, prepared once (``data.prepared``, or prepared now under ``data.prepared_root``).
 
-    With ``data.prepared`` the pixels are what that dataset holds: its image
-    size, orient and crop_breast are written into ``config.data`` so the model
-    and the checkpoint match them. Otherwise the dataset is prepared where the
+    With ``data.prepared`` the data is what that dataset holds: its dataset
+    name, task, image size, orient and crop_breast are written into
+    ``config.data`` so the model and the checkpoint match them. Otherwise the dataset is prepared where the
     next run with the same source and pixel options finds it; in a run of
     several processes each decodes its own share and process 0 publishes.
     """
@@ -74,10 +74,7 @@ def prepared_dataset(config, *, progress: bool = True):
 
     if config.data.prepared:
         prepared = open_prepared(config.data.prepared)
-        if prepared.name != config.data.dataset:
-            raise MammojaxError(f"{prepared.path}: prepared from dataset {prepared.name!r}, but "
-                                f"data.dataset is {config.data.dataset!r}")
-        _adopt_pixel_options(config, prepared.options)
+        _adopt(config, prepared)
         return prepared
     data_dir, options = dataset_options(config)
     loaded = _load_once_per_run(lambda: load_dataset(config.data.dataset, data_dir, task=config.data.task,
@@ -96,24 +93,20 @@ def prepared_dataset(config, *, progress: bool = True):
 
 
 def adopt_prepared_options(config) -> None:
-    """With ``data.prepared``, the config takes that dataset's pixel options (image size, orient, crop)."""
+    """With ``data.prepared``, the config takes that dataset's name, task and pixel options."""
     if config.data.prepared:
         from mammojax.data.prepared import open_prepared
 
-        _adopt_pixel_options(config, open_prepared(config.data.prepared).options)
+        _adopt(config, open_prepared(config.data.prepared))
 
 
-def _adopt_pixel_options(config, options) -> None:
-    with config.unlocked() if hasattr(config, "unlocked") else _nothing():
-        config.data.image_size = image_size_of(options.image_shape)
-        config.data.orient = options.orient
-        config.data.crop_breast = options.crop_breast
-
-
-def _nothing():
-    import contextlib
-
-    return contextlib.nullcontext()
+def _adopt(config, prepared) -> None:
+    options = prepared.options
+    config.data.dataset = prepared.name
+    config.data.task = prepared.task
+    config.data.image_size = image_size_of(options.image_shape)
+    config.data.orient = options.orient
+    config.data.crop_breast = options.crop_breast
 
 
 def prepare_training_data(config, workdir, *, progress: bool = True) -> TrainingData:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
-from train_support import checkpoint_steps, run_train
+from paths import REPO
+from train_support import checkpoint_steps, run_train, subprocess_env
 
 pytestmark = pytest.mark.slow
 
@@ -97,3 +100,35 @@ def test_a_run_at_hxw_trains_prepares_and_scores_at_hxw(tmp_path):
     assert prepared.image.shape == (48, 40, 1)
     maps, _ = scorer.explain(prepared.image[None])
     assert maps.shape == (1, 48, 40)
+
+
+@pytest.mark.slow
+def test_training_on_a_prepared_dataset_takes_its_name_task_and_shape(tmp_path, run_cli):
+    # The outside check of issue 16: a csv dataset prepared at HxW, then the quickstart
+    # config (synthetic, 96 px) pointed at it with --config.data.prepared.
+    from app_support import png_bytes
+    from mammojax.checkpoint import load_checkpoint
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    rows = ["path,label,patient_id"]
+    for i in range(24):
+        (raw / f"f{i}.png").write_bytes(png_bytes(70 + i, 56, seed=i))
+        rows.append(f"f{i}.png,{i % 2},w{i // 2}")
+    (raw / "manifest.csv").write_text("\n".join(rows) + "\n")
+    prepared = tmp_path / "prepared"
+    run_cli(["data", "prepare", "--dataset", "csv", "--data-dir", raw / "manifest.csv", "--out", prepared,
+             "--image-size", "40x32", "--workers", "1"])
+    chunks = sorted(p.name for p in (prepared / ".chunks").iterdir())
+    workdir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "mammojax", "train", "--config", str(REPO / "configs" / "quickstart.py"),
+         "--workdir", str(workdir), f"--config.data.prepared={prepared}", "--config.train.epochs=1",
+         "--config.train.batch_size=4", "--config.train.eval_batch_size=4"],
+        env=subprocess_env(), text=True, capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.loads((workdir / "config.json").read_text())["data"]
+    assert (data["dataset"], data["image_size"]) == ("csv", "40x32")
+    best = load_checkpoint(workdir)
+    assert best.image_shape == (40, 32) and best.class_names == ["negative", "positive"]
+    assert sorted(p.name for p in (prepared / ".chunks").iterdir()) == chunks  # nothing decoded again
