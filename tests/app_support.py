@@ -64,37 +64,16 @@ def png_bytes(height: int = 120, width: int = 96, seed: int = 0) -> bytes:
 def dicom_bytes(*, laterality: str = "L", view: str = "CC", intent: str = "FOR PRESENTATION") -> bytes:
     """A 12-bit MONOCHROME2 mammogram DICOM with patient identifiers, in memory (``intent``: its
     PresentationIntentType)."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
+
+    from mammojax.data.synthetic import write_dicom
 
     pixels = np.round(phantom_pixels(110, 90, seed=1) * 4095).astype(np.uint16)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"  # digital mammography, for presentation
-    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=["mammojax-app-test"])
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = meta.MediaStorageSOPClassUID
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.PatientName = PATIENT_NAME
-    ds.PatientID = PATIENT_ID
-    ds.PatientBirthDate = BIRTH_DATE
-    ds.AccessionNumber = ACCESSION
-    ds.Modality = "MG"
-    ds.Manufacturer = MANUFACTURER
-    ds.ImageLaterality = laterality
-    ds.ViewPosition = view
-    ds.PresentationIntentType = intent
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    ds.PixelData = pixels.tobytes()
     buffer = io.BytesIO()
-    ds.save_as(buffer, enforce_file_format=True)
+    write_dicom(buffer, pixels, bits_stored=12, SOPInstanceUID=generate_uid(entropy_srcs=["mammojax-app-test"]),
+                PatientName=PATIENT_NAME, PatientID=PATIENT_ID, PatientBirthDate=BIRTH_DATE,
+                AccessionNumber=ACCESSION, Manufacturer=MANUFACTURER, ImageLaterality=laterality,
+                ViewPosition=view, PresentationIntentType=intent)
     return buffer.getvalue()
 
 

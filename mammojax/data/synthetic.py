@@ -161,3 +161,85 @@ def _calcifications(rng, rows, cols, row, col, size):
         specks += 0.5 * np.exp(-((rows - sr) ** 2 + (cols - sc) ** 2) / (2 * speck_radius ** 2))
     disc = np.hypot(rows - row, cols - col) <= cluster_radius + speck_radius
     return specks, disc, cluster_radius + speck_radius
+
+
+# --- full-size films and DICOM files --------------------------------------------------
+
+# The uncompressed syntax every reader handles; compressed ones are written with
+# pydicom's ``Dataset.compress`` (JPEG 2000 lossless: pylibjpeg-openjpeg).
+EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
+JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
+MAMMOGRAPHY_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
+# Detector noise added at full resolution, as a fraction of the stored range:
+# without it an upsampled phantom is far smoother than a real film and JPEG 2000
+# compresses it several times better than real mammograms.
+FILM_NOISE = 0.006
+
+
+def film_pixels(rng: np.random.Generator, shape: tuple[int, int] = (3328, 2560), *, bits_stored: int = 14,
+                positive: bool, laterality: str = "L", view: str = "CC") -> np.ndarray:
+    """A full-size phantom film as stored DICOM values: ``uint16`` of ``shape`` in ``[0, 2**bits_stored)``.
+
+    The phantom is rendered at a quarter of the film's height (:func:`make_phantom`
+    makes squares), cut to the film's aspect on the chest-wall side, upsampled
+    bilinearly and given per-pixel detector noise inside the body; the
+    background stays exactly 0, as on a real film.
+    """
+    from PIL import Image
+
+    height, width = shape
+    side = max(32, height // 4)
+    image, _, _ = make_phantom(rng, size=side, positive=positive, laterality=laterality, view=view)
+    cut = max(1, min(side, round(side * width / height)))
+    image = image[:, :cut] if laterality == "L" else image[:, side - cut:]
+    film = np.asarray(Image.fromarray(image, mode="F").resize((width, height), Image.BILINEAR))
+    body = film > 0
+    film = film + rng.normal(0.0, FILM_NOISE, size=shape).astype(np.float32) * body
+    top = (1 << bits_stored) - 1
+    return np.round(np.clip(film, 0.0, 1.0) * top).astype(np.uint16)
+
+
+def write_dicom(target, stored: np.ndarray, *, bits_stored: int = 16, signed: bool = False,
+                photometric: str = "MONOCHROME2", transfer_syntax: str = EXPLICIT_VR_LITTLE_ENDIAN,
+                file_meta: bool = True, **elements):
+    """Writes ``stored`` (2-D, or frames x rows x cols) as a DICOM file; returns ``target``.
+
+    ``target`` is a path or a binary buffer. ``elements`` are header keywords
+    (``ImageLaterality="L"``, ``WindowCenter=...``); the SOP class defaults to
+    digital mammography for presentation, the modality to MG. Values are
+    stored in 16 bits (two's complement when ``signed``); ``BitsStored`` and
+    ``HighBit`` say how many of them count. A compressed ``transfer_syntax``
+    is encoded by pydicom's ``Dataset.compress``; ``file_meta=False`` writes
+    the bare implicit-VR dataset with no preamble (an old ACR-NEMA-like file).
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import UID, generate_uid
+
+    stored = np.asarray(stored)
+    ds = Dataset()
+    ds.SOPClassUID = elements.pop("SOPClassUID", MAMMOGRAPHY_FOR_PRESENTATION)
+    ds.SOPInstanceUID = generate_uid()
+    ds.Modality = elements.pop("Modality", "MG")
+    ds.Rows, ds.Columns = stored.shape[-2:]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 16
+    ds.BitsStored = bits_stored
+    ds.HighBit = bits_stored - 1
+    ds.PixelRepresentation = 1 if signed else 0
+    if stored.ndim == 3 and stored.shape[0] > 1:
+        ds.NumberOfFrames = stored.shape[0]
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    ds.PixelData = stored.astype(np.int16 if signed else np.uint16).tobytes()
+    if not file_meta:
+        ds.save_as(target, implicit_vr=True, little_endian=True)
+        return target
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.file_meta.TransferSyntaxUID = UID(EXPLICIT_VR_LITTLE_ENDIAN)
+    if transfer_syntax != EXPLICIT_VR_LITTLE_ENDIAN:
+        ds.compress(UID(transfer_syntax))
+    ds.save_as(target, enforce_file_format=True)
+    return target

@@ -54,21 +54,9 @@ def test_user_errors_are_one_line(tmp_path, capsys):
 
 
 def _mammogram_dicom(path: Path, **elements) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from mammojax.data.synthetic import write_dicom
 
-    ds = Dataset()
-    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.1.2", generate_uid()
-    ds.Modality, ds.Rows, ds.Columns = "MG", 48, 40
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    for keyword, value in elements.items():
-        setattr(ds, keyword, value)
-    ds.PixelData = (np.arange(48 * 40, dtype=np.uint16) % 4096).tobytes()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.save_as(path, enforce_file_format=True)
+    write_dicom(path, np.arange(48 * 40, dtype=np.uint16).reshape(48, 40) % 4096, bits_stored=12, **elements)
 
 
 def test_screen_reports_for_processing_images(tmp_path):

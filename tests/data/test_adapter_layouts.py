@@ -17,34 +17,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from mammojax.cli.data_cmd import data
 from mammojax.data.records import LESION_KINDS, load_dataset
+from mammojax.data.synthetic import write_dicom
 from mammojax.errors import MammojaxError
 
 
 def _dicom(path: Path, rows: int, cols: int, **elements) -> Path:
-    """A tiny uncompressed 16-bit DICOM of ``rows`` x ``cols``."""
-    ds = Dataset()
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"
-    ds.SOPInstanceUID = generate_uid()
-    ds.Modality = "MG"
-    ds.Rows, ds.Columns = rows, cols
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    for keyword, value in elements.items():
-        setattr(ds, keyword, value)
-    ds.PixelData = (np.arange(rows * cols, dtype=np.uint16) % 4096).tobytes()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    """A tiny uncompressed 12-bit DICOM of ``rows`` x ``cols``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    pixels = np.arange(rows * cols, dtype=np.uint16).reshape(rows, cols) % 4096
+    return write_dicom(path, pixels, bits_stored=12, **elements)
 
 
 # --------------------------------------------------------------------------- CBIS-DDSM

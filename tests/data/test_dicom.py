@@ -16,15 +16,14 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from mammojax.data.dicom import safe_dicom_summary
 from mammojax.data.readers import read_image
+from mammojax.data.synthetic import write_dicom
 from mammojax.errors import ImageReadError
 
-MAMMO_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
 MAMMO_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
 PATIENT_NAME = "Zarathustra^Wilhelmina"
 PATIENT_ID = "PID-99817263"
@@ -38,40 +37,10 @@ def _testdata(name: str) -> str:
     return path
 
 
-def _write(path, stored, *, bits_stored=16, signed=False, photometric="MONOCHROME2",
-           preamble=True, **elements):
-    """Write an uncompressed single- or multi-frame DICOM with ``elements``."""
-    stored = np.asarray(stored)
-    frames = stored.shape[0] if stored.ndim == 3 else 1
-    ds = Dataset()
-    ds.SOPClassUID = elements.pop("SOPClassUID", MAMMO_FOR_PRESENTATION)
-    ds.SOPInstanceUID = generate_uid()
-    ds.PatientName = PATIENT_NAME
-    ds.PatientID = PATIENT_ID
-    ds.Modality = "MG"
-    ds.Manufacturer = "ACME"
-    ds.Rows, ds.Columns = stored.shape[-2:]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = 16
-    ds.BitsStored = bits_stored
-    ds.HighBit = bits_stored - 1
-    ds.PixelRepresentation = 1 if signed else 0
-    if frames > 1:
-        ds.NumberOfFrames = frames
-    for keyword, value in elements.items():
-        setattr(ds, keyword, value)
-    # Two's complement in 16 bits; readers must honour BitsStored when sign-extending.
-    ds.PixelData = stored.astype(np.int16 if signed else np.uint16).tobytes()
-    if preamble:
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.save_as(path, enforce_file_format=True)
-    else:
-        ds.save_as(path, implicit_vr=True, little_endian=True)
-    return path
+def _write(path, stored, *, bits_stored=16, preamble=True, **options):
+    """An uncompressed single- or multi-frame DICOM with identifiers, ``mammojax.data.synthetic.write_dicom``'s."""
+    options = {"PatientName": PATIENT_NAME, "PatientID": PATIENT_ID, "Manufacturer": "ACME", **options}
+    return write_dicom(path, stored, bits_stored=bits_stored, file_meta=preamble, **options)
 
 
 def _ramp12(height=16, width=64):
@@ -381,6 +350,7 @@ import sys
 for name in sys.argv[2].split(","):
     sys.modules[name] = None  # as if the package were not installed
 from mammojax.data.readers import read_image
+from mammojax.data.synthetic import write_dicom
 from mammojax.errors import ImageReadError
 try:
     read_image(sys.argv[1])

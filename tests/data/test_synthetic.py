@@ -113,3 +113,57 @@ def test_synthetic_default_goes_to_cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("MAMMOJAX_CACHE_DIR", str(tmp_path / "cache"))
     data = load_dataset("synthetic", "", count=4, size=32)
     assert data.records[0].path.startswith(str(tmp_path / "cache" / "synthetic"))
+
+
+# --- full-size films as DICOM files ---------------------------------------------------
+
+
+@pytest.mark.parametrize("laterality", ["L", "R"])
+def test_film_is_14_bit_with_a_black_background_and_the_chest_wall_on_its_side(laterality):
+    from mammojax.data.synthetic import film_pixels
+
+    film = film_pixels(np.random.default_rng(3), (416, 320), positive=True, laterality=laterality, view="MLO")
+    assert film.dtype == np.uint16 and film.shape == (416, 320)
+    assert film.max() < 2**14 and film.max() > 2**13  # the breast uses the upper half of the range
+    chest_wall, skin_side = (film[:, :8], film[:, -8:]) if laterality == "L" else (film[:, -8:], film[:, :8])
+    assert (chest_wall > 0).mean() > 0.6 and (skin_side == 0).mean() > 0.9
+    assert film[0, :].min() == 0 or film[-1, :].min() == 0  # background is exactly 0 somewhere
+
+
+def test_jpeg2000_lossless_dicom_decodes_bit_exactly(tmp_path):
+    pytest.importorskip("openjpeg", reason="JPEG 2000 encoding needs pylibjpeg-openjpeg (the dicom extra)")
+    import pydicom
+
+    from mammojax.data.readers import read_image
+    from mammojax.data.synthetic import JPEG_2000_LOSSLESS, film_pixels, write_dicom
+
+    film = film_pixels(np.random.default_rng(0), (208, 160), positive=False)
+    path = write_dicom(tmp_path / "f.dcm", film, bits_stored=14, transfer_syntax=JPEG_2000_LOSSLESS,
+                       ImageLaterality="L", ViewPosition="CC")
+    ds = pydicom.dcmread(path)
+    assert ds.file_meta.TransferSyntaxUID == JPEG_2000_LOSSLESS and ds.Modality == "MG"
+    assert path.stat().st_size < film.nbytes  # really compressed
+    np.testing.assert_array_equal(ds.pixel_array, film)
+    loaded = read_image(path)
+    assert loaded.meta.bits_stored == 14
+    np.testing.assert_allclose(loaded.pixels, film / (2**14 - 1), atol=1e-6)
+
+
+def test_dicom_films_come_with_a_manifest_the_csv_adapter_reads(tmp_path):
+    import pydicom
+
+    from mammojax.data.adapters.synthetic import write_dicom_films
+
+    manifest = write_dicom_films(tmp_path / "small", count=5, shape=(104, 80), seed=2)
+    bigger = write_dicom_films(tmp_path / "big", count=6, shape=(104, 80), seed=2)
+    data = load_dataset("csv", manifest)
+    assert [(r.patient_id, r.laterality, r.view) for r in data.records] == [
+        ("synth0000", "L", "CC"), ("synth0000", "L", "MLO"), ("synth0000", "R", "CC"),
+        ("synth0000", "R", "MLO"), ("synth0001", "L", "CC")]
+    for record in data.records:
+        ds = pydicom.dcmread(record.path)
+        assert (ds.Rows, ds.Columns, ds.BitsStored) == (104, 80, 14)
+        assert (ds.ImageLaterality, ds.ViewPosition) == (record.laterality, record.view)
+    # Film i depends on (seed, i) only: a bigger set starts with the same films.
+    first = pydicom.dcmread(data.records[4].path).pixel_array
+    np.testing.assert_array_equal(first, pydicom.dcmread(bigger.parent / "films/film_00004.dcm").pixel_array)

@@ -37,27 +37,15 @@ PLANTED_STRINGS = [*PLANTED.values(), "Zarathustra", "Ophelia", "Moriarty", "Wil
 
 
 def _identifying_dicom(path: Path, *, laterality: str) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
+
+    from mammojax.data.synthetic import write_dicom
 
     rng = np.random.default_rng(5 if laterality == "L" else 6)
     rows, cols = np.mgrid[0:96, 0:80]
     pixels = ((rows + cols) * 20 + rng.integers(0, 300, (96, 80))).clip(0, 4095).astype(np.uint16)
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.2"
-    meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=["privacy", laterality])
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    for keyword, value in PLANTED.items():
-        setattr(ds, keyword, value)
-    ds.Modality, ds.ImageLaterality, ds.ViewPosition = "MG", laterality, "CC"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = pixels.tobytes()
-    ds.save_as(path, enforce_file_format=True)
+    write_dicom(path, pixels, bits_stored=12, SOPInstanceUID=generate_uid(entropy_srcs=["privacy", laterality]),
+                ImageLaterality=laterality, ViewPosition="CC", **PLANTED)
 
 
 def _header_identifiers(path: Path) -> list[str]:

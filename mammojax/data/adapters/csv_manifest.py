@@ -17,12 +17,14 @@ their family, CC or MLO (``_common.VIEW_FAMILIES``), the acquired one kept in
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 from mammojax.data.adapters._common import LATERALITIES, Adapter, read_csv_rows, view_fields
 from mammojax.data.records import DatasetRecords, Exclusion, Record, Task
 from mammojax.errors import ImageReadError, MammojaxError
 
+COLUMNS = ("path", "label", "patient_id", "laterality", "view")  # what ``write_manifest`` writes
 TASKS = {"default": Task("positive (label 1) vs negative (label 0), as the manifest says", ("negative", "positive"))}
 LABELS = {"0": 0, "1": 1}
 
@@ -55,6 +57,17 @@ def load(data_dir: Path, *, task: str = "default") -> DatasetRecords:
         records.append(Record(path=str(path), label=label, patient_id=row.get("patient_id") or path.stem,
                               laterality=laterality, view=view, extra=view_extra))
     return DatasetRecords(records, excluded)
+
+
+def write_manifest(folder: Path, entries: list[dict]) -> Path:
+    """``folder/manifest.csv`` with one row per entry (dicts keyed by ``COLUMNS``); returns its path."""
+    path = folder / "manifest.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        for entry in entries:
+            writer.writerow([entry[column] for column in COLUMNS])
+    return path
 
 
 def _dicom_side_and_view(path: Path) -> tuple[str | None, str | None]:

@@ -12,7 +12,6 @@ and renamed, so it either exists complete or not at all.
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mammojax.data.adapters._common import Adapter
+from mammojax.data.adapters.csv_manifest import write_manifest
 from mammojax.data.records import DatasetRecords, Exclusion, Lesion, Record, Task
 from mammojax.errors import MammojaxError
 from mammojax.runtime import default_cache_dir
@@ -95,15 +95,9 @@ def write_phantoms(folder: Path, *, count: int, size: int, seed: int) -> None:
 
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "masks").mkdir(exist_ok=True)
-    num_patients = -(-count // len(VIEWS_PER_PATIENT))
-    labels = patient_labels(num_patients, seed)
     entries = []
-    for index in range(count):
-        patient, slot = divmod(index, len(VIEWS_PER_PATIENT))
-        laterality, view = VIEWS_PER_PATIENT[slot]
-        label = int(labels[patient])
-        # One generator per image: image i does not depend on count.
-        rng = np.random.default_rng([seed, PURPOSE_PHANTOM, index])
+    for index, rng, entry in phantom_plan(count, seed):
+        label, laterality, view = entry["label"], entry["laterality"], entry["view"]
         image, mask, lesions = make_phantom(rng, size=size, positive=bool(label),
                                             laterality=laterality, view=view)
         name = f"phantom_{index:05d}"
@@ -114,19 +108,56 @@ def write_phantoms(folder: Path, *, count: int, size: int, seed: int) -> None:
             mask_name = f"masks/{name}_mask.png"
             Image.fromarray(mask.astype(np.uint8) * 255).save(folder / mask_name, compress_level=1)
         entries.append({
-            "path": f"images/{name}.png", "label": label, "patient_id": f"synth{patient:04d}",
-            "laterality": laterality, "view": view,
+            **entry, "path": f"images/{name}.png",
             "lesions": [{"kind": l.kind, "row": l.row, "col": l.col, "radius": l.radius,
                          "mask_path": mask_name, "severity": l.severity} for l in lesions],
         })
-    with open(folder / "manifest.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label", "patient_id", "laterality", "view"])
-        for e in entries:
-            writer.writerow([e["path"], e["label"], e["patient_id"], e["laterality"], e["view"]])
+    write_manifest(folder, entries)
     # Written last: its presence marks a complete set.
     (folder / "manifest.json").write_text(json.dumps(
         {"params": _params(count, size, seed), "images": entries}, indent=1))
+
+
+def write_dicom_films(folder: Path, *, count: int, shape: tuple[int, int] = (3328, 2560), seed: int = 0,
+                      transfer_syntax: str | None = None, bits_stored: int = 14) -> Path:
+    """Writes ``count`` full-size phantom mammograms as DICOM files plus ``manifest.csv``; returns the CSV.
+
+    The films of a scale test (3328x2560, 14-bit, MONOCHROME2, MG, with
+    ImageLaterality and ViewPosition), in ``films/film_NNNNN.dcm``; patients,
+    labels and views follow the phantom set above. Film ``i`` depends only on
+    ``(seed, i)``, so a bigger set starts with the smaller one's films.
+    ``transfer_syntax``: explicit VR little endian (default) or a compressed
+    syntax such as JPEG 2000 lossless (``synthetic.JPEG_2000_LOSSLESS``).
+    """
+    from mammojax.data.synthetic import EXPLICIT_VR_LITTLE_ENDIAN, film_pixels, write_dicom
+
+    (folder / "films").mkdir(parents=True, exist_ok=True)
+    entries = []
+    for index, rng, entry in phantom_plan(count, seed):
+        stored = film_pixels(rng, shape, bits_stored=bits_stored, positive=bool(entry["label"]),
+                             laterality=entry["laterality"], view=entry["view"])
+        entry["path"] = f"films/film_{index:05d}.dcm"
+        write_dicom(folder / entry["path"], stored, bits_stored=bits_stored,
+                    transfer_syntax=transfer_syntax or EXPLICIT_VR_LITTLE_ENDIAN,
+                    PatientID=entry["patient_id"], ImageLaterality=entry["laterality"], ViewPosition=entry["view"],
+                    PresentationIntentType="FOR PRESENTATION", BodyPartExamined="BREAST",
+                    PixelSpacing=[0.07, 0.07])
+        entries.append(entry)
+    return write_manifest(folder, entries)
+
+
+def phantom_plan(count: int, seed: int):
+    """``(index, rng, {"label", "patient_id", "laterality", "view"})`` for each of ``count`` images.
+
+    One generator per image: image i does not depend on ``count``.
+    """
+    labels = patient_labels(-(-count // len(VIEWS_PER_PATIENT)), seed)
+    for index in range(count):
+        patient, slot = divmod(index, len(VIEWS_PER_PATIENT))
+        laterality, view = VIEWS_PER_PATIENT[slot]
+        yield index, np.random.default_rng([seed, PURPOSE_PHANTOM, index]), {
+            "label": int(labels[patient]), "patient_id": f"synth{patient:04d}",
+            "laterality": laterality, "view": view}
 
 
 def _read_manifest(folder: Path) -> DatasetRecords:
