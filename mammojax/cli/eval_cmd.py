@@ -26,7 +26,10 @@ _POLICIES = ("fixed", "youden", "sensitivity", "specificity")
 @click.option("--task", default=None, help="Label definition; default: the checkpoint's own task.")
 @click.option("--split", type=click.Choice(["all", "train", "val", "test"]), default="test",
               show_default=True, help="Which patients to evaluate (the checkpoint's split settings).")
-@click.option("--seed", type=int, default=None, help="Split and bootstrap seed; default: the checkpoint's.")
+@click.option("--seed", type=int, default=None,
+              help="Bootstrap seed (default: the checkpoint's). On the dataset the checkpoint trained on, the "
+                   "split always comes from the checkpoint's own seed, so no training woman enters the test "
+                   "split; on another dataset this seed also draws the split.")
 @click.option("--tta-hflip", is_flag=True, default=None,
               help="Average over the image and its mirror (default: the checkpoint's eval.tta_hflip).")
 @click.option("--threshold-policy", type=click.Choice(_POLICIES), default=None,

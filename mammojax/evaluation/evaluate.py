@@ -238,6 +238,11 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
     if task is None:
         task = trained_on.get("task", "default") if trained_on.get("dataset") == dataset else "default"
     seed = int(config.get("seed", 0) if seed is None else seed)
+    # The women of a split are the ones the checkpoint's own seed put there: on the dataset it
+    # trained on, any other split seed would move training women into "test". ``seed`` then
+    # only drives the bootstrap; on another dataset it draws the split as well.
+    trained_here = trained_on.get("dataset") == dataset and "converted_from" not in ckpt.meta
+    split_seed = int(config.get("seed", 0)) if trained_here else seed
     n_bootstrap = int(eval_cfg.get("bootstrap", 1000) if n_bootstrap is None else n_bootstrap)
     batch_size = int(batch_size or config.get("train", {}).get("eval_batch_size", 32))
     aggregate_how = ckpt.patient_aggregate
@@ -246,7 +251,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
     tta = scorer.scoring.tta_hflip
     dataset_prepared = _prepared_for_checkpoint(ckpt, config, dataset, data_dir, task=task, seed=seed,
                                                 prepared=prepared, progress=progress)
-    records = select_split(dataset_prepared.records, config, split, seed)
+    records = select_split(dataset_prepared.records, config, split, split_seed)
     if not records:
         raise MammojaxError(f"split {split!r} of dataset {dataset!r} is empty")
     excluded = [(e.path, e.reason) for e in dataset_prepared.excluded]
@@ -263,7 +268,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
     result = {"checkpoint": str(ckpt.path), "model": ckpt.model_name, "dataset": dataset,
               "task": task, "task_description": meaning.description,
               "class_names": list(meaning.class_names), "checkpoint_class_names": scorer.class_names,
-              "split": split, "seed": seed, "tta_hflip": tta, **result}
+              "split": split, "seed": seed, "split_seed": split_seed, "tta_hflip": tta, **result}
     warning = training_data_warning(ckpt.meta, dataset=dataset)
     result["warnings"] = [warning] if warning else []
     result = json_safe(result)

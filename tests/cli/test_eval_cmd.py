@@ -68,6 +68,25 @@ def test_eval_test_split_matches_the_training_split(workdir, tmp_path, monkeypat
     assert "optimistic" in (out / "report.html").read_text()
 
 
+def test_another_seed_changes_the_bootstrap_never_the_trained_datasets_test_women(workdir, tmp_path, monkeypatch):
+    import csv
+
+    monkeypatch.setenv("MAMMOJAX_CACHE_DIR", str(tmp_path / "cache"))
+    phantoms = tmp_path / "phantoms"
+    scored = {}
+    for seed in (None, 123):
+        out = tmp_path / f"eval-{seed}"
+        args = ["eval", "--checkpoint", str(workdir), "--dataset", "synthetic", "--data-dir", str(phantoms),
+                "--split", "test", "--out", str(out)] + ([] if seed is None else ["--seed", str(seed)])
+        result = CliRunner().invoke(_cli(), args)
+        assert result.exit_code == 0, result.output
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert (metrics["seed"], metrics["split_seed"]) == (0 if seed is None else seed, 0)
+        with open(out / "scores.csv") as handle:
+            scored[seed] = sorted(row["path"] for row in csv.DictReader(handle))
+    assert scored[None] and scored[123] == scored[None]
+
+
 def test_eval_skips_unreadable_images_and_exits_partial(workdir, tmp_path, monkeypatch):
     import numpy as np
     from PIL import Image
