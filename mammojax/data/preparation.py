@@ -594,7 +594,7 @@ def default_location(root: str | os.PathLike | None, *, dataset: str, data_dir, 
 
     root = Path(os.path.expanduser(str(root))) if root else runtime.default_cache_dir() / "prepared"
     source = os.path.abspath(os.path.expanduser(str(data_dir))) if data_dir else ""
-    text = json.dumps({"dataset": dataset, "task": task, "data_dir": source,
+    text = json.dumps({"format": FORMAT_VERSION, "dataset": dataset, "task": task, "data_dir": source,
                        "adapter_options": adapter_options, "options": options.to_json()},
                       sort_keys=True, default=str)
     height, width = options.image_shape

@@ -51,7 +51,7 @@ import numpy as np
 
 from mammojax.errors import MammojaxError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the task is stored and checked
 SPLIT = "full"  # one split: mammojax splits patient-wise itself ("all" means something else to TFDS)
 METADATA_NAME = "mammojax.json"
 TFDS_VERSION = "1.0.0"

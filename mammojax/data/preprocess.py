@@ -57,13 +57,14 @@ _DETECT_SIZE = 256
 MIN_INPUT_SIDE = 8
 
 
-def input_shape(value, *, name: str | None = "image_size") -> tuple[int, int]:
+def input_shape(value, *, name: str | None = "image_size", minimum: int = MIN_INPUT_SIDE) -> tuple[int, int]:
     """The model input ``(H, W)`` that a ``data.image_size`` value means: the one parser.
 
     Accepts an int S (S x S: every config and checkpoint before non-square
     inputs), a string "S" or "HxW" (``"1024x832"``; the CLI's form), or a
-    sequence ``(H, W)``. Anything else, or a side below ``MIN_INPUT_SIDE``, is
-    a one-line ``ConfigError`` naming ``name`` (None: where the caller says it) and the value.
+    sequence ``(H, W)``. Anything else, or a side below ``minimum`` (for data,
+    ``MIN_INPUT_SIDE``; code that builds a network for a probe input may go lower),
+    is a one-line ``ConfigError`` naming ``name`` (None: where the caller says it) and the value.
     """
     sides = None
     if isinstance(value, str):
@@ -75,9 +76,9 @@ def input_shape(value, *, name: str | None = "image_size") -> tuple[int, int]:
     elif isinstance(value, (tuple, list, np.ndarray)) and len(value) == 2 and all(
             isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in value):
         sides = [int(v) for v in value]
-    if sides is None or min(sides) < MIN_INPUT_SIDE:
+    if sides is None or min(sides) < minimum:
         raise ConfigError(f"{f'{name}=' if name else ''}{value!r} must be a side S or HxW (e.g. 1024x832), "
-                          f"each at least {MIN_INPUT_SIDE} px")
+                          f"each at least {minimum} px")
     return (sides[0], sides[-1])
 
 

@@ -72,7 +72,7 @@ def init_variables(model: nn.Module, rng: jax.Array, image_size) -> dict:
     Grad-CAM makes its own zeros. Wrap in ``jax.eval_shape`` for shapes only.
     The values are a deterministic function of ``rng``.
     """
-    x = jnp.zeros((1, *input_shape(image_size), model.in_channels), jnp.float32)
+    x = jnp.zeros((1, *input_shape(image_size, minimum=1), model.in_channels), jnp.float32)
     # XLA on CPU compiles one threefry generator per parameter tensor: 10-16 s
     # for ResNet-18 on a 2-core machine. The "rbg" generator, seeded from
     # ``rng``, compiles in about a quarter of that time.

@@ -32,7 +32,7 @@ def create_train_state(model, tx, *, rng: jax.Array, image_size, mesh) -> TrainS
     ``image_size``: the input, S, "HxW" or (H, W) (:func:`mammojax.data.preprocess.input_shape`).
     """
     init_key, dropout_key = jax.random.split(rng)
-    shape = input_shape(image_size)
+    shape = input_shape(image_size, minimum=1)  # the data's minimum is checked where data is read
 
     def init():
         x = jnp.zeros((1, *shape, model.in_channels), jnp.float32)
