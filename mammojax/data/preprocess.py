@@ -1,6 +1,6 @@
 """Turn a decoded mammogram into the model's input: the one NumPy implementation.
 
-Training (through the decoded cache), evaluation, ``predict`` and the web page
+Training (through the prepared dataset), evaluation, ``predict`` and the web page
 all call :func:`preprocess_image`, so a model sees exactly the same input at
 every stage. The tf.data pipeline does not re-implement any of this: it reads
 the cached output of this function and only adds random augmentation.

@@ -273,7 +273,7 @@ def validation_logits(model, variables, cache, config, *, batch_size: int) -> tu
     included), so tau and the temperature are fitted on the scores they will
     be applied to. ``variables`` are host arrays (:func:`host_variables`):
     in a multi-process run each process scores the films on its own devices.
-    Films are read from the memory-mapped cache a batch at a time.
+    Films are read from the prepared dataset a batch at a time, one batch ahead.
     """
     from mammojax.data.pipeline import eval_batches
     from mammojax.scoring import Scorer, film_scoring_from_config

@@ -1,7 +1,7 @@
 """The patch trainer (``train.recipe = "patches"``, configs/mias.py): lesion patches on the core loop.
 
 What it feeds the core loop (:func:`mammojax.train.loop.fit`), and nothing
-more: each epoch's patch batches, cut from the decoded cache as they are due
+more: each epoch's patch batches, cut from the prepared dataset as they are due
 (:mod:`mammojax.train.patches`: positives around lesion centres, negatives
 from breast tissue, part of them mined with the network as it is when the
 epoch starts), and its step count (patches per epoch // ``train.batch_size``,

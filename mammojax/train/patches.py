@@ -1,4 +1,4 @@
-"""Lesion-centred patches, planned per epoch and cut from the decoded cache batch by batch.
+"""Lesion-centred patches, planned per epoch and cut from the prepared dataset batch by batch.
 
 Why patches: a whole-image label on ~200 films is too weak a signal to learn
 mammographic features from scratch (shared/docs/QUALITY.md); a lesion covers
@@ -15,8 +15,8 @@ enters in one place only: with hard-negative mining, part of the negatives
 are the top-scoring members of a planned *pool*, chosen by the network as it
 is when the epoch starts (:meth:`EpochPlan.with_hard`); the trainer keeps
 that choice in its checkpoints, so a run resumed mid-epoch cuts exactly the
-patches the uninterrupted run cut. Patches are cut from the memory-mapped
-cache (:class:`PatchSource`) only when their batch is due: no film stays in
+patches the uninterrupted run cut. Patches are cut from the prepared
+dataset (:class:`PatchSource`) only when their batch is due: no film stays in
 memory beyond its batch.
 """
 
@@ -150,7 +150,7 @@ class PatchSource:
         return self.num_positives + self.negatives_per_epoch
 
     def film(self, index: int) -> np.ndarray:
-        """Film ``index`` as float32 ``(H, W, 1)``, read from the memory-mapped cache."""
+        """Film ``index`` as float32 ``(H, W, 1)``, read from the prepared dataset."""
         return self._reader.get(int(index)).astype(np.float32)
 
     def draw_sites(self, rng: np.random.Generator, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

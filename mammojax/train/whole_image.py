@@ -1,7 +1,7 @@
 """The whole-image trainer (``train.recipe = "whole_image"``, the paper's recipe).
 
 What it feeds the core loop (:func:`mammojax.train.loop.fit`): augmented
-whole films from the decoded cache (:func:`mammojax.data.pipeline.train_batches`,
+whole films from the prepared dataset (:func:`mammojax.data.pipeline.train_batches`,
 each batch a pure function of (seed, epoch, step)), one step per full batch of
 training films, and a validation pass over the validation women's films after
 every epoch; the best epoch by ``train.best_metric`` becomes ``best/``.
