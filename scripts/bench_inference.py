@@ -77,7 +77,7 @@ def median_ms(fn, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--image-size", default="224", help="S or HxW, e.g. 1024x832")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved mammojax/PyTorch/matmul rounds")
@@ -85,7 +85,7 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.quick:
-        args.image_size, args.repeats, args.rounds = 64, 3, 2
+        args.image_size, args.repeats, args.rounds = "64", 3, 2
 
     from mammojax import runtime
 
@@ -97,6 +97,7 @@ def main() -> None:
     from mammojax import benchmark as bench
     from mammojax import models
     from mammojax.weights import convert_state_dict
+    from mammojax.data.preprocess import image_size_of, input_shape
     import torch_reference
 
     threads = len(os.sched_getaffinity(0))
@@ -112,7 +113,8 @@ def main() -> None:
     model = models.create_model("resnet18")
 
     rng = np.random.default_rng(0)
-    images = rng.standard_normal((args.batch_size, args.image_size, args.image_size, 1)).astype(np.float32)
+    height, width = input_shape(args.image_size)
+    images = rng.standard_normal((args.batch_size, height, width, 1)).astype(np.float32)
     x_torch = torch.from_numpy(np.repeat(images.transpose(0, 3, 1, 2), 3, axis=1).copy())
 
     scorer = bench.make_scorer(model, variables, batch_size=args.batch_size)
@@ -170,7 +172,7 @@ def main() -> None:
 
     floor_ms = flops / (rate * 1e9) * 1000
     result = {
-        "image_size": args.image_size, "batch_size": args.batch_size, "threads": threads,
+        "image_size": image_size_of(input_shape(args.image_size)), "batch_size": args.batch_size, "threads": threads,
         "device": jax.devices()[0].device_kind, "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "matmul_gflops": rate, "xla_gflops": flops / 1e9, "floor_ms": floor_ms,
         "first_call_s": first_call_s,
@@ -186,7 +188,8 @@ def main() -> None:
         print(json.dumps(result, indent=2))
         return
     b = args.batch_size
-    print(f"resnet18 (1-channel), {args.image_size}x{args.image_size}, batch {b}, {threads} threads, "
+    height, width = input_shape(args.image_size)
+    print(f"resnet18 (1-channel), {height}x{width}, batch {b}, {threads} threads, "
           f"{result['device']}")
     print(f"matmul rate {rate:.1f} GFLOP/s; XLA flops predict+Grad-CAM {flops / 1e9:.2f} GFLOP "
           f"-> floor {floor_ms:.1f} ms/batch")
