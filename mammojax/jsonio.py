@@ -24,6 +24,8 @@ def json_safe(value):
         return json_safe(value.tolist())
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
     return value
 
 
@@ -32,8 +34,19 @@ def dumps(value, **options) -> str:
     return json.dumps(json_safe(value), allow_nan=False, **options)
 
 
-def write_json(path: str | os.PathLike, value, *, indent: int | None = 2) -> Path:
-    """Writes ``value`` as JSON (sorted keys, trailing newline); returns the path."""
+def write_json(path: str | os.PathLike, value, *, indent: int | None = 2, atomic: bool = False) -> Path:
+    """Writes ``value`` as JSON (sorted keys, trailing newline); returns the path.
+
+    ``atomic``: written to a hidden sibling (``.NAME.tmp-PID``) and renamed over
+    ``path``, so a reader, or a run killed midway, sees the old file or the new
+    one, never half of one.
+    """
     path = Path(path)
-    path.write_text(dumps(value, indent=indent, sort_keys=True) + "\n")
+    text = dumps(value, indent=indent, sort_keys=True) + "\n"
+    if not atomic:
+        path.write_text(text)
+        return path
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
     return path

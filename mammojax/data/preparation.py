@@ -47,6 +47,7 @@ from mammojax.data.prepared import (FORMAT_VERSION, METADATA_NAME, SPLIT, TFDS_V
                                     PreparedDataset, example_features, open_prepared, record_from_json,
                                     record_to_json)
 from mammojax.errors import MammojaxError
+from mammojax.jsonio import write_json
 
 WORK_DIR = ".chunks"
 CHUNK_BYTES = 64 << 20  # about 38 films at 1024x832: fine-grained restarts, few files
@@ -156,6 +157,11 @@ def record_key(record) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
+def _chunk_id(keys: Sequence[str]) -> str:
+    """A chunk's name: a hash of the keys of the files it holds, in order."""
+    return hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+
+
 def plan_chunks(pending: Sequence[tuple[str, object]], *, options: PixelOptions, class_names, store: Path,
                 workers: int) -> list[dict]:
     """The pending files cut into chunk specs (plain JSON-able dicts, so Beam and process pools can ship them).
@@ -171,7 +177,7 @@ def plan_chunks(pending: Sequence[tuple[str, object]], *, options: PixelOptions,
     for start in range(0, len(pending), size):
         part = pending[start:start + size]
         keys = [key for key, _ in part]
-        chunk_id = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+        chunk_id = _chunk_id(keys)
         chunks.append({"id": chunk_id, "store": str(store), "keys": keys,
                        "records": [record_to_json(record) for _, record in part],
                        "options": options.to_json(), "class_names": list(class_names)})
@@ -227,9 +233,7 @@ def _write_chunk_file(store: Path, chunk_id: str, outcomes, *, options: PixelOpt
     else:
         tmp_data.unlink()
     meta = {"id": chunk_id, "examples": examples, "excluded": excluded}
-    tmp_meta = store / f"tmp-{chunk_id}-{os.getpid()}.json"
-    tmp_meta.write_text(json.dumps(meta, default=str))
-    os.replace(tmp_meta, store / f"chunk-{chunk_id}.json")  # last: the chunk now exists
+    write_json(store / f"chunk-{chunk_id}.json", meta, indent=None, atomic=True)  # last: the chunk now exists
     return {"examples": len(examples), "excluded": len(excluded)}
 
 
@@ -248,7 +252,7 @@ def write_arrays(out: str | os.PathLike, records: Sequence, images: np.ndarray, 
     keys = [record_key(record) for record in records]
     items = ((key, record, (image, list(lesions)))
              for key, record, image, lesions in zip(keys, records, images, lesions_input))
-    chunk_id = hashlib.sha256("\n".join(keys).encode()).hexdigest()[:16]
+    chunk_id = _chunk_id(keys)
     _write_chunk_file(store, chunk_id, items, options=options, class_names=class_names)
     from mammojax.data.records import DatasetRecords
 
@@ -346,7 +350,7 @@ class _StoreState:
             if clean:
                 marker.unlink(missing_ok=True)
         if clean:  # leftovers of killed runs; only a lone preparer may remove them
-            for leftover in store.glob("tmp-*"):
+            for leftover in [*store.glob("tmp-*"), *store.glob(".*.tmp-*")]:
                 leftover.unlink(missing_ok=True)
         return cls(done=done, interrupted=interrupted - set(done), chunks=chunks)
 
@@ -374,9 +378,7 @@ def _open_store(out: Path, *, dataset: str, task: str, class_names, options: Pix
         return store
     if create:
         store.mkdir(parents=True, exist_ok=True)
-        tmp = store / f"tmp-options-{os.getpid()}.json"
-        tmp.write_text(json.dumps(wanted, indent=1))
-        os.replace(tmp, store / _OPTIONS_NAME)
+        write_json(store / _OPTIONS_NAME, wanted, atomic=True)
     return store
 
 
@@ -510,9 +512,7 @@ def _publish(out: Path, store: Path, keys: list[str], records: list, loaded, *, 
                      for e in examples],
         "excluded": all_excluded,
     }
-    tmp = out / f".tmp-{METADATA_NAME}-{os.getpid()}"
-    tmp.write_text(json.dumps(metadata, default=str))
-    os.replace(tmp, out / METADATA_NAME)  # last: a reader sees the old dataset or the new one
+    write_json(out / METADATA_NAME, metadata, indent=None, atomic=True)  # last: readers see old or new
     return dropped
 
 
@@ -524,7 +524,7 @@ def _compact(store: Path, meta: dict, position: dict) -> dict:
     old_data = store / f"chunk-{meta['id']}.array_record"
     kept_examples = [meta["examples"][i] for i in keep]
     excluded = [e for e in meta["excluded"] if e["key"] in position]
-    new_id = hashlib.sha256("\n".join(e["key"] for e in kept_examples + excluded).encode()).hexdigest()[:16]
+    new_id = _chunk_id([e["key"] for e in kept_examples + excluded])
     if kept_examples:
         reader = ArrayRecordReader(str(old_data))
         try:
@@ -540,9 +540,7 @@ def _compact(store: Path, meta: dict, position: dict) -> dict:
             writer.close()
         os.replace(tmp, store / f"chunk-{new_id}.array_record")
     new_meta = {"id": new_id, "examples": kept_examples, "excluded": excluded}
-    tmp_meta = store / f"tmp-{new_id}-{os.getpid()}.json"
-    tmp_meta.write_text(json.dumps(new_meta, default=str))
-    os.replace(tmp_meta, store / f"chunk-{new_id}.json")
+    write_json(store / f"chunk-{new_id}.json", new_meta, indent=None, atomic=True)
     if new_id != meta["id"]:
         (store / f"chunk-{meta['id']}.json").unlink(missing_ok=True)
         old_data.unlink(missing_ok=True)

@@ -24,6 +24,7 @@ from mammojax.cli.data_cmd import data
 from mammojax.data.records import LESION_KINDS, load_dataset
 from mammojax.data.synthetic import write_dicom
 from mammojax.errors import MammojaxError
+from vindr_support import write_breast_level
 
 
 def _dicom(path: Path, rows: int, cols: int, **elements) -> Path:
@@ -297,11 +298,9 @@ def test_summary_groups_reasons_and_lists_rows(tmp_path):
 # --------------------------------------------------------------------------- VinDr-Mammo
 
 def test_vindr_finding_lists_become_one_kind(tmp_path):
-    header = "study_id,series_id,image_id,laterality,view_position,height,width,breast_birads,breast_density,split"
     images = [("9a0c", "1e2f", "L", "CC", "BI-RADS 4"), ("9a0c", "3b4d", "L", "MLO", "BI-RADS 4"),
               ("9a0c", "5c6e", "R", "CC", "BI-RADS 1"), ("9a0c", "7d8f", "R", "MLO", "BI-RADS 1")]
-    lines = [header] + [f"{s},ser,{i},{lat},{v},3518,2800,{b},DENSITY C,training" for s, i, lat, v, b in images]
-    (tmp_path / "breast-level_annotations.csv").write_text("\n".join(lines) + "\n")
+    header = write_breast_level(tmp_path, images, series="ser", height=3518, width=2800)
     finding_rows = [
         ("1e2f", "['Suspicious Calcification', 'Mass']"), ("1e2f", "['Architectural Distortion']"),
         ("3b4d", "['Focal Asymmetry']"), ("3b4d", "['Skin Thickening']"), ("3b4d", "['Suspicious Calcification']"),

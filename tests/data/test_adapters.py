@@ -15,6 +15,7 @@ from mammojax.data.records import load_dataset
 from mammojax.errors import MammojaxError
 
 from paths import MIAS_ARCHIVE  # noqa: E402
+from vindr_support import write_breast_level  # noqa: E402
 needs_mias = pytest.mark.skipif(not MIAS_ARCHIVE.is_file(), reason=f"{MIAS_ARCHIVE} not available")
 
 
@@ -246,11 +247,9 @@ def test_cbis_ddsm_aggregates_rows_and_resolves_paths(tmp_path):
 # --------------------------------------------------------------------------- VinDr-Mammo
 
 def test_vindr_birads_labels_and_boxes(tmp_path):
-    header = "study_id,series_id,image_id,laterality,view_position,height,width,breast_birads,breast_density,split"
     rows = [("s1", "i1", "L", "CC", "BI-RADS 4"), ("s1", "i2", "R", "MLO", "BI-RADS 1"),
             ("s2", "i3", "L", "MLO", "BI-RADS 3"), ("s2", "i4", "R", "CC", "BI-RADS 2")]
-    lines = [header] + [f"{s},x,{i},{lat},{v},100,80,{b},DENSITY C,training" for s, i, lat, v, b in rows]
-    (tmp_path / "breast-level_annotations.csv").write_text("\n".join(lines) + "\n")
+    header = write_breast_level(tmp_path, rows, series="x", height=100, width=80)
     (tmp_path / "finding_annotations.csv").write_text(
         header + ",finding_categories,finding_birads,xmin,ymin,xmax,ymax\n"
         "s1,x,i1,L,CC,100,80,BI-RADS 4,DENSITY C,training,\"['Mass']\",BI-RADS 4,10,20,30,60\n"
