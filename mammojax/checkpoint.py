@@ -100,8 +100,10 @@ class Checkpoint:
         which every consumer parses with ``input_shape``.
         """
         d = self.meta["data"]
+        # Checkpoints from before fix_inverted read their films as they were trained: as given.
         return {"image_size": self.image_size, "orient": bool(d.get("orient", False)),
-                "crop_breast": bool(d.get("crop_breast", False))}
+                "crop_breast": bool(d.get("crop_breast", False)),
+                "fix_inverted": bool(d.get("fix_inverted", False))}
 
 
 def input_shape_of(meta: dict) -> tuple[int, int]:
@@ -132,7 +134,8 @@ def make_meta(config, *, tau: float = 0.5, temperature: float = 1.0, extra: dict
         "model": {"name": config.model.name, "num_classes": int(config.model.num_classes),
                   "head_pooling": config.model.head_pooling},
         "data": {"image_size": image_size_of(config.data.image_size), "orient": bool(config.data.orient),
-                 "crop_breast": bool(config.data.crop_breast), "dataset": config.data.dataset,
+                 "crop_breast": bool(config.data.crop_breast), "fix_inverted": bool(config.data.fix_inverted),
+                 "dataset": config.data.dataset,
                  "task": config.data.task},
         "tau": float(tau),
         "temperature": float(temperature),

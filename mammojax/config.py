@@ -47,9 +47,10 @@ def base_config() -> ml_collections.ConfigDict:
     c.data.image_size = _any_type(224)
     c.data.orient = False  # flip every breast to face the same side
     c.data.crop_breast = False  # crop to the breast region before resizing
+    c.data.fix_inverted = True  # invert films with a white background (MONOCHROME1 exported as is), any format
     c.data.max_pixels = 80_000_000  # screening cap on decoded pixels per image
     c.data.prepared = ""  # an existing prepared dataset (mammojax data prepare --out DIR): read it, decode nothing;
-    #                       its image size, orient and crop_breast then replace the three above
+    #                       its image size, orient, crop_breast and fix_inverted then replace those above
     c.data.prepared_root = ""  # where a dataset is prepared on demand; default: prepared/ in the user cache
     c.data.prepare_workers = 0  # decoding processes when preparing; 0 = every core
     c.data.val_fraction = 0.15  # patient-wise split fractions

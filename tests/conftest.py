@@ -8,7 +8,10 @@ from every folder because this directory is put on ``sys.path`` here.
 
 from __future__ import annotations
 
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,18 @@ import pytest
 TESTS = Path(__file__).resolve().parent
 if str(TESTS) not in sys.path:
     sys.path.insert(0, str(TESTS))
+
+# The suite never reads or writes the user's cache (~/.cache/mammojax: prepared
+# datasets, phantoms, XLA programs): one empty root per session, inherited by
+# every subprocess the tests start, removed at the end. Set before any test
+# module imports mammojax; tests that need a cache of their own still set
+# MAMMOJAX_CACHE_DIR themselves.
+TEST_CACHE = Path(tempfile.mkdtemp(prefix="mammojax-test-cache-"))
+os.environ["MAMMOJAX_CACHE_DIR"] = str(TEST_CACHE)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(TEST_CACHE, ignore_errors=True)
 
 from paths import MIAS_ARCHIVE  # noqa: E402  (importable once tests/ is on the path)
 

@@ -121,6 +121,15 @@ def _print_text(report: dict) -> None:
     click.echo(f"laterality  {counts(report['laterality'])}")
     for note, number in report["notes"].items():
         click.echo(f"{number:6d}  {note}")
+    names = report["class_names"]
+    for column, info in report.get("columns", {}).items():
+        if "counts" in info:
+            cells = "  ".join(f"{value}: " + "/".join(str(per.get(str(i), 0)) for i in range(len(names)))
+                              for value, per in info["counts"].items())
+            click.echo(f"{column:<11} {cells}   ({'/'.join(names)})")
+        elif "mean_by_label" in info:
+            means = "  ".join(f"{names[int(k)]}: {v}" for k, v in info["mean_by_label"].items())
+            click.echo(f"{column:<11} mean {means}" + (f"  ({info['missing']} missing)" if info["missing"] else ""))
     click.echo(f"excluded    {report['excluded']}")
     for reason, number in report["exclusion_reasons"].items():
         click.echo(f"  {number:6d}  {reason}")
@@ -159,6 +168,8 @@ def _print_flagged(flagged: list[dict]) -> None:
               help="Flip every breast to face the same side.")
 @click.option("--crop-breast/--no-crop-breast", default=False, show_default=True,
               help="Crop to the breast region before resizing.")
+@click.option("--fix-inverted/--no-fix-inverted", default=True, show_default=True,
+              help="Invert films with a white background (MONOCHROME1 exported without its inversion).")
 @click.option("--max-pixels", type=int, default=80_000_000, show_default=True,
               help="Screening cap on decoded pixels per image.")
 @click.option("--workers", type=int, default=None, help="Decoding processes (default: every core).")
@@ -166,8 +177,8 @@ def _print_flagged(flagged: list[dict]) -> None:
               help="local: a process pool; beam: an Apache Beam pipeline (pip install 'mammojax[beam]').")
 @click.option("--beam-options", multiple=True, metavar="ARGS",
               help='Beam pipeline options, e.g. --beam-options="--runner=FlinkRunner --flink_master=H:8081".')
-def prepare(dataset, data_dir, task, adapter_options, out, image_size, orient, crop_breast, max_pixels,
-            workers, runner, beam_options):
+def prepare(dataset, data_dir, task, adapter_options, out, image_size, orient, crop_breast, fix_inverted,
+            max_pixels, workers, runner, beam_options):
     """Decode a dataset once into a TFDS dataset (ArrayRecord); prints its directory.
 
     Rerun it after an interruption or after adding files: only what is not
@@ -176,7 +187,7 @@ def prepare(dataset, data_dir, task, adapter_options, out, image_size, orient, c
     from mammojax.data.prepared import PixelOptions
     from mammojax.data.preparation import prepare_source
     options = PixelOptions(image_shape=image_size, orient=orient, crop_breast=crop_breast,
-                           max_pixels=max_pixels)
+                           max_pixels=max_pixels, fix_inverted=fix_inverted)
     prepared, report = prepare_source(dataset, data_dir, task=task,
                                       adapter_options=parse_adapter_options(adapter_options),
                                       options=options, out=out, workers=workers, runner=runner,

@@ -15,7 +15,12 @@ metadata file is renamed into place, so:
   time, so an edited or replaced file is decoded again and its old example
   dropped;
 * the dataset's shards are hard links to the chunk files, renamed for TFDS at
-  the end of every run (cheap; a copy where the filesystem has no hard links).
+  the end of every run (cheap; a copy where the filesystem has no hard links);
+* one preparation writes a dataset at a time (an flock on ``OUT/.chunks/lock``).
+  Jobs started together on the same data (a sweep, a scheduler's batch) wait
+  for the one that got the lock, showing its progress, then find the dataset
+  finished and decode nothing. The kernel releases a dead owner's lock, so
+  the next waiter takes over and decodes only the unfinished chunks.
 
 Runners: ``local`` decodes chunks in ``workers`` processes (default: every
 core); ``beam`` runs the same chunk function as an Apache Beam pipeline
@@ -115,11 +120,17 @@ def prepare_dataset(loaded, out: str | os.PathLike, *, dataset: str, class_names
 
         loaded = DatasetRecords(records=tuple(loaded))
     records = list(loaded.records)
-    store = _open_store(out, dataset=dataset, task=task, class_names=class_names, options=options,
-                        create=index == 0)
+    wanted = _store_options(dataset=dataset, task=task, class_names=class_names, options=options)
+    store = _open_store(out, create=index == 0)
+    # One process of a multi-host run writes the options before the barrier; unrelated
+    # processes take the lock first, so none of them sees the store half-created.
+    if count > 1:
+        _check_options(out, store, wanted, write=index == 0)
     if barrier is not None:
         barrier("mammojax: prepared-dataset store ready")
-    with _exclusive(store, enabled=count == 1):
+    with _exclusive(store, enabled=count == 1, progress=progress):
+        if count == 1:
+            _check_options(out, store, wanted, write=True)
         keys = [record_key(record) for record in records]
         state = _StoreState.scan(store, clean=count == 1)
         if barrier is not None:
@@ -129,6 +140,8 @@ def prepare_dataset(loaded, out: str | os.PathLike, *, dataset: str, class_names
         chunks = plan_chunks(pending, options=options, class_names=class_names, store=store,
                              workers=max(workers, count))
         mine = chunks[index::count]
+        if count == 1:
+            _write_plan(store, chunks)  # what processes waiting for this one show as progress
         _run_chunks(mine, runner=runner, workers=workers, beam_options=beam_options,
                     progress=progress and index == 0, total=len(pending))
         if barrier is not None:
@@ -247,8 +260,9 @@ def write_arrays(out: str | os.PathLike, records: Sequence, images: np.ndarray, 
     out = Path(out)
     images = np.asarray(images, np.float32)
     options = PixelOptions(image_shape=tuple(images.shape[1:3]))
-    store = _open_store(out, dataset=dataset, task="default", class_names=class_names, options=options,
-                        create=True)
+    store = _open_store(out, create=True)
+    _check_options(out, store, _store_options(dataset=dataset, task="default", class_names=class_names,
+                                              options=options), write=True)
     keys = [record_key(record) for record in records]
     items = ((key, record, (image, list(lesions)))
              for key, record, image, lesions in zip(keys, records, images, lesions_input))
@@ -277,9 +291,8 @@ def decode_record(record, options: PixelOptions):
 
     try:
         loaded = screen_image(record.path, max_pixels=options.max_pixels)
-        result = preprocess_image(loaded.pixels, image_size=options.image_shape, orient=options.orient,
-                                  laterality=record.laterality or loaded.meta.laterality,
-                                  crop_breast=options.crop_breast)
+        result = preprocess_image(loaded.pixels, laterality=record.laterality or loaded.meta.laterality,
+                                  **options.preprocess_kwargs())
     except MammojaxError as err:
         return getattr(err, "reason", None) or str(err)
     except MemoryError:
@@ -355,47 +368,112 @@ class _StoreState:
         return cls(done=done, interrupted=interrupted - set(done), chunks=chunks)
 
 
-def _open_store(out: Path, *, dataset: str, task: str, class_names, options: PixelOptions, create: bool) -> Path:
-    """``out/.chunks``, checked against what ``out`` already holds: nothing the user had is overwritten."""
+def _store_options(*, dataset: str, task: str, class_names, options: PixelOptions) -> dict:
+    """What a store records about how its examples were made; a later run must want the same."""
+    return {"format": FORMAT_VERSION, "dataset": dataset, "task": task, "class_names": list(class_names),
+            "options": options.to_json()}
+
+
+def _open_store(out: Path, *, create: bool) -> Path:
+    """``out/.chunks``, created if ``create``; a folder that holds anything else of the user's is refused."""
     store = out / WORK_DIR
-    wanted = {"format": FORMAT_VERSION, "dataset": dataset, "task": task, "class_names": list(class_names),
-              "options": options.to_json()}
     if out.exists() and not out.is_dir():
         raise MammojaxError(f"{out}: exists and is not a directory")
     existing = [p.name for p in out.iterdir()] if out.is_dir() else []
-    if existing and not (store / _OPTIONS_NAME).is_file():
+    # Only ``.chunks`` and no options yet: a store another process is creating right now.
+    if any(name != WORK_DIR for name in existing) and not (store / _OPTIONS_NAME).is_file():
         raise MammojaxError(f"{out}: not empty and not a mammojax prepared dataset; choose another --out")
-    if (store / _OPTIONS_NAME).is_file():
-        try:
-            have = json.loads((store / _OPTIONS_NAME).read_text())
-        except (OSError, ValueError) as err:
-            raise MammojaxError(f"{store / _OPTIONS_NAME}: unreadable ({err})") from None
-        if have != wanted:
-            differences = ", ".join(f"{k}: {have.get(k)} (wanted {v})" for k, v in wanted.items()
-                                    if have.get(k) != v)
-            raise MammojaxError(f"{out}: holds a dataset prepared differently ({differences}); "
-                                "choose another --out")
-        return store
     if create:
         store.mkdir(parents=True, exist_ok=True)
-        write_json(store / _OPTIONS_NAME, wanted, atomic=True)
     return store
 
 
+def _check_options(out: Path, store: Path, wanted: dict, *, write: bool) -> None:
+    """Refuses a store prepared with other options: nothing the user had is overwritten."""
+    path = store / _OPTIONS_NAME
+    if not path.is_file():
+        if write:
+            write_json(path, wanted, atomic=True)
+        return
+    try:
+        have = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise MammojaxError(f"{path}: unreadable ({err})") from None
+    if have != wanted:
+        differences = ", ".join(f"{k}: {have.get(k)} (wanted {v})" for k, v in wanted.items() if have.get(k) != v)
+        raise MammojaxError(f"{out}: holds a dataset prepared differently ({differences}); choose another --out")
+
+
+_PLAN_NAME = "plan.json"
+WAIT_POLL_SECONDS = 0.5
+
+
+def _write_plan(store: Path, chunks: list[dict]) -> None:
+    plan = {"pid": os.getpid(), "chunks": {spec["id"]: len(spec["keys"]) for spec in chunks}}
+    write_json(store / _PLAN_NAME, plan, indent=None, atomic=True)
+
+
+def _planned_progress(store: Path) -> tuple[int | None, int, int]:
+    """``(owner pid, files of its plan in finished chunks, files planned)``, from the owner's ``plan.json``."""
+    try:
+        plan = json.loads((store / _PLAN_NAME).read_text())
+    except (OSError, ValueError):
+        return None, 0, 0
+    planned = plan.get("chunks", {})
+    done = sum(n for chunk_id, n in planned.items() if (store / f"chunk-{chunk_id}.json").is_file())
+    return plan.get("pid"), done, sum(planned.values())
+
+
 @contextlib.contextmanager
-def _exclusive(store: Path, *, enabled: bool):
-    """Only one preparation writes a store at a time (a second one fails at once with a clear error)."""
+def _exclusive(store: Path, *, enabled: bool, progress: bool = True):
+    """Only one preparation writes a store at a time; the others wait for it (showing its progress).
+
+    The lock is an flock, so it dies with its process: a waiter then gets it,
+    scans the store and finishes what the dead owner left.
+    """
     if not enabled:
         yield
         return
     import fcntl
+    import sys
 
-    with open(store / "lock", "w") as handle:
+    with open(store / "lock", "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            raise MammojaxError(f"{store.parent}: another `mammojax data prepare` is writing it") from None
-        yield
+            _wait_for_lock(handle, store, progress=progress, stream=sys.stderr)
+        try:
+            yield
+        finally:
+            (store / _PLAN_NAME).unlink(missing_ok=True)
+
+
+def _wait_for_lock(handle, store: Path, *, progress: bool, stream) -> None:
+    import fcntl
+
+    from mammojax.progress import progress_bar
+
+    pid, done, total = _planned_progress(store)
+    owner = f"process {pid}" if pid else "another process"
+    print(f"mammojax: {store.parent}: {owner} is preparing it; waiting for it to finish "
+          f"({done} of {total} files so far)", file=stream, flush=True)
+    bar = progress_bar(total, desc="waiting for the preparation", initial=done,
+                       enabled=None if progress else False)
+    try:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                time.sleep(WAIT_POLL_SECONDS)
+            pid_now, done, total = _planned_progress(store)
+            if total != bar.total:
+                bar.reset(total=total)
+            bar.n = done
+            bar.refresh()
+    finally:
+        bar.close()
+    print(f"mammojax: {store.parent}: the other preparation ended; going on", file=stream, flush=True)
 
 
 def _run_chunks(chunks: list[dict], *, runner: str, workers: int, beam_options: Sequence[str],

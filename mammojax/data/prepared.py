@@ -70,15 +70,25 @@ class PixelOptions:
     orient: bool = False
     crop_breast: bool = False
     max_pixels: int = 80_000_000
+    fix_inverted: bool = False
 
     def to_json(self) -> dict:
-        return {"image_shape": list(self.image_shape), "orient": self.orient,
+        data = {"image_shape": list(self.image_shape), "orient": self.orient,
                 "crop_breast": self.crop_breast, "max_pixels": self.max_pixels}
+        if self.fix_inverted:  # only when on: datasets prepared before the option keep their identity
+            data["fix_inverted"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: dict) -> "PixelOptions":
         return cls(image_shape=tuple(int(v) for v in data["image_shape"]), orient=bool(data["orient"]),
-                   crop_breast=bool(data["crop_breast"]), max_pixels=int(data["max_pixels"]))
+                   crop_breast=bool(data["crop_breast"]), max_pixels=int(data["max_pixels"]),
+                   fix_inverted=bool(data.get("fix_inverted", False)))
+
+    def preprocess_kwargs(self) -> dict:
+        """The keyword arguments of :func:`mammojax.data.preprocess.preprocess_image` these options set."""
+        return {"image_size": self.image_shape, "orient": self.orient, "crop_breast": self.crop_breast,
+                "fix_inverted": self.fix_inverted}
 
     @classmethod
     def from_config(cls, data_config) -> "PixelOptions":
@@ -88,7 +98,8 @@ class PixelOptions:
         get = data_config.get
         return cls(image_shape=input_shape(get("image_size")), orient=bool(get("orient", False)),
                    crop_breast=bool(get("crop_breast", False)),
-                   max_pixels=int(get("max_pixels", 80_000_000) or 80_000_000))
+                   max_pixels=int(get("max_pixels", 80_000_000) or 80_000_000),
+                   fix_inverted=bool(get("fix_inverted", False)))
 
 
 def example_features(image_shape: tuple[int, int], class_names: Sequence[str]):

@@ -7,6 +7,9 @@ the cached output of this function and only adds random augmentation.
 
 Steps, in order (each one optional step off by default):
 
+0. inversion fix (``fix_inverted``): a film whose background is white (a
+   MONOCHROME1 film exported without its inversion, or a negative scan) is
+   inverted back, whatever its format; see :func:`looks_inverted`;
 1. breast crop (``crop_breast``): Otsu threshold on a downsampled copy, the
    bounding box of the largest bright connected region, plus a 2 % margin;
    an image with no bright region keeps its full frame;
@@ -55,6 +58,14 @@ ORIENT_MIN_IMBALANCE = 0.10
 _DETECT_SIZE = 256
 # Smallest model-input side: ResNet's five stride-2 stages need some pixels left.
 MIN_INPUT_SIDE = 8
+# Inversion test (looks_inverted): the frame band's width (fraction of each side), how close to
+# an extreme a pixel must be (fraction of the range) to count as that extreme, and the share of
+# the frame that must sit at the bright extreme. On the 2,532 RSNA screening JPEGs the inverted
+# films have 53-100 % of their frame at the bright end and at most 14 % at the dark end; the
+# others at most 31 % bright and at least 29 % dark: a wide gap on either side of the rule.
+INVERSION_FRAME = 1 / 40
+INVERSION_TOLERANCE = 0.1
+INVERSION_MIN_BRIGHT_FRAME = 0.45
 
 
 def input_shape(value, *, name: str | None = "image_size", minimum: int = MIN_INPUT_SIDE) -> tuple[int, int]:
@@ -106,6 +117,7 @@ class Geometry:
         resized_shape: (h, w) of the content inside the model input.
         pad_offset: (top, left) of the content inside the model input.
         input_shape: (H, W) of the model input.
+        inverted: the film's grey levels were inverted first (white background).
     """
 
     original_shape: tuple[int, int]
@@ -114,6 +126,7 @@ class Geometry:
     resized_shape: tuple[int, int]
     pad_offset: tuple[int, int]
     input_shape: tuple[int, int]
+    inverted: bool = False
 
     @property
     def scale(self) -> tuple[float, float]:
@@ -185,6 +198,7 @@ class Geometry:
             resized_shape=tuple(int(v) for v in data["resized_shape"]),
             pad_offset=tuple(int(v) for v in data["pad_offset"]),
             input_shape=input_shape(data["input_shape"] if "input_shape" in data else data["image_size"]),
+            inverted=bool(data.get("inverted", False)),
         )
 
 
@@ -202,6 +216,7 @@ def preprocess_image(
     orient: bool = False,
     laterality: str | None = None,
     crop_breast: bool = False,
+    fix_inverted: bool = False,
 ) -> Preprocessed:
     """Crop, orient, resize, pad and z-score one image (see the module doc).
 
@@ -212,6 +227,8 @@ def preprocess_image(
         orient: flip so the chest wall is on the left.
         laterality: "L"/"R"/None; breaks ties of the content-based orientation.
         crop_breast: crop to the breast's bounding box first.
+        fix_inverted: invert a film with a white background first (:func:`looks_inverted`);
+            ``geometry.inverted`` says whether it was.
     """
     image = np.asarray(pixels, dtype=np.float32)
     if image.ndim == 3 and image.shape[-1] == 1:
@@ -221,6 +238,9 @@ def preprocess_image(
     out_height, out_width = input_shape(image_size)
     if not np.all(np.isfinite(image)):
         image = np.nan_to_num(image, nan=0.0, posinf=0.0, neginf=0.0)
+    inverted = bool(fix_inverted) and looks_inverted(image)
+    if inverted:
+        image = float(image.max()) + float(image.min()) - image  # the same range, dark background
 
     height, width = image.shape
     box = breast_bbox(image) if crop_breast else (0, 0, height, width)
@@ -249,6 +269,7 @@ def preprocess_image(
         resized_shape=resized_shape,
         pad_offset=pad_offset,
         input_shape=(out_height, out_width),
+        inverted=inverted,
     )
     # Rounded to float16 precision (then float32 again): the decoded-image cache
     # stores float16, so a film read straight from its file (predict, explain,
@@ -259,6 +280,32 @@ def preprocess_image(
     # film at 1024x1024) would otherwise shift every value with the input shape.
     image = zscore(canvas, reference=content).astype(np.float16).astype(np.float32)
     return Preprocessed(image[..., None], geometry)
+
+
+def looks_inverted(image: np.ndarray) -> bool:
+    """True when a film's background is white: its frame sits mostly at the bright extreme.
+
+    A mammogram's frame is mostly background (the breast meets at most the
+    chest-wall edge and parts of two others), and background is one flat
+    extreme of the range: dark when the film is the right way round. So the
+    frame band (``INVERSION_FRAME`` of each side) is compared with the
+    extremes: inverted when at least ``INVERSION_MIN_BRIGHT_FRAME`` of it is
+    within ``INVERSION_TOLERANCE`` of the maximum and more of it is bright
+    than dark by a factor of 2. A dense breast touching the frame is mid-grey,
+    not at an extreme, and an image without contrast is never inverted.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    low, high = float(image.min()), float(image.max())
+    if not high - low > 1e-6 * max(1.0, abs(high)):
+        return False
+    band_rows = max(1, round(image.shape[0] * INVERSION_FRAME))
+    band_cols = max(1, round(image.shape[1] * INVERSION_FRAME))
+    frame = np.concatenate([image[:band_rows].ravel(), image[-band_rows:].ravel(),
+                            image[:, :band_cols].ravel(), image[:, -band_cols:].ravel()])
+    tolerance = INVERSION_TOLERANCE * (high - low)
+    bright = float((frame >= high - tolerance).mean())
+    dark = float((frame <= low + tolerance).mean())
+    return bright >= INVERSION_MIN_BRIGHT_FRAME and bright > 2 * dark
 
 
 def breast_mask(image: np.ndarray, geometry: Geometry | None = None) -> np.ndarray:

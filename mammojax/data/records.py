@@ -92,6 +92,10 @@ class Exclusion:
     source: str = ""
 
 
+# data summary lists a column's values one by one up to this many (site, machine, BI-RADS, ...).
+MAX_LISTED_VALUES = 16
+
+
 @dataclass(frozen=True)
 class DatasetRecords:
     """What an adapter returns: usable records and excluded files.
@@ -131,6 +135,38 @@ class DatasetRecords:
         """How many files were left out for each reason."""
         return dict(collections.Counter(e.reason for e in self.excluded).most_common())
 
+    def column_summary(self) -> dict[str, dict]:
+        """The adapter's extra columns (RSNA: site, machine, age, ...), per label.
+
+        A column with at most ``MAX_LISTED_VALUES`` values gets a count per
+        value and label; a numeric one with more gets its mean per label
+        (women with cancer are older in RSNA: a shortcut to know about).
+        """
+        columns: dict[str, dict] = {}
+        keys = sorted({key for r in self.records for key, _ in r.extra})
+        for key in keys:
+            pairs = [(str(r.label), dict(r.extra).get(key, "")) for r in self.records]
+            values = {v for _, v in pairs if v != ""}
+            if not values:
+                continue
+            if len(values) <= MAX_LISTED_VALUES:
+                counts: dict = {}
+                for label, value in pairs:
+                    counts.setdefault(value or "blank", {}).setdefault(label, 0)
+                    counts[value or "blank"][label] += 1
+                columns[key] = {"counts": dict(sorted(counts.items()))}
+                continue
+            try:
+                numbers = [(label, float(v)) for label, v in pairs if v != ""]
+            except ValueError:
+                columns[key] = {"distinct": len(values)}
+                continue
+            means = {label: round(sum(x for lab, x in numbers if lab == label)
+                                  / sum(1 for lab, _ in numbers if lab == label), 2)
+                     for label in sorted({lab for lab, _ in numbers})}
+            columns[key] = {"mean_by_label": means, "missing": len(pairs) - len(numbers)}
+        return columns
+
     def summary(self) -> dict[str, Any]:
         """Counts for reports and ``mammojax data summary --json``."""
         return {
@@ -142,6 +178,7 @@ class DatasetRecords:
             "excluded": len(self.excluded),
             "exclusion_reasons": self.exclusion_counts(),
             "notes": dict(self.notes),
+            "columns": self.column_summary(),
         }
 
 

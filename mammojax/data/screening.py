@@ -9,8 +9,10 @@ report what it left out and why, instead of crashing on file 3,817 of 10,000:
 - wrong shape: not a 2-D grayscale image, or a side shorter than ``min_size``,
 - constant image: every pixel the same value, so there is no content.
 
-Files that read fine but should not be scored are kept and *flagged*:
-FOR PROCESSING DICOMs (raw detector data, :data:`FOR_PROCESSING_REASON`).
+Files that read fine but need a note are kept and *flagged*: FOR
+PROCESSING DICOMs (raw detector data, :data:`FOR_PROCESSING_REASON`), and
+films with a white background (:data:`INVERTED_REASON`), which
+preprocessing with ``fix_inverted`` (the default) puts right.
 """
 
 from __future__ import annotations
@@ -20,11 +22,13 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from mammojax.data.preprocess import looks_inverted
 from mammojax.data.readers import DEFAULT_MAX_PIXELS, ImageMeta, LoadedImage, read_image
 from mammojax.errors import ImageReadError
 
 # Said wherever a FOR PROCESSING image is met (summary, predict rows).
 FOR_PROCESSING_REASON = "FOR PROCESSING (raw detector data), scores are not meaningful"
+INVERTED_REASON = "inverted (white background); put right when preprocessed with fix_inverted"
 
 
 def image_flags(meta: ImageMeta) -> tuple[str, ...]:
@@ -91,6 +95,8 @@ def screen_files(
             ok.append(str(path))
             if flagged is not None:
                 flagged.extend(Exclusion(str(path), reason) for reason in image_flags(loaded.meta))
+                if looks_inverted(loaded.pixels):
+                    flagged.append(Exclusion(str(path), INVERTED_REASON))
             del loaded
         if progress is not None:
             progress(done)

@@ -323,12 +323,13 @@ def _prepared_for_checkpoint(ckpt, config: dict, dataset: str, data_dir, *, task
     if prepared:
         opened = open_prepared(prepared)
         have = opened.options
-        if (have.image_shape, have.orient, have.crop_breast) != (wanted.image_shape, wanted.orient,
-                                                                 wanted.crop_breast):
+        pixels = lambda o: (o.image_shape, o.orient, o.crop_breast, o.fix_inverted)  # noqa: E731
+        if pixels(have) != pixels(wanted):
             raise MammojaxError(f"{opened.path}: prepared at {have.image_shape[0]}x{have.image_shape[1]} "
-                                f"(orient={have.orient}, crop_breast={have.crop_breast}), but the model reads "
+                                f"(orient={have.orient}, crop_breast={have.crop_breast}, "
+                                f"fix_inverted={have.fix_inverted}), but the model reads "
                                 f"{wanted.image_shape[0]}x{wanted.image_shape[1]} (orient={wanted.orient}, "
-                                f"crop_breast={wanted.crop_breast})")
+                                f"crop_breast={wanted.crop_breast}, fix_inverted={wanted.fix_inverted})")
         if opened.name != dataset:
             raise MammojaxError(f"{opened.path}: prepared from dataset {opened.name!r}, not {dataset!r}")
         return opened

@@ -107,6 +107,7 @@ def _adopt(config, prepared) -> None:
     config.data.image_size = image_size_of(options.image_shape)
     config.data.orient = options.orient
     config.data.crop_breast = options.crop_breast
+    config.data.fix_inverted = options.fix_inverted
 
 
 def prepare_training_data(config, workdir, *, progress: bool = True) -> TrainingData:

@@ -9,20 +9,28 @@ every epoch; the best epoch by ``train.best_metric`` becomes ``best/``.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
 
 
-def train(config, workdir: str | Path) -> dict:
-    """Trains ``config`` in ``workdir``; returns :func:`mammojax.train.loop.fit`'s summary."""
+def train(config, workdir: str | Path, *, data=None, identity_extra: dict | None = None) -> dict:
+    """Trains ``config`` in ``workdir``; returns :func:`mammojax.train.loop.fit`'s summary.
+
+    ``data`` (a :class:`~mammojax.train.data.TrainingData`) replaces the
+    config's dataset and split: cross-validation passes each fold's films.
+    ``identity_extra`` (JSON values) is added to what a checkpoint in
+    ``workdir`` must match to be resumed, e.g. which films a fold trains on.
+    """
     from mammojax.train.checkpointing import run_identity
     from mammojax.train.loop import fit
 
-    return fit(config, workdir, _prepare, identity=run_identity(config))
+    identity = {**run_identity(config), **(identity_extra or {})}
+    return fit(config, workdir, functools.partial(_prepare, data=data), identity=identity)
 
 
-def _prepare(run):
+def _prepare(run, *, data):
     import jax
 
     from mammojax.data.pipeline import steps_per_epoch, train_batches
@@ -30,7 +38,8 @@ def _prepare(run):
     from mammojax.train.loop import Feed, evaluate, host_variables
 
     config = run.config
-    data = prepare_training_data(config, run.workdir, progress=run.is_main)
+    if data is None:
+        data = prepare_training_data(config, run.workdir, progress=run.is_main)
     num_classes = int(config.model.num_classes)
     weights = data.class_weights(num_classes) if config.optim.class_weighting \
         else np.ones(num_classes, np.float32)

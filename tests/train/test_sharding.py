@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from train_support import assert_same_training, finish, run_sharding_check, start_worker
+from train_worker import GLOBAL_BATCH, IMAGE_SIZE
 
 
 def _assert_split(rows: np.ndarray, batch_size: int, devices: int) -> None:
@@ -43,7 +44,7 @@ def test_eight_devices_match_one_device(tmp_path):
     import numpy as np
 
     assert int(np.load(eight)["devices"]) == 8
-    assert_same_training(one, eight)
+    assert_same_training(one, eight, batch=GLOBAL_BATCH, image_size=IMAGE_SIZE)
 
 
 def test_batch_not_divisible_by_devices_is_a_clear_error():

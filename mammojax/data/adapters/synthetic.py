@@ -55,6 +55,8 @@ def ensure_phantoms(root: Path, *, count: int, size: int, seed: int) -> Path:
         raise MammojaxError(f"{root}: cannot write the synthetic dataset: {err.strerror}") from None
     try:
         write_phantoms(scratch, count=count, size=size, seed=seed)
+        if _complete(folder, count=count, size=size, seed=seed):
+            return folder  # a job started beside this one wrote it first; others may be reading it
         if folder.exists():  # an older or broken copy
             shutil.rmtree(folder)
         try:

@@ -1,4 +1,5 @@
-"""The mini-MIAS cross-validation recipe: pooling, window scoring, and real smoke runs of `mammojax cv` and `train`.
+"""Cross-validation in the core (any dataset, any trainer): pooling per level, window scoring, and real
+smoke runs of `mammojax cv` (MIAS with the patch trainer; phantoms with the whole-image trainer) and `train`.
 
 Patch sampling and the patch trainer itself are tested in tests/train/.
 """
@@ -32,24 +33,32 @@ def _phantoms():
     return images, labels, lesions
 
 
-def test_pooled_metrics_use_each_folds_threshold_and_patient_max():
-    from mammojax.recipes.mias_cv import _by_patient as patient_max
-    from mammojax.recipes.mias_cv import pool_folds
+def test_pooled_metrics_use_each_folds_operating_point_per_level():
+    from mammojax.config import base_config
+    from mammojax.train.cross_validation import pool_folds
 
-    y, s, ids = patient_max([0, 1, 0, 0], [0.2, 0.9, 0.4, 0.1], ["a", "a", "b", "b"])
-    assert ids == ["a", "b"] and list(y) == [1, 0] and list(s) == [0.9, 0.4]
+    config = base_config()
+    # Margins; with temperature 1 a probability is sigmoid(margin). Fold 0 calls >= 0.5 positive at
+    # every level; fold 1 calls images >= 0.2, but breasts and women only >= 0.9.
     predictions = [
-        # fold 0 calls >= 0.5 positive, fold 1 calls >= 0.2 positive.
-        {"fold": 0, "patient_id": "a", "label": 1, "probability": 0.6, "tau_image": 0.5, "tau_patient": 0.5},
-        {"fold": 0, "patient_id": "b", "label": 0, "probability": 0.4, "tau_image": 0.5, "tau_patient": 0.5},
-        {"fold": 1, "patient_id": "c", "label": 1, "probability": 0.3, "tau_image": 0.2, "tau_patient": 0.2},
-        {"fold": 1, "patient_id": "d", "label": 0, "probability": 0.25, "tau_image": 0.2, "tau_patient": 0.9},
+        {"fold": 0, "patient_id": "a", "laterality": "L", "label": 1, "margin": 0.4},
+        {"fold": 0, "patient_id": "a", "laterality": "R", "label": 0, "margin": -3.0},
+        {"fold": 0, "patient_id": "b", "laterality": "L", "label": 0, "margin": -0.4},
+        {"fold": 1, "patient_id": "c", "laterality": "L", "label": 1, "margin": -0.85},
+        {"fold": 1, "patient_id": "d", "laterality": "L", "label": 0, "margin": -1.1},
     ]
-    pooled = pool_folds(predictions, n_boot=20, seed=0)
-    assert pooled["image"]["sensitivity"] == 1.0  # 0.6 >= 0.5 and 0.3 >= 0.2
-    assert pooled["image"]["specificity"] == 0.5  # 0.25 >= 0.2 is a false call at fold 1's tau
-    assert pooled["patient"]["specificity"] == 1.0  # patient tau of fold 1 is 0.9
-    assert pooled["image"]["auc"] == pytest.approx(0.75)
+    folds = [{"fold": 0, **{f"tau_{lv}": 0.5 for lv in ("image", "breast", "patient")},
+              **{f"temperature_{lv}": 1.0 for lv in ("image", "breast", "patient")}},
+             {"fold": 1, "tau_image": 0.2, "tau_breast": 0.9, "tau_patient": 0.9,
+              **{f"temperature_{lv}": 1.0 for lv in ("image", "breast", "patient")}}]
+    pooled = pool_folds(predictions, folds, config, n_boot=20, seed=0)
+    # images: sigmoid(0.4)=0.60 >= 0.5 and sigmoid(-0.85)=0.30 >= 0.2 are hits; sigmoid(-1.1)=0.25 >= 0.2 is false
+    assert pooled["image"]["sensitivity"] == 1.0 and pooled["image"]["specificity"] == pytest.approx(2 / 3)
+    assert pooled["image"]["n"] == 5 and pooled["breast"]["n"] == 5 and pooled["patient"]["n"] == 4
+    # women: a (max 0.60 >= 0.5) hit, b negative, c (0.30 < 0.9) missed, d (0.25 < 0.9) correctly negative
+    assert pooled["patient"]["sensitivity"] == 0.5 and pooled["patient"]["specificity"] == 1.0
+    # The pooled AUC ranks every fold's probabilities together: 5 of the 6 positive-negative pairs are right.
+    assert pooled["image"]["auc"] == pytest.approx(5 / 6)
 
 
 @pytest.mark.slow
@@ -73,7 +82,7 @@ def test_smoke_cross_validation_command_on_real_mias(tmp_path, monkeypatch):
         assert fold_of.setdefault(row["patient_id"], row["fold"]) == row["fold"], "a woman in two test folds"
     assert len(fold_of) == 121  # every woman tested exactly once
     assert {int(r["label"]) for r in rows} == {0, 1}
-    for level in ("image", "patient"):
+    for level in ("image", "breast", "patient"):
         pooled = result["pooled"][level]
         assert 0.0 <= pooled["auc_low"] <= pooled["auc"] <= pooled["auc_high"] <= 1.0
         assert 0.0 <= pooled["sensitivity"] <= 1.0 and 0.0 <= pooled["specificity"] <= 1.0
@@ -85,7 +94,7 @@ def test_smoke_cross_validation_command_on_real_mias(tmp_path, monkeypatch):
     meta = json.loads((workdir / "fold2" / "mammojax.json").read_text())
     assert meta["config"]["data"]["fold"] == 2 and meta["config"]["data"]["num_folds"] == 5
     assert meta["tau"] == pytest.approx(result["folds"][2]["tau_image"])
-    assert meta["temperature"] == pytest.approx(result["folds"][2]["temperature"])
+    assert meta["temperature"] == pytest.approx(result["folds"][2]["temperature_image"])
     assert {k: meta["scoring"][k] for k in ("kind", "size", "stride", "top_k", "tta_hflip")} == \
         {"kind": "windows", "size": 32, "stride": 16, "top_k": 3, "tta_hflip": False}  # as mias_smoke scores
     assert set(meta["operating_points"]) == {"image", "breast", "patient"}
@@ -93,17 +102,18 @@ def test_smoke_cross_validation_command_on_real_mias(tmp_path, monkeypatch):
     network = workdir / "networks" / "fold2-member0"
     assert (network / "best" / "mammojax.json").is_file() and list((network / "checkpoints").iterdir())
     assert json.loads((network / "config.json").read_text())["seed"] == 2
+    assert result["shortcuts"] is None  # MIAS has no acquisition metadata to check
 
     # Run again with two networks per fold: the first of each fold is read back, not retrained
     # (a killed run resumes the same way), and the ensemble's scores are its own.
     from mammojax import runtime
-    from mammojax.recipes.mias_cv import run_mias_cv
+    from mammojax.train.cross_validation import run_cv
 
     runtime.setup()
     config = load_config(REPO / "configs" / "mias_smoke.py", [f"--config.data.data_dir={MIAS}",
                                                                "--config.cv.ensemble=2"])
     lines = []
-    bigger = run_mias_cv(config, workdir, log=lines.append)
+    bigger = run_cv(config, workdir, log=lines.append)
     reused = [line for line in lines if "trained network read from" in line]
     assert len(reused) == 5 and all("member 1:" in line for line in reused)
     assert sorted(p.name for p in (workdir / "networks").iterdir()) == sorted(
@@ -114,7 +124,7 @@ def test_smoke_cross_validation_command_on_real_mias(tmp_path, monkeypatch):
     # Networks of another configuration in the workdir are refused, not reused or overwritten.
     config.train.epochs = 3
     with pytest.raises(MammojaxError, match="different run.*train.epochs=2 \\(config: 3\\)"):
-        run_mias_cv(config, workdir, log=lambda _: None)
+        run_cv(config, workdir, log=lambda _: None)
 
 
 def test_windows_cover_the_breast():
@@ -127,7 +137,7 @@ def test_windows_cover_the_breast():
 
 
 def test_contralateral_score_subtracts_the_other_breast():
-    from mammojax.recipes.mias_cv import contralateral_logits
+    from mammojax.train.cross_validation import contralateral_logits
 
     logits = np.array([[0.0, 2.0], [0.0, 0.5], [1.0, 1.0], [0.0, 3.0]])
     out = contralateral_logits(logits, ["a", "a", "b", "c"], weight=1.0)
@@ -213,3 +223,36 @@ def test_the_mias_config_scores_films_by_windows():
     config.eval.scoring = "tiles"
     with pytest.raises(MammojaxError, match="eval.scoring must be one of whole, windows"):
         film_scoring_from_config(config)
+
+
+@pytest.mark.slow
+def test_cross_validation_of_the_whole_image_trainer_on_phantoms(tmp_path):
+    """The same core CV with the paper's trainer: each fold's best epoch, three levels, resumable."""
+    from mammojax import runtime
+    from mammojax.train.cross_validation import run_cv
+
+    runtime.setup()
+    config = load_config(REPO / "configs" / "default.py", [
+        "--config.data.dataset=synthetic", "--config.data.synthetic_count=48", "--config.data.image_size=32",
+        "--config.cv.num_folds=2", "--config.train.epochs=2", "--config.train.batch_size=4",
+        "--config.eval.bootstrap=20", "--config.data.val_fraction=0.34"])
+    workdir = tmp_path / "cv"
+    result = run_cv(config, workdir, log=lambda _: None)
+    assert result["settings"]["recipe"] == "whole_image" and len(result["folds"]) == 2
+    for level, count in (("image", 48), ("breast", 24), ("patient", 12)):
+        assert result["pooled"][level]["n"] == count
+        assert 0.0 <= result["pooled"][level]["auc_low"] <= result["pooled"][level]["auc_high"] <= 1.0
+    assert result["shortcuts"] is None  # phantoms carry no acquisition metadata
+    # The fold checkpoint holds the network of the trainer's best epoch, and its operating points.
+    import jax
+
+    from mammojax.checkpoint import load_checkpoint
+
+    fold, best = load_checkpoint(workdir / "fold1"), load_checkpoint(workdir / "networks" / "fold1-member0" / "best")
+    for x, y in zip(jax.tree_util.tree_leaves(fold.variables), jax.tree_util.tree_leaves(best.variables)):
+        np.testing.assert_array_equal(x, y)
+    assert set(fold.meta["operating_points"]) == {"image", "breast", "patient"}
+    lines = []
+    again = run_cv(config, workdir, log=lines.append)  # a rerun reads both networks back
+    assert sum("trained network read from" in line for line in lines) == 2
+    assert again["pooled"] == result["pooled"]
