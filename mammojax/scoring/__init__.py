@@ -7,7 +7,7 @@ or from a model and variables during training) is what ``predict``,
 checkpoint stores it and :func:`film_scoring_from_meta` is its one reader.
 """
 
-from mammojax.scoring.film_scoring import (FilmScoring, film_scoring_from_config,
+from mammojax.film_scoring import (FilmScoring, film_scoring_from_config,
                                            film_scoring_from_meta)
 from mammojax.scoring.scorer import (POSITIVE_CLASS, PathScore, ReadFilm, Scorer, film_cam,
                                      film_logits, patch_margins, probabilities)
