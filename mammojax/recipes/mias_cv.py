@@ -33,9 +33,24 @@ from typing import Callable
 
 import numpy as np
 
+from mammojax.checkpoint import make_meta, save_checkpoint
 from mammojax.data.preprocess import image_size_of
+from mammojax.data.splits import check_no_leakage, kfold_patients, split_patients
 from mammojax.errors import MammojaxError
-from mammojax.scoring.scorer import probabilities
+from mammojax.evaluation.aggregate import aggregate
+from mammojax.evaluation.bootstrap import bootstrap_ci
+from mammojax.evaluation.calibration import fit_temperature, probabilities
+from mammojax.evaluation.metrics import classification_metrics, confusion_counts, rates_from_counts, roc_auc, roc_curve
+from mammojax.evaluation.operating_points import fit_from_config, to_meta
+from mammojax.evaluation.thresholds import choose_threshold
+from mammojax.jsonio import write_json
+from mammojax.scoring import FilmScoring, Scorer
+from mammojax.train import patch_trainer
+from mammojax.train.data import TrainingData, adopt_prepared_options, prepared_dataset
+from mammojax.train.loop import host_variables
+from mammojax.train.patches import PatchSettings, PatchSource, plan_epoch
+from mammojax.train.validation import validation_logits
+from mammojax.workdir import CV_PREDICTIONS, CV_RESULTS, CV_ROC, CV_TABLE, Workdir
 
 PURPOSE_INNER_SPLIT = 303
 PURPOSE_PATCH_AUC = 304
@@ -67,12 +82,7 @@ def run_mias_cv(config, workdir: str | os.PathLike, *, log: Callable[[str], None
     ``config.cv.num_folds`` folds (>= 2), inner validation share
     ``config.data.val_fraction``. Returns the dict written to ``results.json``.
     """
-    from mammojax.data.splits import check_no_leakage, kfold_patients, split_patients
-    from mammojax.models import create_model
-    from mammojax.train.data import TrainingData, adopt_prepared_options, prepared_dataset
-    from mammojax.train.loop import validation_logits
-    from mammojax.train.patches import PatchSettings
-    from mammojax.workdir import Workdir
+    from mammojax.models import create_model  # the zoo imports JAX and flax at the top
 
     started = time.time()
     workdir = Workdir(workdir)
@@ -177,9 +187,6 @@ def _trained_network(directory: Path, config, data, *, fold: int, member: int, l
     its checkpoints also record which films it trains on, so a workdir of
     another configuration or split is refused, never reused or overwritten.
     """
-    from mammojax.train import patch_trainer
-    from mammojax.train.loop import host_variables
-
     network_config = config.copy_and_resolve_references()
     network_config.seed = int(config.seed) * 1000 + fold + 100 * member
     films = sorted(Path(r.path).name for r in data.train.records) + ["|"] + \
@@ -198,10 +205,6 @@ def patch_auc(model, variables, cache, settings, *, seed: int) -> float:
     A diagnostic on inner-validation women: it separates "the patch classifier
     does not generalise" from "film-level pooling loses what it learned".
     """
-    from mammojax.evaluation.metrics import roc_auc
-    from mammojax.scoring import FilmScoring, Scorer
-    from mammojax.train.patches import PatchSource, plan_epoch
-
     source = PatchSource(cache, settings)
     plan = plan_epoch(source, np.random.default_rng([seed, PURPOSE_PATCH_AUC]), mine=False)
     if len(set(plan.label.tolist())) < 2:
@@ -236,15 +239,11 @@ def contralateral_logits(logits: np.ndarray, patients, weight: float) -> np.ndar
 
 
 def _single_breast_auc(predictions: list[dict]) -> float:
-    from mammojax.evaluation.metrics import roc_auc
-
     return float(roc_auc([p["label"] for p in predictions], [p["probability_single_breast"] for p in predictions]))
 
 
 def _by_patient(labels, scores, patients):
     """Per-woman labels and scores (max over her views): :mod:`mammojax.evaluation.aggregate`."""
-    from mammojax.evaluation.aggregate import aggregate
-
     patients = [str(p) for p in patients]
     grouped = aggregate(labels, scores, patients, patients, "max")
     return grouped.labels, grouped.scores, grouped.keys
@@ -252,10 +251,6 @@ def _by_patient(labels, scores, patients):
 
 def choose_operating_point(val_logits: np.ndarray, val_labels: np.ndarray, val_patients, config) -> dict:
     """Temperature (image NLL) and thresholds (config policy) from inner-validation data only."""
-    from mammojax.evaluation.calibration import fit_temperature
-    from mammojax.evaluation.metrics import roc_auc
-    from mammojax.evaluation.thresholds import choose_threshold
-
     temperature = fit_temperature(val_logits, val_labels) if config.eval.calibrate else 1.0
     probs = probabilities(val_logits, temperature)
     policy = dict(policy=config.eval.threshold_policy, tau=float(config.eval.tau), target=float(config.eval.target))
@@ -268,9 +263,6 @@ def choose_operating_point(val_logits: np.ndarray, val_labels: np.ndarray, val_p
 
 
 def _level_metrics(labels, scores, groups, tau: float, n_boot: int, seed: int) -> dict:
-    from mammojax.evaluation.bootstrap import bootstrap_ci
-    from mammojax.evaluation.metrics import classification_metrics
-
     metrics = classification_metrics(labels, scores, tau)
     ci = bootstrap_ci(labels, scores, groups, n_resamples=n_boot, seed=seed)
     metrics.update(auc_low=ci["low"], auc_high=ci["high"])
@@ -291,9 +283,6 @@ def pool_folds(predictions: list[dict], n_boot: int, seed: int) -> dict:
     Decisions are pooled as made (``probability >= tau`` of that fold); the
     pooled AUC ranks calibrated probabilities of different fold models together.
     """
-    from mammojax.evaluation.bootstrap import bootstrap_ci
-    from mammojax.evaluation.metrics import confusion_counts, rates_from_counts, roc_auc
-
     labels = np.array([p["label"] for p in predictions])
     probs = np.array([p["probability"] for p in predictions])
     patients = [p["patient_id"] for p in predictions]
@@ -320,9 +309,6 @@ def _save_fold_checkpoint(directory: Path, variables: dict, config, fold: int, k
     fitted on the inner-validation films scored one at a time (``val_logits``),
     as ``eval`` scores them: it has no other-breast term.
     """
-    from mammojax.checkpoint import make_meta, save_checkpoint
-    from mammojax.evaluation.operating_points import fit_from_config, to_meta
-
     fold_config = config.copy_and_resolve_references()
     fold_config.data.num_folds = k
     fold_config.data.fold = fold
@@ -384,8 +370,6 @@ def plot_roc(result: dict, predictions: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mammojax.evaluation.metrics import roc_curve
-
     fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
     for fold in result["folds"]:
         part = [p for p in predictions if p["fold"] == fold["fold"]]
@@ -405,9 +389,6 @@ def plot_roc(result: dict, predictions: list[dict], path: Path) -> None:
 
 def write_outputs(workdir, result: dict, predictions: list[dict]) -> None:
     """The report files in ``workdir`` (a :class:`mammojax.workdir.Workdir`)."""
-    from mammojax.jsonio import write_json
-    from mammojax.workdir import CV_PREDICTIONS, CV_RESULTS, CV_ROC, CV_TABLE
-
     root = workdir.root
     write_json(root / CV_RESULTS, result, indent=1)
     (root / CV_TABLE).write_text(render_table(result))

@@ -13,21 +13,22 @@ from pathlib import Path
 
 import numpy as np
 
+from mammojax.data.pipeline import steps_per_epoch, train_batches
+from mammojax.train.data import prepare_training_data
+from mammojax.train.loop import Feed, fit, host_variables
+from mammojax.train.validation import evaluate
+
 
 def train(config, workdir: str | Path) -> dict:
     """Trains ``config`` in ``workdir``; returns :func:`mammojax.train.loop.fit`'s summary."""
+    # Imports orbax and JAX at the top: this module stays light until a run starts (after runtime.setup()).
     from mammojax.train.checkpointing import run_identity
-    from mammojax.train.loop import fit
 
     return fit(config, workdir, _prepare, identity=run_identity(config))
 
 
 def _prepare(run):
     import jax
-
-    from mammojax.data.pipeline import steps_per_epoch, train_batches
-    from mammojax.train.data import prepare_training_data
-    from mammojax.train.loop import Feed, evaluate, host_variables
 
     config = run.config
     data = prepare_training_data(config, run.workdir, progress=run.is_main)
