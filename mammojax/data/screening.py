@@ -21,6 +21,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from mammojax.data.readers import DEFAULT_MAX_PIXELS, ImageMeta, LoadedImage, read_image
+from mammojax.data.records import Exclusion
 from mammojax.errors import ImageReadError
 
 # Said wherever a FOR PROCESSING image is met (summary, predict rows).
@@ -74,8 +75,6 @@ def screen_files(
     Returns:
         ``(ok_paths, exclusions)``, both in input order.
     """
-    from mammojax.data.records import Exclusion
-
     ok: list[str] = []
     excluded: list = []
     for done, path in enumerate(paths, start=1):
