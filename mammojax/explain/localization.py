@@ -27,7 +27,7 @@ import numpy as np
 from mammojax.data.readers import read_image
 from mammojax.errors import MammojaxError
 
-# Purpose id for np.random.default_rng([seed, purpose, index]) (architecture.md).
+# Purpose id for np.random.default_rng([seed, purpose, index]) (docs/ARCHITECTURE.md).
 PURPOSE_DELETION = 601
 
 

@@ -29,7 +29,7 @@ from mammojax.runtime import default_cache_dir
 
 TASKS = {"default": Task("phantom with a synthetic lesion vs without", ("normal", "lesion"))}
 VIEWS_PER_PATIENT = (("L", "CC"), ("L", "MLO"), ("R", "CC"), ("R", "MLO"))
-# Purpose ids for np.random.default_rng([seed, purpose, ...]) (architecture.md).
+# Purpose ids for np.random.default_rng([seed, purpose, ...]) (docs/ARCHITECTURE.md).
 PURPOSE_PATIENT_LABELS = 101
 PURPOSE_PHANTOM = 102
 FORMAT_VERSION = 1  # bump when the generator changes, so old sets are not reused
