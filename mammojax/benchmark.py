@@ -22,6 +22,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from mammojax.data.preprocess import image_size_of, input_shape
+from mammojax.scoring import FilmScoring, Scorer
+
 
 @dataclasses.dataclass
 class Timing:
@@ -95,8 +98,6 @@ def peak_rss_mb() -> float:
 
 def make_scorer(model, variables, *, batch_size: int, method: str = "gradcam", layer: str = "stage4"):
     """The :class:`mammojax.scoring.Scorer` whose compiled programs are timed (whole films, no TTA)."""
-    from mammojax.scoring import FilmScoring, Scorer
-
     return Scorer(model, variables, FilmScoring(cam_method=method, cam_layer=layer), batch_size=batch_size)
 
 
@@ -106,8 +107,7 @@ def benchmark_model(name: str, *, image_size, batch_size: int, dtype: str = "flo
     import jax
     import jax.numpy as jnp
 
-    from mammojax import models
-    from mammojax.data.preprocess import image_size_of, input_shape
+    from mammojax import models  # the zoo imports JAX and flax at the top, like the two lines above
 
     shape = input_shape(image_size)
 

@@ -25,15 +25,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from mammojax.data.preprocess import image_size_of, input_shape
+from mammojax.data.records import DEFAULT_CLASS_NAMES, class_names
 from mammojax.errors import CheckpointError, ConfigError
+from mammojax.evaluation.operating_points import read_operating_points
+from mammojax.film_scoring import film_scoring_from_config
 from mammojax.jsonio import write_json
+from mammojax.workdir import Workdir
 
 META_FILE = "mammojax.json"
 VARIABLES_DIR = "variables"
 VARIABLES_FILES_KEY = "variables_files"  # meta: size and sha256 of each variables file
 FORMAT_VERSION = 1
-# Names for a checkpoint whose metadata has none (written by hand): what a 0/1 label says.
-DEFAULT_CLASS_NAMES = ("negative", "positive")
 
 
 @dataclasses.dataclass
@@ -57,8 +60,6 @@ class Checkpoint:
     @property
     def image_size(self) -> int | str:
         """The ``data.image_size`` it was trained at: S for a square input, else "HxW"."""
-        from mammojax.data.preprocess import image_size_of
-
         return image_size_of(self.image_shape)
 
     @property
@@ -73,8 +74,6 @@ class Checkpoint:
     @property
     def operating_points(self) -> dict:
         """Tau and temperature per level (mammojax.evaluation.operating_points, its one reader)."""
-        from mammojax.evaluation.operating_points import read_operating_points
-
         return read_operating_points(self.meta)
 
     @property
@@ -112,8 +111,6 @@ def input_shape_of(meta: dict) -> tuple[int, int]:
     ``data.image_size`` holds S for a square input (every checkpoint written
     before non-square inputs holds an int) and "HxW" otherwise.
     """
-    from mammojax.data.preprocess import input_shape
-
     return input_shape(meta["data"]["image_size"], name="data.image_size")
 
 
@@ -125,10 +122,6 @@ def make_meta(config, *, tau: float = 0.5, temperature: float = 1.0, extra: dict
     are the training task's (:func:`mammojax.data.records.class_names`), so every
     output names the classes as the data defined them ("abnormal" for MIAS).
     """
-    from mammojax.data.preprocess import image_size_of
-    from mammojax.data.records import class_names
-    from mammojax.scoring.film_scoring import film_scoring_from_config
-
     meta = {
         "format": FORMAT_VERSION,
         "model": {"name": config.model.name, "num_classes": int(config.model.num_classes),
@@ -258,8 +251,6 @@ def resolve_checkpoint_dir(path: str | os.PathLike) -> Path:
         raise CheckpointError(f"{path}: checkpoint not found")
     if (path / META_FILE).is_file():
         return path
-    from mammojax.workdir import Workdir
-
     best = Workdir(path).best
     if (best / META_FILE).is_file():
         return best
@@ -288,6 +279,7 @@ def load_checkpoint(path: str | os.PathLike, *, expect_model: str | None = None)
     import jax
     import orbax.checkpoint as ocp
 
+    # The model zoo imports JAX and flax at the top: this module stays light (read_meta, make_meta).
     from mammojax import models
 
     directory = resolve_checkpoint_dir(path)

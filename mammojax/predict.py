@@ -50,7 +50,10 @@ import time
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
+from mammojax.data.records import patient_from_file_name
+from mammojax.data.screening import image_flags
 from mammojax.errors import MammojaxError
+from mammojax.evaluation.operating_points import group_probabilities
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".dcm", ".dicom"}
 FIELDS = ("kind", "path", "patient_id", "probability", "decision", "n_images", "warning", "error")
@@ -68,8 +71,6 @@ class InputItem:
 
 def patient_from_path(path: str | os.PathLike) -> str:
     """A patient id from a file name (see the module docstring); never from DICOM."""
-    from mammojax.data.records import patient_from_file_name
-
     known = patient_from_file_name(path)
     if known:
         return known
@@ -219,9 +220,6 @@ def predict_rows(scorer, items: list[InputItem], *, aggregate: str = "max") -> I
     checkpoint's ``patient_aggregate``) and is read at the checkpoint's patient-level
     operating point (:mod:`mammojax.evaluation.operating_points`), as ``eval`` reads it.
     """
-    from mammojax.data.screening import image_flags
-    from mammojax.evaluation.operating_points import group_probabilities
-
     scored_patients: list[str] = []
     margins: list[float] = []
     flagged: dict[str, int] = {}

@@ -13,24 +13,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mammojax.config import quickstart_config
+from mammojax import runtime
+from mammojax.checkpoint import load_checkpoint
+from mammojax.config import apply_override, quickstart_config
+from mammojax.data.records import load_dataset
+from mammojax.evaluation.evaluate import dataset_options_for, evaluate_checkpoint, select_split
+from mammojax.explain import explain as explain_lib
+from mammojax.train.config_check import validate_config
+from mammojax.train.trainers import train_and_evaluate
+from mammojax.workdir import QUICKSTART_EVAL, QUICKSTART_EXPLAIN, QUICKSTART_SUMMARY, QUICKSTART_TRAIN, Workdir
 
 EXPLAIN_PER_CLASS = 4  # overlays written per class, for a quick look
 
 
 def run_quickstart(workdir: str | Path, *, overrides=(), echo=print) -> dict:
     """Runs the whole pipeline in ``workdir``; returns the summary it prints."""
-    from mammojax import runtime
-
     runtime.setup()
-    from mammojax.config import apply_override, validate_config
-    from mammojax.data.records import load_dataset
-    from mammojax.evaluation.evaluate import dataset_options_for, evaluate_checkpoint, select_split
-    from mammojax.checkpoint import load_checkpoint
-    from mammojax.explain import explain as explain_lib
-    from mammojax.train.loop import train_and_evaluate
-    from mammojax.workdir import QUICKSTART_EVAL, QUICKSTART_EXPLAIN, QUICKSTART_SUMMARY, QUICKSTART_TRAIN, Workdir
-
     workdir = Path(workdir).absolute()
     train_dir = workdir / QUICKSTART_TRAIN
     config = quickstart_config()

@@ -27,6 +27,9 @@ from typing import Mapping
 
 import numpy as np
 
+from mammojax import checkpoint
+from mammojax.config import base_config
+from mammojax.data.preprocess import image_size_of
 from mammojax.errors import MammojaxError
 
 # Keys that carry no weights (BatchNorm's step counter).
@@ -128,7 +131,7 @@ def _densenet_path(parts: list[str]) -> tuple[str, ...] | None:
 
 def _mobilenet_block_layout() -> list[int]:
     """Expansion ratio of each torchvision ``features`` block (index 1..17)."""
-    from mammojax.models.mobilenet import INVERTED_RESIDUAL_SETTINGS
+    from mammojax.models.mobilenet import INVERTED_RESIDUAL_SETTINGS  # imports JAX and flax at the top
 
     return [t for t, _, n, _ in INVERTED_RESIDUAL_SETTINGS for _ in range(n)]
 
@@ -158,7 +161,7 @@ def _mobilenet_path(parts: list[str]) -> tuple[str, ...] | None:
 
 
 def _timm_mobilenet_path(parts: list[str], ratios: list[int]) -> tuple[str, ...] | None:
-    from mammojax.models.mobilenet import INVERTED_RESIDUAL_SETTINGS
+    from mammojax.models.mobilenet import INVERTED_RESIDUAL_SETTINGS  # imports JAX and flax at the top
 
     top = {"conv_stem": ("features_0", "conv"), "bn1": ("features_0", "bn"),
            "conv_head": (f"features_{len(ratios) + 1}", "conv"),
@@ -199,7 +202,7 @@ def convert_state_dict(state_dict: Mapping[str, np.ndarray], model_name: str, *,
     """Maps a torchvision/timm state dict onto ``create_model(model_name, num_classes=...)``."""
     import jax
 
-    from mammojax import models
+    from mammojax import models  # the zoo imports JAX and flax at the top, like jax above
 
     model = models.create_model(model_name, num_classes=num_classes)
     abstract = jax.eval_shape(lambda: models.init_variables(model, jax.random.key(0), 32))
@@ -287,7 +290,7 @@ def _convert_head(head_sources, targets, filled, notes, num_classes, seed, sourc
     import flax.linen as nn
     import jax
 
-    from mammojax.models.common import head_kernel_init
+    from mammojax.models.common import head_kernel_init  # imports JAX and flax at the top
 
     head = nn.Dense(num_classes, kernel_init=head_kernel_init)
     fresh = head.init(jax.random.fold_in(jax.random.key(seed), 7), np.zeros((1, kernel_shape[0]), np.float32))
@@ -317,10 +320,6 @@ def convert_to_checkpoint(src: str | os.PathLike, model_name: str, out: str | os
 
     ``image_size``: the model input recorded for preprocessing, S, "HxW" or (H, W).
     """
-    from mammojax import checkpoint
-    from mammojax.config import base_config
-    from mammojax.data.preprocess import image_size_of
-
     out = Path(out)
     if out.exists() and not overwrite:
         raise WeightsError(f"{out}: already exists; choose another path or pass --overwrite")

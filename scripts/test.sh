@@ -8,4 +8,7 @@ cd "$repo"
 source scripts/setup_env.sh  # the same environment (and extras) as scripts/quickstart.sh
 # The end-to-end web test drives Debian's Chromium; install it when missing.
 bash scripts/install_browser.sh || echo "test: chromium unavailable; the browser test will skip" >&2
+# The package's floors ([tool.importlinter] in pyproject.toml, docs/ARCHITECTURE.md): an import
+# that runs upward fails the run here, before the tests.
+lint-imports
 exec python -m pytest -q "$@"

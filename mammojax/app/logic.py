@@ -27,8 +27,15 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from mammojax import runtime
+from mammojax.checkpoint import read_meta, training_data_warning
+from mammojax.data import readers
+from mammojax.data.preprocess import breast_mask
 from mammojax.errors import ImageReadError, MammojaxError
 from mammojax.evaluation.aggregate import AGGREGATES as PATIENT_AGGREGATES
+from mammojax.evaluation.operating_points import OperatingPoint, group_probabilities
+from mammojax.explain.overlay import blend, on_breast
+from mammojax.scoring import Scorer
 
 DISCLAIMER = ("Research tool, not a medical device. Its output is not a diagnosis and must "
               "not guide patient care; every image needs a qualified reader.")
@@ -92,8 +99,6 @@ class AppModel:
     @property
     def data_warning(self) -> str | None:
         """Why uploads look unlike this model's training data (synthetic phantoms only), or None."""
-        from mammojax.checkpoint import training_data_warning
-
         return training_data_warning(self.checkpoint.meta)
 
     def score_and_cam(self, images: np.ndarray) -> tuple[float, np.ndarray, float]:
@@ -129,8 +134,6 @@ def checkpoint_problem(path: str | os.PathLike | None) -> str | None:
     Only the metadata is read (no JAX), so the page and the CLI can check a
     path cheaply before loading anything.
     """
-    from mammojax.checkpoint import read_meta
-
     if not path:
         return "no checkpoint given (start the page with `mammojax app --checkpoint DIR`)"
     try:
@@ -146,11 +149,7 @@ def load_app_model(path: str | os.PathLike, *, warm_up: bool = True) -> AppModel
     ``warm_up`` compiles its heatmap program now (a few seconds, once per
     server) so the first upload is answered at full speed.
     """
-    from mammojax import runtime
-
     runtime.setup()
-    from mammojax.scoring import Scorer
-
     model = AppModel(scorer=Scorer.from_checkpoint(path, batch_size=1))
     if warm_up:
         model.score_and_cam(np.zeros((1, *model.image_shape, 1), np.float32))
@@ -216,9 +215,6 @@ def analyse_upload(model: AppModel, name: str, data: bytes, *,
     Raises:
         ImageReadError: the bytes are not a readable image (named by ``name``).
     """
-    from mammojax.data.preprocess import breast_mask
-    from mammojax.explain.overlay import on_breast
-
     if max_pixels is None:
         max_pixels = model.scorer.max_pixels
     loaded = read_upload(name, data, max_pixels=max_pixels)
@@ -248,8 +244,6 @@ def read_upload(name: str, data: bytes, *, max_pixels: int | None = None):
     (``memfd``, never on a disk) whose ``/proc`` path the reader opens. Errors
     are re-raised naming the upload, not that path.
     """
-    from mammojax.data import readers
-
     if not data:
         raise ImageReadError(name, "empty file")
     kwargs = {} if max_pixels is None else {"max_pixels": int(max_pixels)}
@@ -318,8 +312,6 @@ def overlay_heatmap(gray: np.ndarray, heatmap: np.ndarray, opacity: float) -> np
     mammogram shows through untouched, so the overlay never hides tissue the
     model found unremarkable.
     """
-    from mammojax.explain.overlay import blend
-
     return blend(np.asarray(gray, np.float32) / 255.0, heatmap, alpha=float(np.clip(opacity, 0.0, 1.0)),
                  weight_by_heat=True)
 
@@ -366,8 +358,6 @@ def summarise_patients(items: Iterable[tuple[str, ImageAnalysis]], *, aggregate:
     analysis without a margin counts as the margin of its probability at T = 1.
     Patients keep the order in which they first appear.
     """
-    from mammojax.evaluation.operating_points import OperatingPoint, group_probabilities
-
     if aggregate not in PATIENT_AGGREGATES:
         raise MammojaxError(f"unknown patient aggregate {aggregate!r}; valid: {', '.join(PATIENT_AGGREGATES)}")
     items = [(label.strip() or DEFAULT_PATIENT, analysis) for label, analysis in items]

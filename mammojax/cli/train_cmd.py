@@ -1,4 +1,4 @@
-"""``mammojax train``: a thin wrapper over :func:`mammojax.train.loop.train_and_evaluate`."""
+"""``mammojax train``: a thin wrapper over :func:`mammojax.train.trainers.train_and_evaluate`."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ def load_run_config(config_path, args):
 
     The whole config is validated here, before any data is read or a workdir exists.
     """
-    from mammojax.config import load_config, validate_config
+    from mammojax.config import load_config
     from mammojax.errors import ConfigError
+    from mammojax.train.config_check import validate_config
 
     for arg in args:
         if not arg.startswith("--config."):
@@ -46,7 +47,7 @@ def train(ctx, config_path, workdir, coordinator, num_processes, process_id):
     from mammojax.train.sharding import maybe_initialize_distributed
 
     maybe_initialize_distributed(coordinator, num_processes, process_id)
-    from mammojax.train.loop import train_and_evaluate
+    from mammojax.train.trainers import train_and_evaluate
 
     summary = train_and_evaluate(config, workdir)
     import jax

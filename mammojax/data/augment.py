@@ -21,12 +21,12 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+from mammojax.runtime import import_tensorflow
+
 _EPS = 1e-6
 
 
 def _tf():
-    from mammojax.runtime import import_tensorflow
-
     return import_tensorflow()
 
 

@@ -47,7 +47,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, UID
 
 from mammojax.data import dicom_codecs
-from mammojax.data.readers import (
+from mammojax.data.image import (
     DEFAULT_MAX_PIXELS,
     ImageMeta,
     LoadedImage,

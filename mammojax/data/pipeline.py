@@ -28,8 +28,10 @@ from typing import Iterator
 
 import numpy as np
 
+from mammojax.data.augment import train_augmentation
 from mammojax.data.prepared import ExampleReader, PreparedDataset
 from mammojax.errors import ConfigError, MammojaxError
+from mammojax.runtime import import_tensorflow
 
 # Purpose ids keep the random streams for order and augmentation independent.
 _ORDER_STREAM = 201
@@ -109,9 +111,6 @@ def train_batches(cache: PreparedDataset, config, *, epoch: int, start_step: int
 
 
 def _train_dataset(cache: PreparedDataset, config, indices: np.ndarray, seeds: np.ndarray, batch_size: int):
-    from mammojax.data.augment import train_augmentation
-    from mammojax.runtime import import_tensorflow
-
     tf = import_tensorflow()
     height, width = cache.image_shape
     reader = ExampleReader(cache)

@@ -48,11 +48,17 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from mammojax import runtime
+from mammojax.data import screening
+from mammojax.data.preparation_beam import require_beam, run_beam
 from mammojax.data.prepared import (FORMAT_VERSION, METADATA_NAME, SPLIT, TFDS_VERSION, PixelOptions,
-                                    PreparedDataset, example_features, open_prepared, record_from_json,
-                                    record_to_json)
+                                    PreparedDataset, example_features, open_prepared, read_metadata,
+                                    record_from_json, record_to_json)
+from mammojax.data.preprocess import preprocess_image
+from mammojax.data.records import DatasetRecords, class_names, load_dataset
 from mammojax.errors import MammojaxError
 from mammojax.jsonio import write_json
+from mammojax.progress import progress_bar
 
 WORK_DIR = ".chunks"
 CHUNK_BYTES = 64 << 20  # about 38 films at 1024x832: fine-grained restarts, few files
@@ -112,12 +118,8 @@ def prepare_dataset(loaded, out: str | os.PathLike, *, dataset: str, class_names
     if runner not in (LOCAL_RUNNER, BEAM_RUNNER):
         raise MammojaxError(f"unknown runner {runner!r}; valid: {LOCAL_RUNNER}, {BEAM_RUNNER}")
     if runner == BEAM_RUNNER:
-        from mammojax.data.preparation_beam import require_beam
-
         require_beam()  # before anything is written to ``out``
     if not hasattr(loaded, "records"):  # a plain list of records
-        from mammojax.data.records import DatasetRecords
-
         loaded = DatasetRecords(records=tuple(loaded))
     records = list(loaded.records)
     wanted = _store_options(dataset=dataset, task=task, class_names=class_names, options=options)
@@ -268,7 +270,6 @@ def write_arrays(out: str | os.PathLike, records: Sequence, images: np.ndarray, 
              for key, record, image, lesions in zip(keys, records, images, lesions_input))
     chunk_id = _chunk_id(keys)
     _write_chunk_file(store, chunk_id, items, options=options, class_names=class_names)
-    from mammojax.data.records import DatasetRecords
 
     _publish(out, store, keys, list(records), DatasetRecords(records=tuple(records)), dataset=dataset,
              task="default", class_names=class_names, options=options)
@@ -286,11 +287,8 @@ def decode_record(record, options: PixelOptions):
     Like :func:`mammojax.data.screening.screen_files`, an unexpected decoder
     error costs one file, never the whole run.
     """
-    from mammojax.data.preprocess import preprocess_image
-    from mammojax.data.screening import screen_image
-
     try:
-        loaded = screen_image(record.path, max_pixels=options.max_pixels)
+        loaded = screening.screen_image(record.path, max_pixels=options.max_pixels)
         result = preprocess_image(loaded.pixels, laterality=record.laterality or loaded.meta.laterality,
                                   **options.preprocess_kwargs())
     except MammojaxError as err:
@@ -451,7 +449,6 @@ def _exclusive(store: Path, *, enabled: bool, progress: bool = True):
 def _wait_for_lock(handle, store: Path, *, progress: bool, stream) -> None:
     import fcntl
 
-    from mammojax.progress import progress_bar
 
     pid, done, total = _planned_progress(store)
     owner = f"process {pid}" if pid else "another process"
@@ -478,14 +475,10 @@ def _wait_for_lock(handle, store: Path, *, progress: bool, stream) -> None:
 
 def _run_chunks(chunks: list[dict], *, runner: str, workers: int, beam_options: Sequence[str],
                 progress: bool, total: int) -> None:
-    from mammojax.progress import progress_bar
-
     if not chunks:
         return
     if runner == BEAM_RUNNER:
-        from mammojax.data.preparation_beam import run_beam
-
-        run_beam(chunks, workers=workers, beam_options=beam_options)
+        run_beam(write_chunk, chunks, workers=workers, beam_options=beam_options)
         return
     bar = progress_bar(total, desc="preparing", enabled=None if progress else False)
     try:
@@ -573,8 +566,6 @@ def _publish(out: Path, store: Path, keys: list[str], records: list, loaded, *, 
     adapter_excluded = [{"path": e.path, "reason": e.reason, "source": e.source} for e in loaded.excluded]
     all_excluded = adapter_excluded + [{"path": e["path"], "reason": e["reason"], "source": "decoding"}
                                        for e in excluded]
-    from mammojax.data.prepared import read_metadata
-
     previous = read_metadata(out)
     if ([e.get("key") for e in previous.get("examples", ())] == [e["key"] for e in examples]
             and previous.get("excluded") == all_excluded and not dropped):
@@ -666,8 +657,6 @@ def default_location(root: str | os.PathLike | None, *, dataset: str, data_dir, 
     absolute path, adapter options, pixel options) and not by the file list,
     so a grown data directory updates the same prepared dataset incrementally.
     """
-    from mammojax import runtime
-
     root = Path(os.path.expanduser(str(root))) if root else runtime.default_cache_dir() / "prepared"
     source = os.path.abspath(os.path.expanduser(str(data_dir))) if data_dir else ""
     text = json.dumps({"format": FORMAT_VERSION, "dataset": dataset, "task": task, "data_dir": source,
@@ -688,8 +677,6 @@ def prepare_source(dataset: str, data_dir, *, task: str = "default", adapter_opt
     ``loaded`` skips the adapter when the caller has the records already.
     ``prepare_kwargs`` go to :func:`prepare_dataset` (workers, runner, progress, ...).
     """
-    from mammojax.data.records import class_names, load_dataset
-
     adapter_options = dict(adapter_options or {})
     if loaded is None:
         loaded = load_dataset(dataset, data_dir, task=task, **adapter_options)

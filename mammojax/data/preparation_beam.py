@@ -1,7 +1,8 @@
 """The preparation's chunks as an Apache Beam pipeline (optional extra ``mammojax[beam]``).
 
 The same chunk function as the local process pool
-(:func:`mammojax.data.preparation.write_chunk`), so the output is identical.
+(:func:`mammojax.data.preparation.write_chunk`, handed to :func:`run_beam`), so
+the output is identical.
 Locally the DirectRunner runs it in ``workers`` processes; any other runner
 comes from ``beam_options``, e.g.::
 
@@ -19,7 +20,7 @@ launching machine once the pipeline has finished.
 from __future__ import annotations
 
 import shlex
-from typing import Sequence
+from typing import Callable, Sequence
 
 from mammojax.errors import MammojaxError
 
@@ -36,12 +37,16 @@ def require_beam():
     return apache_beam
 
 
-def run_beam(chunks: list[dict], *, workers: int, beam_options: Sequence[str] = ()) -> None:
-    """Runs :func:`write_chunk` over ``chunks`` on Beam and waits for the pipeline to finish."""
+def run_beam(write_chunk: Callable[[dict], dict], chunks: list[dict], *, workers: int,
+             beam_options: Sequence[str] = ()) -> None:
+    """Runs ``write_chunk`` (the preparation's chunk function) over ``chunks`` on Beam and waits for it.
+
+    The function comes from the caller, so this runner knows nothing of the
+    preparation; Beam pickles it by reference (a module-level function), and
+    each worker imports :mod:`mammojax.data.preparation` to run it.
+    """
     beam = require_beam()
     from apache_beam.options.pipeline_options import PipelineOptions
-
-    from mammojax.data.preparation import write_chunk
 
     options = PipelineOptions(pipeline_args(beam_options, workers=workers))
     with beam.Pipeline(options=options) as pipeline:

@@ -49,6 +49,8 @@ from typing import Sequence
 
 import numpy as np
 
+from mammojax.data.preprocess import input_shape
+from mammojax.data.records import Exclusion, Lesion, Record
 from mammojax.errors import MammojaxError
 
 FORMAT_VERSION = 2  # 2: the task is stored and checked
@@ -93,8 +95,6 @@ class PixelOptions:
     @classmethod
     def from_config(cls, data_config) -> "PixelOptions":
         """From a config's ``data`` block (a ConfigDict or the dict a checkpoint stores)."""
-        from mammojax.data.preprocess import input_shape
-
         get = data_config.get
         return cls(image_shape=input_shape(get("image_size")), orient=bool(get("orient", False)),
                    crop_breast=bool(get("crop_breast", False)),
@@ -271,8 +271,6 @@ def open_prepared(path: str | os.PathLike) -> PreparedDataset:
     if meta.get("format") != FORMAT_VERSION:
         raise MammojaxError(f"{meta_path}: prepared format {meta.get('format')} is not {FORMAT_VERSION}; "
                             "prepare the dataset again")
-    from mammojax.data.records import Exclusion
-
     examples = meta["examples"]
     records = tuple(record_from_json(e["record"]) for e in examples)
     return PreparedDataset(
@@ -306,8 +304,6 @@ def record_to_json(record) -> dict:
 
 
 def record_from_json(data: dict):
-    from mammojax.data.records import Lesion, Record
-
     return Record(path=data["path"], label=data["label"], patient_id=data["patient_id"],
                   laterality=data["laterality"], view=data["view"],
                   lesions=tuple(Lesion(**lesion) for lesion in data["lesions"]),

@@ -24,6 +24,7 @@ import numpy as np
 
 from mammojax.data.preprocess import looks_inverted
 from mammojax.data.readers import DEFAULT_MAX_PIXELS, ImageMeta, LoadedImage, read_image
+from mammojax.data.records import Exclusion
 from mammojax.errors import ImageReadError
 
 # Said wherever a FOR PROCESSING image is met (summary, predict rows).
@@ -78,8 +79,6 @@ def screen_files(
     Returns:
         ``(ok_paths, exclusions)``, both in input order.
     """
-    from mammojax.data.records import Exclusion
-
     ok: list[str] = []
     excluded: list = []
     for done, path in enumerate(paths, start=1):

@@ -26,7 +26,7 @@ import numpy as np
 from mammojax.data.records import Record
 from mammojax.errors import MammojaxError
 
-PURPOSE_SPLIT = 201  # np.random.default_rng([seed, purpose]) per architecture.md
+PURPOSE_SPLIT = 201  # np.random.default_rng([seed, purpose]) per docs/ARCHITECTURE.md
 PURPOSE_KFOLD = 202
 SPLITS = ("all", "train", "val", "test")  # what records_of_split answers
 

@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from mammojax.data.records import Lesion
+from mammojax.data.record_types import Lesion
 
 LATERALITIES = ("L", "R")
 VIEWS = ("CC", "MLO")

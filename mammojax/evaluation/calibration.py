@@ -4,6 +4,9 @@ Temperature scaling (Guo et al., 2017) divides the logits by one scalar ``T``
 fitted on validation data to minimise the negative log-likelihood. It changes
 no ranking (AUC is unchanged) and no argmax, only how much the probabilities
 can be trusted. ``T > 1`` softens an over-confident model.
+
+:func:`probabilities` is the package's one temperature-softmax: the scorer,
+training validation, evaluation and the operating points all call it.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import numpy as np
 # log T is searched in this interval: T from about 0.007 to 150 covers any
 # sensible model and keeps the bounded search well defined.
 _LOG_T_BOUNDS = (-5.0, 5.0)
+
+POSITIVE_CLASS = 1  # the lesion class: label 1 of every task
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -58,6 +63,18 @@ def apply_temperature(logits, temperature: float) -> np.ndarray:
     The positive-class probability of a binary model is ``[:, 1]``.
     """
     return np.exp(_log_softmax(np.asarray(logits, dtype=np.float64) / float(temperature)))
+
+
+def probabilities(logits, temperature: float = 1.0) -> np.ndarray:
+    """Positive-class probability ``(N,)`` float64 of film logits ``(N, C)``: ``softmax(z / T)[:, 1]``.
+
+    The one temperature-softmax of the package. A one-logit model's logit is
+    read as ``[0, z]`` (a sigmoid).
+    """
+    z = np.asarray(logits, np.float64)
+    if z.shape[-1] == 1:
+        z = np.concatenate([np.zeros_like(z), z], axis=-1)
+    return apply_temperature(z, temperature)[..., POSITIVE_CLASS]
 
 
 def _positive_probs(probs) -> np.ndarray:

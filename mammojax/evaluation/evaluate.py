@@ -14,6 +14,7 @@ allowed but optimistic, and the result says so.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import math
 import os
@@ -21,23 +22,27 @@ from pathlib import Path
 
 import numpy as np
 
+from mammojax.checkpoint import load_checkpoint, training_data_warning
+from mammojax.data.pipeline import eval_batches
+from mammojax.data.preparation import prepare_source
+from mammojax.data.prepared import PixelOptions, open_prepared
+from mammojax.data.records import dataset_task
+from mammojax.data.splits import records_of_split
 from mammojax.errors import MammojaxError
 from mammojax.evaluation import aggregate as agg
 from mammojax.evaluation.bootstrap import bootstrap_ci
-from mammojax.evaluation.calibration import (expected_calibration_error, negative_log_likelihood,
+from mammojax.evaluation.calibration import (expected_calibration_error, negative_log_likelihood, probabilities,
                                              reliability_bins)
-from mammojax.evaluation.metrics import classification_metrics
+from mammojax.evaluation.metrics import classification_metrics, pr_curve, roc_curve
+from mammojax.evaluation.operating_points import OperatingPoint, level_margins, margin_probabilities
+from mammojax.evaluation.report import class_names_of, write_report
 from mammojax.evaluation.thresholds import choose_threshold
+from mammojax.jsonio import json_safe, write_json
+from mammojax.progress import progress_bar
+from mammojax.scoring import Scorer
 
 ECE_BINS = 15
 SCORES_COLUMNS = ("path", "patient_id", "laterality", "truth", "probability", "decision")
-
-
-def class_names_of(result: dict) -> list[str]:
-    """The evaluated task's class names in a result (older results: the checkpoint default)."""
-    from mammojax.checkpoint import DEFAULT_CLASS_NAMES
-
-    return list(result.get("class_names") or DEFAULT_CLASS_NAMES)
 
 
 @dataclasses.dataclass
@@ -52,9 +57,7 @@ class ScoredImages:
     excluded: list = dataclasses.field(default_factory=list)  # (path, reason)
 
     def probabilities(self, temperature: float) -> np.ndarray:
-        """Lesion-class probability of each image at ``temperature`` (mammojax.scoring.probabilities)."""
-        from mammojax.scoring.scorer import probabilities
-
+        """Lesion-class probability of each image at ``temperature`` (mammojax.evaluation.calibration.probabilities)."""
         return probabilities(self.logits, temperature) if len(self.labels) else np.zeros(0)
 
 
@@ -70,8 +73,6 @@ def summarize(scored: ScoredImages, *, tau: float, temperature: float = 1.0,
     ``threshold_policy`` (None = use the stored taus) recomputes each level's
     threshold on these same images: the result is flagged ``tau_optimistic``.
     """
-    from mammojax.evaluation.operating_points import OperatingPoint, level_margins, margin_probabilities
-
     points = operating_points or {level: OperatingPoint(tau=tau, temperature=temperature) for level in agg.LEVELS}
     labels = np.asarray(scored.labels, dtype=np.int64)
     tau_source = "checkpoint"
@@ -128,8 +129,6 @@ def _binary_nll(labels: np.ndarray, probs: np.ndarray) -> float:
 
 def curves_for_report(scored: ScoredImages, temperature: float) -> dict:
     """Inputs of the report figures (image level)."""
-    from mammojax.evaluation.metrics import pr_curve, roc_curve
-
     labels = np.asarray(scored.labels)
     probs = scored.probabilities(temperature)
     raw = scored.probabilities(1.0)
@@ -145,8 +144,6 @@ def curves_for_report(scored: ScoredImages, temperature: float) -> dict:
 
 def select_split(records, config: dict, split: str, seed: int):
     """The records of ``split`` under the checkpoint's split settings (``config["data"]``)."""
-    from mammojax.data.splits import records_of_split
-
     return records_of_split(records, config.get("data", {}), split, seed=seed)
 
 
@@ -156,8 +153,6 @@ def score_records(scorer, records, *, progress: bool = True) -> ScoredImages:
     For files outside any prepared dataset (``predict``'s inputs). Unreadable
     files are skipped and listed in ``excluded``.
     """
-    from mammojax.progress import progress_bar
-
     records = list(records)
     bar = progress_bar(len(records), desc="eval", enabled=None if progress else False)
     kept, excluded, logits = [], [], []
@@ -177,9 +172,6 @@ def score_prepared(scorer, view, *, excluded=(), progress: bool = True) -> Score
 
     ``excluded`` lists ``(path, reason)`` of the files the preparation left out.
     """
-    from mammojax.data.pipeline import eval_batches
-    from mammojax.progress import progress_bar
-
     bar = progress_bar(view.num_examples, desc="eval", enabled=None if progress else False)
     logits = []
     for batch in eval_batches(view, scorer.batch_size):
@@ -226,11 +218,6 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
     (``eval.tta_hflip``), bootstrap count and patient aggregate. With
     ``out_dir`` it writes ``metrics.json``, ``scores.csv`` and the report.
     """
-    from mammojax.checkpoint import load_checkpoint, training_data_warning
-    from mammojax.data.records import dataset_task
-    from mammojax.jsonio import json_safe
-    from mammojax.scoring import Scorer
-
     ckpt = load_checkpoint(checkpoint)
     config = ckpt.meta.get("config", {}) or {}
     eval_cfg = config.get("eval", {})
@@ -286,10 +273,6 @@ def write_outputs(out_dir: str | os.PathLike, result: dict, scored: ScoredImages
     class) and ``decision`` (the class called at tau); classes by name, as
     ``result["class_names"]`` says (the evaluated task's).
     """
-    import csv
-
-    from mammojax.jsonio import write_json
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = {"metrics": out / "metrics.json", "scores": out / "scores.csv"}
@@ -303,8 +286,6 @@ def write_outputs(out_dir: str | os.PathLike, result: dict, scored: ScoredImages
             writer.writerow([path, scored.patient_ids[i], scored.lateralities[i] or "",
                              names[int(scored.labels[i])], f"{probs[i]:.6f}", names[int(probs[i] >= result["tau"])]])
     if report:
-        from mammojax.evaluation.report import write_report
-
         written.update(write_report(out, result, curves_for_report(scored, temperature)))
     return written
 
@@ -315,9 +296,6 @@ def _prepared_for_checkpoint(ckpt, config: dict, dataset: str, data_dir, *, task
 
     A given prepared dataset must hold the pixels the model was trained on.
     """
-    from mammojax.data.prepared import PixelOptions, open_prepared
-    from mammojax.data.preparation import prepare_source
-
     wanted = PixelOptions.from_config(ckpt.meta.get("data", {}) | {"max_pixels": config.get("data", {}).get(
         "max_pixels", 80_000_000)})
     if prepared:

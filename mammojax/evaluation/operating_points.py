@@ -25,6 +25,8 @@ import dataclasses
 import numpy as np
 
 from mammojax.evaluation import aggregate as agg
+from mammojax.evaluation.calibration import fit_temperature, probabilities
+from mammojax.evaluation.thresholds import choose_threshold
 
 LEVELS = agg.LEVELS
 
@@ -44,9 +46,7 @@ def level_margins(logits, labels, patient_ids, lateralities, level: str, how: st
 
 
 def margin_probabilities(margins, temperature: float) -> np.ndarray:
-    """``sigmoid(margin / T)``: the same temperature-softmax as :func:`mammojax.scoring.probabilities`."""
-    from mammojax.scoring.scorer import probabilities
-
+    """``sigmoid(margin / T)``: the temperature-softmax of :func:`mammojax.evaluation.calibration.probabilities`."""
     return probabilities(np.asarray(margins, np.float64)[..., None], temperature)  # one logit: read as [0, m]
 
 
@@ -65,9 +65,6 @@ def group_probabilities(margins, keys, point: OperatingPoint, how: str = "max") 
 def fit_operating_points(logits, labels, patient_ids, lateralities, *, how: str = "max", policy: str = "youden",
                          tau: float = 0.5, target: float = 0.9, calibrate: bool = True) -> dict[str, OperatingPoint]:
     """One :class:`OperatingPoint` per level, fitted on validation film logits ``(N, C)``."""
-    from mammojax.evaluation.calibration import fit_temperature
-    from mammojax.evaluation.thresholds import choose_threshold
-
     points = {}
     for level in LEVELS:
         grouped = level_margins(logits, labels, patient_ids, lateralities, level, how)

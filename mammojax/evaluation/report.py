@@ -16,12 +16,17 @@ from pathlib import Path
 
 import numpy as np
 
-from mammojax.evaluation.evaluate import class_names_of
+from mammojax.data.records import DEFAULT_CLASS_NAMES
 
 FIGURES = ("roc", "pr", "confusion", "histogram", "reliability")
 _ROWS = (("tau", "Threshold tau"), ("temperature", "Temperature"), ("auc", "AUC"), ("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
          ("ppv", "PPV (precision)"), ("npv", "NPV"), ("f1", "F1"), ("accuracy", "Accuracy"),
          ("tp", "TP"), ("fp", "FP"), ("tn", "TN"), ("fn", "FN"), ("n", "N"), ("n_pos", "Positives"))
+
+
+def class_names_of(result: dict) -> list[str]:
+    """The evaluated task's class names in a result (older results: the checkpoint default)."""
+    return list(result.get("class_names") or DEFAULT_CLASS_NAMES)
 
 
 def _fmt(value, digits: int = 3) -> str:

@@ -21,8 +21,13 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from mammojax.data.preprocess import breast_mask
+from mammojax.data.readers import read_image
 from mammojax.errors import MammojaxError
 from mammojax.explain import localization as loc
+from mammojax.explain.overlay import blend, on_breast, render_panel, save_png
+from mammojax.jsonio import dumps
+from mammojax.scoring import Scorer
 
 OUTPUT_SUFFIXES = {"overlay": "_overlay.png", "panel": "_panel.png", "cam": "_cam.npy"}
 JSONL_NAME = "explanations.jsonl"
@@ -54,8 +59,6 @@ class Explanation:
     @property
     def heatmap_shown(self) -> np.ndarray:
         """The heatmap over the breast only, peak 1 there (:func:`~mammojax.explain.overlay.on_breast`)."""
-        from mammojax.explain.overlay import on_breast
-
         return on_breast(self.heatmap, self.breast)
 
     @property
@@ -102,8 +105,7 @@ class Explainer:
 
     def __init__(self, checkpoint, *, method: str | None = None, layer: str | None = None,
                  batch_size: int = 1, max_pixels: int | None = None):
-        from mammojax.explain.cam import check_method
-        from mammojax.scoring import Scorer
+        from mammojax.explain.cam import check_method  # imports JAX at the top: this module stays light
 
         if method is not None:
             check_method(method)
@@ -138,8 +140,6 @@ class Explainer:
         return self._explanation(film.path, film.image, film.geometry, film.pixels)
 
     def _explanation(self, path: str, image: np.ndarray, geometry, pixels: np.ndarray) -> Explanation:
-        from mammojax.data.preprocess import breast_mask
-
         heatmaps, probabilities = self.heatmaps(image[None])
         probability = float(probabilities[0])
         return Explanation(path=path, probability=probability, decision=self.decision(probability),
@@ -188,8 +188,6 @@ def write_explanation(explanation: Explanation, out_dir: str | os.PathLike, stem
     ``.npy`` holds the raw map. ``lesions`` (the record's, when known) are
     outlined on the panel.
     """
-    from mammojax.explain.overlay import blend, render_panel, save_png
-
     paths = output_paths(out_dir, stem)
     overlay = blend(explanation.original, explanation.heatmap_original, alpha=alpha, colormap=colormap,
                     mask=explanation.breast_original)
@@ -251,8 +249,6 @@ def evaluate_localization(checkpoint, records: Sequence, *, method: str | None =
     """
     if region not in ("breast", "image"):
         raise MammojaxError(f"unknown chance region {region!r}; valid: breast, image")
-    from mammojax.data.readers import read_image
-
     explainer = explainer or Explainer(checkpoint, method=method, layer=layer)
     todo = [r for r in records if localizable(r, positives_only=positives_only)]
     skipped = [{"path": r.path, "reason": SKIP_UNLOCATED if int(r.label) == 1 or not positives_only
@@ -338,6 +334,4 @@ def format_localization_table(summary: dict) -> str:
 
 def dumps_line(obj: dict) -> str:
     """One JSON line; NaN/inf (e.g. the CAM mass of an empty map) become null."""
-    from mammojax.jsonio import dumps
-
     return dumps(obj, sort_keys=True)

@@ -24,9 +24,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from mammojax.data.readers import read_image
 from mammojax.errors import MammojaxError
 
-# Purpose id for np.random.default_rng([seed, purpose, index]) (architecture.md).
+# Purpose id for np.random.default_rng([seed, purpose, index]) (docs/ARCHITECTURE.md).
 PURPOSE_DELETION = 601
 
 
@@ -63,8 +64,6 @@ def lesion_mask(lesions: Sequence, shape: tuple[int, int], *, tolerance: float =
 
 
 def _read_mask(path: str) -> np.ndarray:
-    from mammojax.data.readers import read_image
-
     return read_image(path).pixels
 
 

@@ -4,11 +4,11 @@
 or from a model and variables during training) is what ``predict``,
 ``explain``, ``eval``, the web page, training validation, cross-validation and
 ``benchmark`` call. :class:`FilmScoring` says how a film is scored; a
-checkpoint stores it and :func:`film_scoring_from_meta` is its one reader.
+checkpoint stores it and :func:`film_scoring_from_meta` is its one reader
+(both live in :mod:`mammojax.film_scoring`, below the checkpoint).
 """
 
-from mammojax.scoring.film_scoring import (FilmScoring, film_scoring_from_config,
-                                           film_scoring_from_meta)
+from mammojax.film_scoring import FilmScoring, film_scoring_from_config, film_scoring_from_meta
 from mammojax.scoring.scorer import (POSITIVE_CLASS, PathScore, ReadFilm, Scorer, film_cam,
                                      film_logits, patch_margins, probabilities)
 

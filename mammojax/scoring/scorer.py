@@ -19,7 +19,7 @@ What a scorer does, in order:
    averaged logits (training validation uses this scorer too), so the
    calibration applies to what is thresholded; averaging probabilities would
    put a second, uncalibrated squashing between the fit and the decision.
-4. **Probability** = ``softmax(logits / T)[:, 1]`` (:func:`probabilities`), T the
+4. **Probability** = ``softmax(logits / T)[:, 1]`` (:func:`mammojax.evaluation.calibration.probabilities`), T the
    checkpoint's fitted temperature.
 5. **Heatmaps** (:meth:`Scorer.explain`) come from the same forward pass as the
    logits they are returned with. Whole films: Grad-CAM (or a sibling method)
@@ -41,28 +41,17 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from mammojax.checkpoint import DEFAULT_CLASS_NAMES
+from mammojax.checkpoint import DEFAULT_CLASS_NAMES, load_checkpoint
+from mammojax.data.preprocess import preprocess_image
+from mammojax.data.readers import DEFAULT_MAX_PIXELS, read_image
 from mammojax.errors import ImageReadError, MammojaxError
+from mammojax.evaluation.calibration import POSITIVE_CLASS, probabilities
+from mammojax.evaluation.operating_points import LEVELS, OperatingPoint
+from mammojax.film_scoring import FilmScoring, film_scoring_from_meta
 from mammojax.scoring import windows as win
-from mammojax.scoring.film_scoring import FilmScoring, film_scoring_from_meta
 
-POSITIVE_CLASS = 1
 WINDOW_BATCH = 64  # windows per device call: patches are small, so batches can be large
 _READ_WORKERS = 2  # decoding threads (numpy/PIL release the GIL for most of it)
-
-
-def probabilities(logits, temperature: float = 1.0) -> np.ndarray:
-    """Positive-class probability ``(N,)`` float64 of film logits ``(N, C)``: ``softmax(z / T)[:, 1]``.
-
-    The one temperature-softmax of the package. A one-logit model's logit is
-    read as ``[0, z]`` (a sigmoid).
-    """
-    from mammojax.evaluation.calibration import apply_temperature
-
-    z = np.asarray(logits, np.float64)
-    if z.shape[-1] == 1:
-        z = np.concatenate([np.zeros_like(z), z], axis=-1)
-    return apply_temperature(z, temperature)[..., POSITIVE_CLASS]
 
 
 # --- pure functions of (variables, images), jitted below --------------------------
@@ -90,6 +79,7 @@ def film_cam(model, variables, images, *, tta_hflip: bool, method: str, layer: s
     """``(heatmaps (B, H, W) in [0, 1], logits (B, C))`` of whole films from one forward pass."""
     import jax.numpy as jnp
 
+    # explain.cam imports JAX at the top; this module must stay importable before runtime.setup().
     from mammojax.explain.cam import compute_cam, normalize_maps, upsample_cam
 
     x = _with_mirror(images) if tta_hflip else images
@@ -186,8 +176,6 @@ class Scorer:
             raise MammojaxError(f"batch size must be positive, got {batch_size}")
         self.model = model
         self.scoring = scoring
-        from mammojax.evaluation.operating_points import LEVELS, OperatingPoint
-
         self.temperature = float(temperature)
         self.tau = float(tau)
         # Per level (image, breast, patient); the image level is (tau, temperature).
@@ -217,8 +205,6 @@ class Scorer:
         ``tta_hflip``, ``cam_*`` and ``temperature`` override what the checkpoint
         stores (None keeps it); tau was fitted with the stored scoring.
         """
-        from mammojax.checkpoint import load_checkpoint
-
         if isinstance(checkpoint, (str, os.PathLike)):
             checkpoint = load_checkpoint(checkpoint)
         scoring = film_scoring_from_meta(checkpoint.meta, where=str(checkpoint.path))
@@ -377,8 +363,6 @@ class Scorer:
 
     def prepare(self, pixels: np.ndarray, laterality: str | None = None, *, name: str = "image"):
         """``Preprocessed(image, geometry)`` of decoded pixels, as the checkpoint was trained."""
-        from mammojax.data.preprocess import preprocess_image
-
         try:
             return preprocess_image(pixels, laterality=laterality, **self.preprocess_options)
         except MammojaxError:
@@ -388,8 +372,6 @@ class Scorer:
 
     def read(self, path: str | os.PathLike, laterality: str | None = None) -> ReadFilm:
         """Decodes and preprocesses one file (``ImageReadError`` when it cannot)."""
-        from mammojax.data.readers import DEFAULT_MAX_PIXELS, read_image
-
         loaded = read_image(path, max_pixels=self.max_pixels or DEFAULT_MAX_PIXELS)
         prepared = self.prepare(loaded.pixels, laterality or loaded.meta.laterality, name=str(path))
         return ReadFilm(path=str(path), image=prepared.image, geometry=prepared.geometry,

@@ -47,8 +47,23 @@ from typing import Callable
 
 import numpy as np
 
+from mammojax.checkpoint import load_checkpoint, make_meta, save_checkpoint
 from mammojax.data.preprocess import image_size_of
+from mammojax.data.splits import check_no_leakage, kfold_patients, split_patients
 from mammojax.errors import MammojaxError
+from mammojax.evaluation import shortcuts
+from mammojax.evaluation.bootstrap import bootstrap_ci
+from mammojax.evaluation.metrics import confusion_counts, rates_from_counts, roc_auc, roc_curve
+from mammojax.evaluation.operating_points import (OperatingPoint, fit_from_config, level_margins,
+                                                  margin_probabilities, to_meta)
+from mammojax.jsonio import write_json
+from mammojax.models import create_model
+from mammojax.scoring import FilmScoring, Scorer
+from mammojax.train.data import TrainingData, adopt_prepared_options, prepared_dataset
+from mammojax.train.patches import PatchSettings, PatchSource, plan_epoch
+from mammojax.train.trainers import get_trainer
+from mammojax.train.validation import validation_logits
+from mammojax.workdir import CV_PREDICTIONS, CV_RESULTS, CV_ROC, CV_TABLE, Workdir
 
 PURPOSE_INNER_SPLIT = 303
 PURPOSE_PATCH_AUC = 304
@@ -81,13 +96,6 @@ def run_cv(config, workdir: str | os.PathLike, *, log: Callable[[str], None] = p
     ``config.cv.num_folds`` folds (>= 2), inner validation share
     ``config.data.val_fraction``. Returns the dict written to ``results.json``.
     """
-    from mammojax.data.splits import check_no_leakage, kfold_patients, split_patients
-    from mammojax.evaluation.operating_points import fit_from_config
-    from mammojax.models import create_model
-    from mammojax.train.data import TrainingData, adopt_prepared_options, prepared_dataset
-    from mammojax.train.loop import validation_logits
-    from mammojax.train.trainers import get_trainer
-    from mammojax.workdir import Workdir
 
     started = time.time()
     workdir = Workdir(workdir)
@@ -190,8 +198,6 @@ def run_cv(config, workdir: str | os.PathLike, *, log: Callable[[str], None] = p
 
 
 def _patch_settings(config):
-    from mammojax.train.patches import PatchSettings
-
     return PatchSettings.from_config(config.patch)
 
 
@@ -206,8 +212,6 @@ def _trained_network(directory: Path, config, data, *, fold: int, member: int, l
     The whole-image trainer's best epoch (by inner validation) is the one
     used; the patch trainer keeps its last.
     """
-    from mammojax.checkpoint import load_checkpoint
-    from mammojax.train.trainers import get_trainer
 
     network_config = config.copy_and_resolve_references()
     network_config.seed = int(config.seed) * 1000 + fold + 100 * member
@@ -228,9 +232,6 @@ def patch_auc(model, variables, cache, settings, *, seed: int) -> float:
     "the patch classifier does not generalise" from "film-level pooling loses
     what it learned".
     """
-    from mammojax.evaluation.metrics import roc_auc
-    from mammojax.scoring import FilmScoring, Scorer
-    from mammojax.train.patches import PatchSource, plan_epoch
 
     source = PatchSource(cache, settings)
     plan = plan_epoch(source, np.random.default_rng([seed, PURPOSE_PATCH_AUC]), mine=False)
@@ -267,27 +268,20 @@ def contralateral_logits(logits: np.ndarray, patients, weight: float) -> np.ndar
 
 
 def _probabilities(margins, temperature: float) -> np.ndarray:
-    from mammojax.evaluation.operating_points import margin_probabilities
-
     return margin_probabilities(margins, temperature)
 
 
 def _image_auc(logits, labels) -> float:
-    from mammojax.evaluation.metrics import roc_auc
-
     logits = np.asarray(logits)
     return float(roc_auc(labels, logits[:, 1] - logits[:, 0]))
 
 
 def _image_auc_of_margins(predictions: list[dict], key: str) -> float:
-    from mammojax.evaluation.metrics import roc_auc
-
     return float(roc_auc([p["label"] for p in predictions], [p[key] for p in predictions]))
 
 
 def level_rows(margins, labels, patients, lateralities, points: dict, how: str) -> dict[str, dict]:
     """Per level: the groups' keys, labels, probabilities (at that level's temperature), women and calls."""
-    from mammojax.evaluation.operating_points import level_margins
 
     logits = np.stack([np.zeros_like(margins), margins], axis=1)
     rows = {}
@@ -300,9 +294,6 @@ def level_rows(margins, labels, patients, lateralities, points: dict, how: str) 
 
 
 def _level_metrics(labels, probs, calls, women, *, n_boot: int, seed: int) -> dict:
-    from mammojax.evaluation.bootstrap import bootstrap_ci
-    from mammojax.evaluation.metrics import confusion_counts, rates_from_counts, roc_auc
-
     labels = np.asarray(labels)
     metrics = {"auc": float(roc_auc(labels, probs)), **rates_from_counts(**confusion_counts(labels, calls))}
     ci = bootstrap_ci(labels, probs, list(women), n_resamples=n_boot, seed=seed)
@@ -328,7 +319,6 @@ def pool_folds(predictions: list[dict], folds: list[dict], config, *, n_boot: in
     models together. A woman is in one fold only, so her breasts and her own
     score come from one model.
     """
-    from mammojax.evaluation.operating_points import OperatingPoint
 
     pooled: dict[str, dict] = {level: {"labels": [], "probs": [], "calls": [], "women": []} for level in LEVELS}
     for fold in folds:
@@ -352,7 +342,6 @@ def _shortcut_checks(fold_pairs, predictions: list[dict], *, n_boot: int, seed: 
 
     ``predictions`` are in the order of the folds' test records, as ``fold_pairs`` holds them.
     """
-    from mammojax.evaluation import shortcuts
 
     tested = [record for _, test in fold_pairs for record in test]
     if not shortcuts.has_metadata(tested):
@@ -371,8 +360,6 @@ def _save_fold_checkpoint(directory: Path, variables: dict, config, fold: int, k
     by ``mammojax eval``) are fitted on the inner-validation films scored one
     at a time (``val_logits``), as ``eval`` scores them: it has no other-breast term.
     """
-    from mammojax.checkpoint import make_meta, save_checkpoint
-    from mammojax.evaluation.operating_points import fit_from_config, to_meta
 
     fold_config = config.copy_and_resolve_references()
     fold_config.data.num_folds = k
@@ -432,9 +419,7 @@ def render_table(result: dict) -> str:
                      + f"; pooled film AUC without the other-breast comparison "
                        f"{_fmt(result.get('pooled_single_breast_auc'))}.")
     if result.get("shortcuts"):
-        from mammojax.evaluation.shortcuts import render_shortcuts
-
-        lines += ["", render_shortcuts(result["shortcuts"])]
+        lines += ["", shortcuts.render_shortcuts(result["shortcuts"])]
     return "\n".join(lines) + "\n"
 
 
@@ -444,7 +429,6 @@ def plot_roc(result: dict, predictions: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mammojax.evaluation.metrics import roc_curve
 
     fig, ax = plt.subplots(figsize=(5, 5), dpi=120)
     for fold in result["folds"]:
@@ -465,8 +449,6 @@ def plot_roc(result: dict, predictions: list[dict], path: Path) -> None:
 
 def write_outputs(workdir, result: dict, predictions: list[dict]) -> None:
     """The report files in ``workdir`` (a :class:`mammojax.workdir.Workdir`)."""
-    from mammojax.jsonio import write_json
-    from mammojax.workdir import CV_PREDICTIONS, CV_RESULTS, CV_ROC, CV_TABLE
 
     root = workdir.root
     write_json(root / CV_RESULTS, result, indent=1)

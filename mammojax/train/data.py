@@ -6,7 +6,11 @@ import dataclasses
 
 import numpy as np
 
+from mammojax.data.preparation import prepare_source
+from mammojax.data.prepared import PixelOptions, open_prepared
 from mammojax.data.preprocess import image_size_of, input_shape
+from mammojax.data.records import load_dataset
+from mammojax.data.splits import records_of_split
 from mammojax.errors import MammojaxError
 
 
@@ -18,7 +22,7 @@ class TrainingData:
     val: object
 
     def class_weights(self, num_classes: int) -> np.ndarray:
-        from mammojax.train.losses import inverse_frequency_weights
+        from mammojax.train.losses import inverse_frequency_weights  # imports JAX and optax at the top
 
         return inverse_frequency_weights(self.train.labels, num_classes)
 
@@ -37,8 +41,6 @@ def dataset_options(config) -> tuple[str, dict]:
 
 def split_records(records, config):
     """The (train, val) record lists of a fixed split or of the configured k-fold."""
-    from mammojax.data.splits import records_of_split
-
     return tuple(records_of_split(records, config.data, part, seed=int(config.seed)) for part in ("train", "val"))
 
 
@@ -68,10 +70,6 @@ def prepared_dataset(config, *, progress: bool = True):
     """
     import jax
 
-    from mammojax.data.prepared import PixelOptions, open_prepared
-    from mammojax.data.preparation import prepare_source
-    from mammojax.data.records import load_dataset
-
     if config.data.prepared:
         prepared = open_prepared(config.data.prepared)
         _adopt(config, prepared)
@@ -95,8 +93,6 @@ def prepared_dataset(config, *, progress: bool = True):
 def adopt_prepared_options(config) -> None:
     """With ``data.prepared``, the config takes that dataset's name, task and pixel options."""
     if config.data.prepared:
-        from mammojax.data.prepared import open_prepared
-
         _adopt(config, open_prepared(config.data.prepared))
 
 

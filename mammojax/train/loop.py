@@ -1,7 +1,7 @@
 """The training core: one loop that every trainer feeds, resumable bit for bit.
 
-``train_and_evaluate(config, workdir)`` runs the trainer that
-``config.train.recipe`` names in :data:`mammojax.train.trainers.TRAINERS`.
+:func:`mammojax.train.trainers.train_and_evaluate` runs the trainer that
+``config.train.recipe`` names (the loop knows no trainer: they import it).
 A trainer differs from another only in what it feeds :func:`fit` (a
 :class:`Feed`): its batches per epoch, its step count, how it validates and
 what its best checkpoint records. Everything else is this loop's, the same for
@@ -9,7 +9,7 @@ all: the train state and jitted steps (:mod:`~mammojax.train.state`), the one
 optimizer built from ``config.optim``, data parallelism over every device of
 every process (:mod:`~mammojax.train.sharding`), orbax checkpoints with exact
 resume (:mod:`~mammojax.train.checkpointing`), the metric writer and progress
-bar, the tau / temperature fit (:func:`operating_point_metrics`) and the
+bar, the tau / temperature fit (:mod:`mammojax.train.validation`) and the
 workdir layout (:mod:`mammojax.workdir`).
 
 Kill a run at any moment and run the same command again: it continues from
@@ -37,8 +37,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mammojax import runtime
+from mammojax.checkpoint import load_checkpoint, make_meta, save_checkpoint
 from mammojax.errors import ConfigError, MammojaxError, TrainingStopped
+from mammojax.train.curves import plot_training_curves
+from mammojax.train.logging.progress import MetricWriter, ProgressBar
+from mammojax.workdir import Workdir
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,17 +79,6 @@ class Feed:
     description: str = ""  # one line printed before the first step
 
 
-def train_and_evaluate(config, workdir: str | Path) -> dict:
-    """Trains ``config`` in ``workdir`` with the trainer ``train.recipe`` names; returns :func:`fit`'s summary."""
-    runtime.setup()
-    from mammojax.train.data import adopt_prepared_options
-    from mammojax.train.trainers import get_trainer
-
-    adopt_prepared_options(config)  # before the run's identity and model are fixed
-
-    return get_trainer(config.train.recipe)(config, workdir)
-
-
 def fit(config, workdir: str | Path, prepare: Callable[[Run], Feed], *, identity: dict) -> dict:
     """The loop: ``prepare(run)`` gives the :class:`Feed`; returns a summary of the run.
 
@@ -100,14 +92,13 @@ def fit(config, workdir: str | Path, prepare: Callable[[Run], Feed], *, identity
     """
     import jax
 
+    # These import JAX, flax, optax or orbax at the top: the loop module stays light, so
+    # importing a trainer never loads JAX before runtime.setup() (train_and_evaluate) runs.
     from mammojax import models
     from mammojax.train import sharding
     from mammojax.train.checkpointing import TrainCheckpoints, is_better
-    from mammojax.train.curves import plot_training_curves
-    from mammojax.train.logging.progress import MetricWriter, ProgressBar
     from mammojax.train.optim import make_optimizer
     from mammojax.train.state import create_train_state, jit_steps
-    from mammojax.workdir import Workdir
 
     workdir = Workdir(workdir)
     is_main = jax.process_index() == 0
@@ -247,66 +238,6 @@ def fit(config, workdir: str | Path, prepare: Callable[[Run], Feed], *, identity
             "best_checkpoint": str(workdir.best), "state": state}
 
 
-def evaluate(model, variables, cache, config, *, batch_size: int) -> dict:
-    """Validation metrics at the operating point the config's policy picks on this set.
-
-    Returns :func:`operating_point_metrics` of :func:`validation_logits`, plus
-    ``operating_points``: a tau and a temperature per level (image, breast,
-    patient) fitted on that level's validation scores
-    (:mod:`mammojax.evaluation.operating_points`), for the checkpoint.
-    """
-    from mammojax.evaluation.operating_points import fit_from_config, to_meta
-
-    logits, labels = validation_logits(model, variables, cache, config, batch_size=batch_size)
-    metrics = operating_point_metrics(logits, labels, config)
-    records = list(cache.records)
-    metrics["operating_points"] = to_meta(fit_from_config(
-        logits, labels, [r.patient_id for r in records], [r.laterality for r in records], config))
-    return metrics
-
-
-def validation_logits(model, variables, cache, config, *, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(film logits (N, C), labels (N,))`` of every example of ``cache``, in cache order, each once.
-
-    Films are scored by :class:`mammojax.scoring.Scorer` exactly as the saved
-    checkpoint will score them (the config's film scoring, flip TTA
-    included), so tau and the temperature are fitted on the scores they will
-    be applied to. ``variables`` are host arrays (:func:`host_variables`):
-    in a multi-process run each process scores the films on its own devices.
-    Films are read from the prepared dataset a batch at a time, one batch ahead.
-    """
-    from mammojax.data.pipeline import eval_batches
-    from mammojax.scoring import Scorer, film_scoring_from_config
-
-    scorer = Scorer(model, variables, film_scoring_from_config(config), batch_size=batch_size)
-    logits, labels = [], []
-    for batch in eval_batches(cache, scorer.batch_size):
-        logits.append(scorer.logits(batch["image"][batch["mask"]]))
-        labels.append(batch["label"][batch["mask"]])
-    if not logits:
-        return np.zeros((0, scorer.num_classes)), np.zeros(0, np.int64)
-    return np.concatenate(logits), np.concatenate(labels)
-
-
-def operating_point_metrics(logits: np.ndarray, labels: np.ndarray, config) -> dict:
-    """Temperature, threshold and metrics from validation logits (host, NumPy)."""
-    from mammojax.evaluation.calibration import fit_temperature
-    from mammojax.scoring.scorer import probabilities
-    from mammojax.evaluation.metrics import classification_metrics
-    from mammojax.evaluation.thresholds import choose_threshold
-
-    temperature = fit_temperature(logits, labels) if config.eval.calibrate else 1.0
-    scores = probabilities(logits, temperature)
-    tau = choose_threshold(labels, scores, config.eval.threshold_policy, tau=float(config.eval.tau),
-                           target=float(config.eval.target))
-    metrics = classification_metrics(labels, scores, tau)
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    metrics["loss"] = float(-log_probs[np.arange(labels.size), labels].mean())
-    metrics["temperature"] = float(temperature)
-    return metrics
-
-
 class _PendingMetrics:
     """The per-step loss and gradient norm, kept on the device until the next fetch.
 
@@ -403,8 +334,6 @@ def host_variables(state) -> dict:
 
 
 def _save_best(directory: Path, state, config, val: dict, epoch: int, is_main: bool, meta: dict) -> None:
-    from mammojax.checkpoint import make_meta, save_checkpoint
-
     # Every process takes part in the device->host copy; one writes the files.
     variables = host_variables(state)
     if not is_main:
@@ -418,8 +347,7 @@ def _load_initial_weights(state, path: str, model_name: str, mesh):
     """Starts from converted/pretrained weights (same model, e.g. from convert-weights)."""
     import jax
 
-    from mammojax.checkpoint import load_checkpoint
-    from mammojax.train.sharding import replicated
+    from mammojax.train.sharding import replicated  # imports JAX at the top (see fit)
 
     loaded = load_checkpoint(path, expect_model=model_name)
     place = lambda tree: jax.device_put(tree, replicated(mesh))  # noqa: E731
@@ -450,5 +378,4 @@ def _epoch_line(record: dict) -> str:
             f"f1 {fmt('val_f1')}")
 
 
-__all__ = ["Feed", "Run", "evaluate", "fit", "host_variables", "operating_point_metrics", "train_and_evaluate",
-           "validation_logits"]
+__all__ = ["Feed", "Run", "fit", "host_variables"]

@@ -29,6 +29,19 @@ from pathlib import Path
 import numpy as np
 
 from mammojax.errors import CheckpointError, MammojaxError
+from mammojax.film_scoring import FilmScoring, film_scoring_from_config
+from mammojax.scoring import Scorer
+from mammojax.train.data import prepare_training_data
+from mammojax.train.loop import Feed, fit, host_variables
+from mammojax.train.patches import (
+    PURPOSE_PATCH_SAMPLING,
+    PatchSettings,
+    PatchSource,
+    epoch_batches,
+    hardest,
+    plan_epoch,
+)
+from mammojax.train.validation import evaluate
 
 RECIPE = "patches"
 FILMS_PER_SCORING_CALL = 64  # validation films read from the cache and scored at a time
@@ -51,9 +64,8 @@ def train(config, workdir: str | Path, *, data=None, identity_extra: dict | None
     ``identity_extra`` (JSON values) is added to what a checkpoint in
     ``workdir`` must match to be resumed, e.g. which films a fold trains on.
     """
-    from mammojax.scoring import film_scoring_from_config
+    # Imports orbax and JAX at the top: this module stays light until a run starts (after runtime.setup()).
     from mammojax.train.checkpointing import IDENTITY_FIELDS, run_identity
-    from mammojax.train.loop import fit
 
     film_scoring_from_config(config)  # a bad eval.scoring fails before any work
     identity = {**run_identity(config, IDENTITY_FIELDS + PATCH_IDENTITY_FIELDS), **(identity_extra or {})}
@@ -63,16 +75,7 @@ def train(config, workdir: str | Path, *, data=None, identity_extra: dict | None
 def _prepare(run, *, data):
     import jax
 
-    from mammojax.train.data import prepare_training_data
-    from mammojax.train.loop import Feed, evaluate, host_variables
-    from mammojax.train.losses import inverse_frequency_weights
-    from mammojax.train.patches import (
-        PURPOSE_PATCH_SAMPLING,
-        PatchSettings,
-        PatchSource,
-        epoch_batches,
-        plan_epoch,
-    )
+    from mammojax.train.losses import inverse_frequency_weights  # imports JAX and optax at the top
 
     config = run.config
     if data is None:
@@ -134,10 +137,6 @@ class _HardNegatives:
                                       "that epoch's mined negatives; it cannot be resumed exactly")
             return memo["hard_negatives"]
         import jax
-
-        from mammojax.scoring import FilmScoring, Scorer
-        from mammojax.train.loop import host_variables
-        from mammojax.train.patches import hardest
 
         pool = self.source.cut(plan.pool_film, plan.pool_row, plan.pool_col)
         # The network's lesion margin of each candidate, as the scorer computes any patch's (no TTA).

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from mammojax.data.prepared import ExampleReader
 from mammojax.data.preprocess import image_size_of, input_breast_mask
 from mammojax.errors import MammojaxError
 
@@ -110,8 +111,6 @@ class PatchSource:
     """
 
     def __init__(self, cache, settings: PatchSettings):
-        from mammojax.data.prepared import ExampleReader
-
         self.cache = cache
         self.settings = settings
         self.image_shape = tuple(int(v) for v in cache.image_shape)  # (H, W)

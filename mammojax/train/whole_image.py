@@ -14,6 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mammojax.data.pipeline import steps_per_epoch, train_batches
+from mammojax.train.data import prepare_training_data
+from mammojax.train.loop import Feed, fit, host_variables
+from mammojax.train.validation import evaluate
+
 
 def train(config, workdir: str | Path, *, data=None, identity_extra: dict | None = None) -> dict:
     """Trains ``config`` in ``workdir``; returns :func:`mammojax.train.loop.fit`'s summary.
@@ -24,7 +29,6 @@ def train(config, workdir: str | Path, *, data=None, identity_extra: dict | None
     ``workdir`` must match to be resumed, e.g. which films a fold trains on.
     """
     from mammojax.train.checkpointing import run_identity
-    from mammojax.train.loop import fit
 
     identity = {**run_identity(config), **(identity_extra or {})}
     return fit(config, workdir, functools.partial(_prepare, data=data), identity=identity)
@@ -32,10 +36,6 @@ def train(config, workdir: str | Path, *, data=None, identity_extra: dict | None
 
 def _prepare(run, *, data):
     import jax
-
-    from mammojax.data.pipeline import steps_per_epoch, train_batches
-    from mammojax.train.data import prepare_training_data
-    from mammojax.train.loop import Feed, evaluate, host_variables
 
     config = run.config
     if data is None:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from mammojax.cli import main
-from mammojax.config import base_config, load_config, validate_config
+from mammojax.config import base_config, load_config
+from mammojax.train.config_check import validate_config
 from mammojax.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]

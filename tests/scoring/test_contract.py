@@ -55,7 +55,7 @@ def test_every_entry_point_gives_a_film_the_same_probability(phantom_films, run_
     from mammojax.data.preparation import prepare_dataset
     from mammojax.data.records import load_dataset
     from mammojax.scoring import probabilities
-    from mammojax.train.loop import validation_logits
+    from mammojax.train.validation import validation_logits
 
     monkeypatch.setenv("MAMMOJAX_CACHE_DIR", str(tmp_path / "cache"))
     checkpoint, config = make_checkpoint(tmp_path / "best", kind=kind, tta=tta)

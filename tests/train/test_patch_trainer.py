@@ -189,7 +189,7 @@ def test_best_holds_the_window_scoring_and_tau_fitted_on_validation_window_score
     from mammojax.checkpoint import load_checkpoint
     from mammojax.config import load_config
     from mammojax.evaluation.operating_points import read_operating_points
-    from mammojax.train.loop import evaluate
+    from mammojax.train.validation import evaluate
 
     workdir = runs["full"]
     best = load_checkpoint(workdir)
@@ -224,7 +224,8 @@ def test_training_starts_from_model_init_checkpoint(tmp_path):
     from mammojax.checkpoint import make_meta, save_checkpoint
     from mammojax.config import load_config
     from mammojax.models import create_model, init_variables
-    from mammojax.train.loop import host_variables, train_and_evaluate
+    from mammojax.train.loop import host_variables
+    from mammojax.train.trainers import train_and_evaluate
 
     config = load_config(REPO / "configs" / "mias_smoke.py", PATCH_RUN + ("--config.train.epochs=1",
                                                                           "--config.optim.lr=0.0"))

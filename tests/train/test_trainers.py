@@ -16,7 +16,7 @@ def test_the_table_holds_both_trainers():
 
 
 def test_an_unknown_recipe_lists_the_valid_ones_before_any_work(tmp_path):
-    from mammojax.train.loop import train_and_evaluate
+    from mammojax.train.trainers import train_and_evaluate
 
     config = base_config()
     config.train.recipe = "patchez"

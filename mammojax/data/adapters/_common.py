@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from mammojax.data.records import LESION_KINDS, DatasetRecords, Task
+from mammojax.data.record_types import LESION_KINDS, DatasetRecords, Task
 from mammojax.errors import MammojaxError
 
 

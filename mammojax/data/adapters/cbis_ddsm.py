@@ -45,8 +45,8 @@ from pathlib import Path
 
 from mammojax.data.adapters._common import (LATERALITIES, Adapter, find_files, read_csv_rows,
                                             subdirs, view_fields)
-from mammojax.data.records import DatasetRecords, Exclusion, Lesion, Record, Task
-from mammojax.errors import MammojaxError
+from mammojax.data.record_types import DatasetRecords, Exclusion, Lesion, Record, Task
+from mammojax.errors import ImageReadError, MammojaxError
 
 _MALIGNANT = Task("malignant vs benign biopsied finding (no normal films)", ("benign", "malignant"))
 TASKS = {"default": _MALIGNANT, "malignant": _MALIGNANT}
@@ -219,14 +219,13 @@ def _uid_digits_match(path: Path, csv_path: str) -> bool:
 
 
 def _header_size(path: Path) -> tuple[int, int] | None:
-    from mammojax.errors import ImageReadError
-
     try:
         if path.suffix.lower() == ".png":
             from PIL import Image
 
             with Image.open(path) as image:  # reads the header, not the pixels
                 return image.size[1], image.size[0]
+        # data.dicom imports pydicom at the top: loaded only when a DICOM header is read.
         from mammojax.data.dicom import safe_dicom_summary
 
         summary = safe_dicom_summary(path)

@@ -21,7 +21,8 @@ import csv
 from pathlib import Path
 
 from mammojax.data.adapters._common import LATERALITIES, Adapter, read_csv_rows, view_fields
-from mammojax.data.records import DatasetRecords, Exclusion, Record, Task
+from mammojax.data.readers import detect_format
+from mammojax.data.record_types import DatasetRecords, Exclusion, Record, Task
 from mammojax.errors import ImageReadError, MammojaxError
 
 COLUMNS = ("path", "label", "patient_id", "laterality", "view")  # what ``write_manifest`` writes
@@ -72,11 +73,10 @@ def write_manifest(folder: Path, entries: list[dict]) -> Path:
 
 def _dicom_side_and_view(path: Path) -> tuple[str | None, str | None]:
     """Laterality and view from a DICOM header (no pixels); (None, None) for other files."""
-    from mammojax.data.readers import detect_format
-
     try:
         if detect_format(path) != "dicom":
             return None, None
+        # data.dicom imports pydicom at the top: loaded only when a DICOM header is read.
         from mammojax.data.dicom import safe_dicom_summary
 
         summary = safe_dicom_summary(path)

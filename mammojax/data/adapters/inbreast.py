@@ -26,7 +26,7 @@ from pathlib import Path
 
 from mammojax.data.adapters._common import (BIRADS_TASK, Adapter, find_file, label_from_birads, lesion_kind,
                                             read_csv_rows, view_fields)
-from mammojax.data.records import DatasetRecords, Exclusion, Lesion, Record
+from mammojax.data.record_types import DatasetRecords, Exclusion, Lesion, Record
 from mammojax.errors import MammojaxError
 
 TASKS = {"default": BIRADS_TASK, "malignant": BIRADS_TASK}

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mammojax.data.adapters import _archive
 from mammojax.data.adapters._common import Adapter
-from mammojax.data.records import DatasetRecords, Exclusion, Lesion, Record, Task
+from mammojax.data.record_types import DatasetRecords, Exclusion, Lesion, Record, Task
 from mammojax.errors import MammojaxError
 
 _ABNORMAL = Task("abnormal (any finding, benign or malignant) vs normal", ("normal", "abnormal"))

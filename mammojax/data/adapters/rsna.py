@@ -32,7 +32,7 @@ from pathlib import Path
 from mammojax.data.adapters import _archive
 from mammojax.data.adapters._common import (LATERALITIES, Adapter, find_file, first_existing,
                                             read_csv_rows, view_fields)
-from mammojax.data.records import DatasetRecords, Exclusion, Record, Task
+from mammojax.data.record_types import DatasetRecords, Exclusion, Record, Task
 from mammojax.errors import MammojaxError
 
 _CANCER = Task("cancer vs no cancer (the cancer column)", ("no cancer", "cancer"))

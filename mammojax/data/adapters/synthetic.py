@@ -22,13 +22,14 @@ import numpy as np
 
 from mammojax.data.adapters._common import Adapter
 from mammojax.data.adapters.csv_manifest import write_manifest
-from mammojax.data.records import DatasetRecords, Exclusion, Lesion, Record, Task
+from mammojax.data.record_types import DatasetRecords, Exclusion, Lesion, Record, Task
+from mammojax.data.synthetic import EXPLICIT_VR_LITTLE_ENDIAN, film_pixels, make_phantom, write_dicom
 from mammojax.errors import MammojaxError
 from mammojax.runtime import default_cache_dir
 
 TASKS = {"default": Task("phantom with a synthetic lesion vs without", ("normal", "lesion"))}
 VIEWS_PER_PATIENT = (("L", "CC"), ("L", "MLO"), ("R", "CC"), ("R", "MLO"))
-# Purpose ids for np.random.default_rng([seed, purpose, ...]) (architecture.md).
+# Purpose ids for np.random.default_rng([seed, purpose, ...]) (docs/ARCHITECTURE.md).
 PURPOSE_PATIENT_LABELS = 101
 PURPOSE_PHANTOM = 102
 FORMAT_VERSION = 1  # bump when the generator changes, so old sets are not reused
@@ -93,8 +94,6 @@ def write_phantoms(folder: Path, *, count: int, size: int, seed: int) -> None:
     """Renders and writes ``count`` phantoms plus both manifests into ``folder``."""
     from PIL import Image
 
-    from mammojax.data.synthetic import make_phantom
-
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "masks").mkdir(exist_ok=True)
     entries = []
@@ -131,8 +130,6 @@ def write_dicom_films(folder: Path, *, count: int, shape: tuple[int, int] = (332
     ``transfer_syntax``: explicit VR little endian (default) or a compressed
     syntax such as JPEG 2000 lossless (``synthetic.JPEG_2000_LOSSLESS``).
     """
-    from mammojax.data.synthetic import EXPLICIT_VR_LITTLE_ENDIAN, film_pixels, write_dicom
-
     (folder / "films").mkdir(parents=True, exist_ok=True)
     entries = []
     for index, rng, entry in phantom_plan(count, seed):

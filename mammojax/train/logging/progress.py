@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from mammojax.workdir import Workdir
+
 
 class ProgressBar:
     """A tqdm bar over the run's optimizer steps: loss, images/s, ETA."""
@@ -64,8 +66,6 @@ class MetricWriter:
     """Appends one JSON object per record to ``metrics.jsonl`` and mirrors scalars to TensorBoard."""
 
     def __init__(self, workdir: str | Path, *, enabled: bool = True, tensorboard: bool = True):
-        from mammojax.workdir import Workdir
-
         self.enabled = enabled
         self.path = Workdir(workdir).metrics
         self._tb = None
