@@ -59,7 +59,7 @@ def get_config():
     config.model.head_pooling = "topk"  # keep local evidence: no global averaging
     config.eval.tta_hflip = True
     config.eval.bootstrap = 1000
-    # Score = own lesion margin - this x the other breast's (recipes.mias_cv.contralateral_logits).
+    # Score = own lesion margin - this x the other breast's (train.cross_validation.contralateral_logits).
     config.eval.contralateral = 1.0
     # Films are scored as the patch classifier was trained: patch-sized windows
     # every patch.window_stride px, mean of the top patch.window_top_k margins

@@ -123,7 +123,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.patch.window_stride = 16  # step between scoring windows
     c.patch.window_top_k = 3  # a film's score: mean margin of its k highest windows
 
-    # Patient-wise k-fold cross-validation (mammojax cv; mammojax.recipes.mias_cv).
+    # Patient-wise k-fold cross-validation (mammojax cv; mammojax.train.cross_validation).
     c.cv = ml_collections.ConfigDict()
     c.cv.num_folds = 5  # folds of women; each is the test set once
     c.cv.ensemble = 1  # networks per fold (seeds differ); their window margins are averaged
