@@ -37,7 +37,10 @@ def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
     Patients: a manifest's patient_id column; else a known dataset's file
     naming (MIAS mdb001 + mdb002 are one woman, mias001); else the file-name
     stem without trailing laterality/view tokens (P001_L_CC.png and
-    P001_R_MLO.png are P001). DICOM headers are never used to group files."""
+    P001_R_MLO.png are P001). DICOM headers never name patients. DICOM images
+    are also grouped into exams (Study Instance UID, shown as exam-1, exam-2...)
+    and breasts (laterality): kind=breast and kind=exam rows, each at its own
+    stored operating point, with its tau and rule (max or mean)."""
     from mammojax import predict as lib
     from mammojax.cli import outcome
 
@@ -73,6 +76,7 @@ def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
         outcome.report_skipped(path, reason)
     rate = summary.scored / summary.seconds if summary.seconds > 0 else 0.0
     flagged = "".join(f" ({n} flagged: {reason}; see the warning column)" for reason, n in summary.flagged.items())
-    click.echo(f"{summary.scored} scored{flagged}, {summary.failed} failed, {summary.patients} patients "
+    exams = f", {summary.exams} exams ({summary.breasts} breasts)" if summary.exams else ""
+    click.echo(f"{summary.scored} scored{flagged}, {summary.failed} failed, {summary.patients} patients{exams} "
                f"({rate:.1f} images/s)", err=True)
     outcome.finish(summary.scored, summary.failed)
