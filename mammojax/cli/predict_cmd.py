@@ -23,7 +23,11 @@ from mammojax.cli.outcome import EXIT_STATUS_HELP
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--tta-hflip", is_flag=True,
               help="Also average over each image's mirror (default: as the checkpoint scores films).")
-def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
+@click.option("--dicom-out", default=None, type=click.Path(file_okay=False),
+              help="Also write, per DICOM input, a Structured Report and a Secondary Capture of the "
+                   "heatmap overlay into this folder (for a PACS; they carry the input's patient and "
+                   "study modules).")
+def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip, dicom_out):
     """Score INPUTS (image files, folders searched recursively, or .csv manifests
     with a `path` column) and write one row per image, one error row per
     unreadable file, then one row per patient (kind=patient, max over her
@@ -50,6 +54,10 @@ def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
     outcome.require_images(items, inputs)
     lib.check_output(out, overwrite=overwrite)
     fmt = lib.output_format(out, as_json)
+    if dicom_out:
+        from mammojax.clinic.dicom_out import check_dicom_out
+
+        check_dicom_out(dicom_out, items, overwrite=overwrite)
 
     from mammojax import runtime
 
@@ -79,4 +87,10 @@ def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
     exams = f", {summary.exams} exams ({summary.breasts} breasts)" if summary.exams else ""
     click.echo(f"{summary.scored} scored{flagged}, {summary.failed} failed, {summary.patients} patients{exams} "
                f"({rate:.1f} images/s)", err=True)
+    if dicom_out:
+        from mammojax.clinic.dicom_out import report_lines, write_dicom_results
+
+        written = write_dicom_results(scorer, summary.images, summary.levels, dicom_out, overwrite=overwrite)
+        for line in report_lines(written, dicom_out):
+            click.echo(line, err=True)
     outcome.finish(summary.scored, summary.failed)
