@@ -14,7 +14,7 @@ from mammojax.cli.outcome import EXIT_STATUS_HELP
 
 @click.command("predict", epilog=EXIT_STATUS_HELP)
 @click.option("--checkpoint", required=True, type=click.Path(),
-              help="Checkpoint directory or training workdir (its best/ is used).")
+              help="Checkpoint directory, training workdir (its best/ is used) or `mammojax export` directory.")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", default=None, type=click.Path(),
               help="Output file (.csv, or .jsonl for JSON Lines); default: stdout.")
@@ -62,10 +62,10 @@ def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip, 
     from mammojax import runtime
 
     runtime.setup()
+    from mammojax.export import load_scorer
     from mammojax.progress import progress_bar
-    from mammojax.scoring import Scorer
 
-    scorer = Scorer.from_checkpoint(checkpoint, batch_size=batch_size, tta_hflip=True if tta_hflip else None)
+    scorer = load_scorer(checkpoint, batch_size=batch_size, tta_hflip=True if tta_hflip else None)
     from mammojax.checkpoint import training_data_warning
 
     warning = training_data_warning(scorer.checkpoint.meta)
