@@ -41,6 +41,7 @@ one (messages name paths and counts only).
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import os
@@ -65,7 +66,7 @@ _REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SO
 
 @dataclasses.dataclass
 class DicomOutSummary:
-    written: list = dataclasses.field(default_factory=list)  # (input path, SR path, SC path)
+    written: list = dataclasses.field(default_factory=list)  # (input path, SR path | None, SC path | None)
     not_dicom: list = dataclasses.field(default_factory=list)  # input paths
     skipped: list = dataclasses.field(default_factory=list)  # (input path, reason)
 
@@ -126,9 +127,10 @@ def report_lines(summary: DicomOutSummary, out_dir: str | os.PathLike) -> list[s
         lines.append(f"mammojax: no DICOM output for {n} input{'s' if n > 1 else ''} that "
                      f"{'are' if n > 1 else 'is'} not DICOM (first: {summary.not_dicom[0]})")
     lines += [f"mammojax: no DICOM output for {path}: {reason}" for path, reason in summary.skipped]
-    n = len(summary.written)
-    lines.append(f"{n} structured report{'s' if n != 1 else ''} and {n} secondary capture{'s' if n != 1 else ''} "
-                 f"written to {out_dir}")
+    srs = sum(1 for _, sr, _ in summary.written if sr)
+    scs = sum(1 for _, _, sc in summary.written if sc)
+    lines.append(f"{srs} structured report{'s' if srs != 1 else ''} and {scs} secondary "
+                 f"capture{'s' if scs != 1 else ''} written to {out_dir}")
     return lines
 
 
@@ -178,7 +180,7 @@ def write_dicom_results(scorer, image_rows: Sequence[dict], level_rows: Sequence
         if missing:
             summary.skipped.append((row["path"], f"its header has no {', '.join(missing)}"))
             continue
-        headers[row["path"]] = header
+        headers[row["path"]] = _with_type2_present(header)
     builder = _Builder(explainer)
     for row, stem in zip(dicom_rows, stems):
         header = headers.get(row["path"])
@@ -192,18 +194,40 @@ def write_dicom_results(scorer, image_rows: Sequence[dict], level_rows: Sequence
             summary.skipped.append((row["path"], err.reason))
             continue
         sr_path, sc_path = output_paths(out_dir, stem)
-        try:
-            with _quiet_highdicom():
-                sc = builder.secondary_capture(header, explanation)
-                sr = builder.structured_report(row, header, explanation, exam_rows, levels, headers)
-        except (ValueError, TypeError, AttributeError, KeyError) as err:
-            # highdicom's messages can quote header values: only the kind of failure is told.
-            summary.skipped.append((row["path"], f"cannot build its DICOM objects ({type(err).__name__})"))
-            continue
-        sc.save_as(sc_path, enforce_file_format=True)
-        sr.save_as(sr_path, enforce_file_format=True)
-        summary.written.append((row["path"], sr_path, sc_path))
+        written = []
+        for kind, path, build in (
+                ("structured report", sr_path,
+                 lambda: builder.structured_report(row, header, explanation, exam_rows, levels, headers)),
+                ("secondary capture", sc_path, lambda: builder.secondary_capture(header, explanation))):
+            try:
+                with _quiet_highdicom():
+                    built = build()
+            except (ValueError, TypeError, AttributeError, KeyError) as err:
+                # highdicom's messages can quote header values: only the kind of failure is told.
+                summary.skipped.append((row["path"], f"cannot build its {kind} ({type(err).__name__})"))
+                written.append(None)
+                continue
+            built.save_as(path, enforce_file_format=True)
+            written.append(path)
+        if any(written):
+            summary.written.append((row["path"], *written))
     return summary
+
+
+# Type 2 attributes of the Patient and General Study modules: every image has them, possibly
+# empty; highdicom reads each of them from the source, so a file that dropped one gets it empty.
+_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime",
+          "ReferringPhysicianName", "StudyID", "AccessionNumber")
+
+
+def _with_type2_present(header):
+    missing = [k for k in _TYPE2 if k not in header]
+    if not missing:
+        return header
+    header = copy.deepcopy(header)  # the header only: no pixel data was read
+    for keyword in missing:
+        setattr(header, keyword, None)
+    return header
 
 
 @contextlib.contextmanager
@@ -263,12 +287,12 @@ class _Builder:
             header, overlay, photometric_interpretation="RGB", bits_allocated=8, coordinate_system="PATIENT",
             series_instance_uid=series, series_number=SC_SERIES_NUMBER, sop_instance_uid=generate_uid(),
             instance_number=number, manufacturer="mammojax",
-            patient_orientation=tuple(orientation) if len(orientation) == 2 else ("A", "F"),
+            patient_orientation=("A", "F"),  # replaced below: highdicom takes single letters only
             laterality=laterality if laterality in ("L", "R") else None,
             transfer_syntax_uid=ExplicitVRLittleEndian)
-        # Type 2(C): present but empty when the source does not say (never guessed).
-        if len(orientation) != 2:
-            sc.PatientOrientation = None
+        # The source's own orientation (mammograms have compound values such as A\\FR, which
+        # highdicom's enumeration refuses); type 2(C): empty when the source does not say, never guessed.
+        sc.PatientOrientation = orientation if len(orientation) == 2 else None
         if "Laterality" not in sc:
             sc.Laterality = None
         sc.SeriesDescription = SERIES_DESCRIPTION["sc"]
@@ -280,6 +304,8 @@ class _Builder:
         source = Dataset()
         source.ReferencedSOPClassUID = header.SOPClassUID
         source.ReferencedSOPInstanceUID = header.SOPInstanceUID
+        if _frames(header):
+            source.ReferencedFrameNumber = 1  # the frame mammojax reads and the overlay shows
         sc.SourceImageSequence = [source]
         return sc
 
@@ -349,7 +375,7 @@ class _Builder:
             algorithm_id=algorithm, finding_sites=[site] if site is not None else None, measurements=measurements,
             qualitative_evaluations=[hd.sr.QualitativeEvaluation(
                 name=_private("decision", "Decision at the operating point"), value=decision_value)],
-            source_images=[hd.sr.SourceImageForMeasurementGroup(m.SOPClassUID, m.SOPInstanceUID)
+            source_images=[hd.sr.SourceImageForMeasurementGroup(m.SOPClassUID, m.SOPInstanceUID, _frames(m))
                            for m in members])
 
     def _peak_group(self, header, explanation, algorithm):
@@ -364,7 +390,7 @@ class _Builder:
         corners = np.array([[left, top], [right, top], [right, bottom], [left, bottom], [left, top]], np.float64)
         region = hd.sr.ImageRegion(graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=corners,
                                    source_image=hd.sr.SourceImageForRegion(header.SOPClassUID,
-                                                                           header.SOPInstanceUID))
+                                                                           header.SOPInstanceUID, _frames(header)))
         method = _private(explanation.method.replace("+", "p")[:16], f"{explanation.method} ({explanation.layer})")
         return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
             tracking_identifier=hd.sr.TrackingIdentifier(identifier="heatmap peak region"),
@@ -389,10 +415,24 @@ def _private(value: str, meaning: str):
     return hd.sr.CodedConcept(value=value, scheme_designator=PRIVATE_SCHEME, meaning=meaning[:64])
 
 
+# Digital X-ray, mammography and intra-oral images (For Presentation / For Processing) are
+# single-frame SOP classes: a frame number must not be given in references to them.
+_SINGLE_FRAME_CLASS_PREFIX = "1.2.840.10008.5.1.4.1.1.1."
+
+
+def _frames(header) -> list[int] | None:
+    """``[1]`` for an instance of a multi-frame SOP class with frames (mammojax reads its first
+    frame, e.g. of a tomosynthesis stack), else None."""
+    if str(header.get("SOPClassUID", "")).startswith(_SINGLE_FRAME_CLASS_PREFIX):
+        return None
+    try:
+        return [1] if int(header.get("NumberOfFrames", 1) or 1) > 1 else None
+    except (TypeError, ValueError):
+        return None
+
+
 def _one_film_per_call(scorer):
     """The scorer with batches of one film per device: a heatmap pass is not padded to predict's batch."""
-    import copy
-
     single = copy.copy(scorer)  # shares the placed variables and the compiled-program cache
     mesh = getattr(scorer, "mesh", None)
     single.batch_size = int(mesh.devices.size) if mesh is not None else 1

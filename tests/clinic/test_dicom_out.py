@@ -178,3 +178,28 @@ def test_sr_holds_the_peak_region_on_the_source_image(dicom_run, exam_inputs, cl
     if shutil.which("dciodvfy"):
         report = subprocess.run(["dciodvfy", str(sr_path)], capture_output=True, text=True).stderr
         assert not [line for line in report.splitlines() if line.startswith("Error")], report
+
+
+def test_unusual_but_real_headers_still_get_both_objects(clinic_checkpoint, tmp_path):
+    """An MLO's compound orientation (A\\FR), missing type-2 study attributes, a UTF-8 name and
+    MONOCHROME1: what vendor files carry; each used to stop highdicom."""
+    from pydicom.uid import generate_uid
+
+    from mammojax.data.synthetic import write_dicom
+
+    rows, cols = np.mgrid[0:96, 0:80]
+    write_dicom(tmp_path / "mlo.dcm", ((rows + cols) * 20).astype(np.uint16), bits_stored=12,
+                photometric="MONOCHROME1", StudyInstanceUID=generate_uid(), SeriesInstanceUID=generate_uid(),
+                ImageLaterality="R", ViewPosition="MLO", PatientOrientation=["A", "FR"],
+                SpecificCharacterSet="ISO_IR 192", PatientName="Zoë^Müller", PatientID="X-77")
+    code, console = run_cli(["predict", "--checkpoint", str(clinic_checkpoint), str(tmp_path / "mlo.dcm"),
+                             "--out", str(tmp_path / "scores.csv"), "--dicom-out", str(tmp_path / "dicom")])
+    assert code == 0 and "1 structured report and 1 secondary capture written" in console, console
+    sr, sc = (pydicom.dcmread(tmp_path / "dicom" / f"mlo_{kind}.dcm") for kind in ("sr", "sc"))
+    assert str(sr.PatientName) == str(sc.PatientName) == "Zoë^Müller" and sr.PatientBirthDate == ""
+    assert list(sc.PatientOrientation) == ["A", "FR"] and sc.Laterality == "R"
+    if shutil.which("dciodvfy"):
+        for kind in ("sr", "sc"):
+            report = subprocess.run(["dciodvfy", str(tmp_path / "dicom" / f"mlo_{kind}.dcm")],
+                                    capture_output=True, text=True).stderr
+            assert not [line for line in report.splitlines() if line.startswith("Error")], report
