@@ -240,8 +240,9 @@ def _quiet_highdicom():
     logger.propagate = False
     try:
         with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", module=r"highdicom(\.|$)")
-            warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+            # Every warning, not only highdicom's module: with a stacklevel its warnings are
+            # attributed to the caller. The reading threads have finished: nothing else runs here.
+            warnings.simplefilter("ignore")
             yield
     finally:
         logger.removeHandler(sink)
