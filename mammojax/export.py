@@ -27,8 +27,8 @@ The film must be preprocessed as ``export.json`` describes (``preprocessing``;
 scored checkpoints (the patch recipe) are not exported: their score is a
 host-side loop over windows, not one function of the film.
 
-``predict --checkpoint DIR`` (and ``--dicom-out``) runs from an export
-directory too: :func:`load_scorer` gives an :class:`ExportedScorer`, the
+``predict --checkpoint DIR`` (and ``--dicom-out``) and the web page (``app
+--checkpoint DIR``) run from an export directory too: :func:`load_scorer` gives an :class:`ExportedScorer`, the
 :class:`~mammojax.scoring.Scorer` with its compiled programs replaced by the
 artifacts, so files are read, preprocessed, thresholded and grouped by the
 same code.
@@ -163,12 +163,17 @@ class ExportedModel:
         return str(self.export_meta.get("patient_aggregate", "max"))
 
     @property
+    def image_shape(self) -> tuple[int, int]:
+        height, width = self.export_meta["preprocessing"]["image_shape"]
+        return int(height), int(width)
+
+    @property
     def class_names(self) -> list[str]:
         return list(self.export_meta["class_names"])
 
 
-def read_export(path: str | os.PathLike) -> ExportedModel:
-    """The metadata of an export directory, its artifacts' digests checked."""
+def read_export(path: str | os.PathLike, *, verify: bool = True) -> ExportedModel:
+    """The metadata of an export directory, its artifacts' digests checked (unless not ``verify``)."""
     import json
 
     path = Path(path)
@@ -178,7 +183,7 @@ def read_export(path: str | os.PathLike) -> ExportedModel:
         raise CheckpointError(f"{path / META_FILE}: unreadable export metadata ({err})") from None
     if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path / META_FILE}: not a mammojax export of format {FORMAT_VERSION}")
-    for name, facts in meta.get("files", {}).items():
+    for name, facts in (meta.get("files", {}) if verify else {}).items():
         data = (path / name).read_bytes() if (path / name).is_file() else b""
         if len(data) != facts["bytes"] or hashlib.sha256(data).hexdigest() != facts["sha256"]:
             raise CheckpointError(f"{path}: {name} is missing, truncated or altered")
@@ -251,6 +256,20 @@ def _films(images) -> np.ndarray:
     if images.ndim != 4:
         raise ValueError(f"expected NHWC films, got shape {images.shape}")
     return images
+
+
+def resolve_model_dir(path: str | os.PathLike) -> Path:
+    """An export directory as it is; else the checkpoint directory of a checkpoint or workdir."""
+    from mammojax.checkpoint import resolve_checkpoint_dir
+
+    return Path(path) if is_export_dir(path) else resolve_checkpoint_dir(path)
+
+
+def read_model_meta(path: str | os.PathLike) -> dict:
+    """The checkpoint metadata of a checkpoint, a workdir or an export (JSON only: a cheap check)."""
+    from mammojax.checkpoint import read_meta
+
+    return read_export(path, verify=False).meta if is_export_dir(path) else read_meta(path)
 
 
 def load_scorer(path: str | os.PathLike, *, batch_size: int = 8, tta_hflip: bool | None = None):

@@ -129,12 +129,12 @@ def checkpoint_problem(path: str | os.PathLike | None) -> str | None:
     Only the metadata is read (no JAX), so the page and the CLI can check a
     path cheaply before loading anything.
     """
-    from mammojax.checkpoint import read_meta
+    from mammojax.export import read_model_meta
 
     if not path:
         return "no checkpoint given (start the page with `mammojax app --checkpoint DIR`)"
     try:
-        read_meta(path)
+        read_model_meta(path)  # a checkpoint, a workdir or a `mammojax export` directory
     except MammojaxError as err:
         return str(err)
     return None
@@ -149,9 +149,9 @@ def load_app_model(path: str | os.PathLike, *, warm_up: bool = True) -> AppModel
     from mammojax import runtime
 
     runtime.setup()
-    from mammojax.scoring import Scorer
+    from mammojax.export import load_scorer
 
-    model = AppModel(scorer=Scorer.from_checkpoint(path, batch_size=1))
+    model = AppModel(scorer=load_scorer(path, batch_size=1))  # a checkpoint's or an export's
     if warm_up:
         model.score_and_cam(np.zeros((1, *model.image_shape, 1), np.float32))
     return model

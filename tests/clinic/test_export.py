@@ -112,3 +112,16 @@ def test_damaged_exports_and_window_checkpoints_are_refused(exported, clinic_che
         export_checkpoint(windowed, tmp_path / "out")
     with pytest.raises(MammojaxError, match="already exists"):
         export_checkpoint(clinic_checkpoint, exported)
+
+
+def test_the_page_runs_from_the_export(exported, dicom_run, exam_inputs):
+    from mammojax.app import logic
+
+    assert logic.checkpoint_problem(exported) is None
+    model = logic.load_app_model(exported, warm_up=False)
+    name = "wA_R_CC.dcm"
+    analysis = logic.analyse_upload(model, name, (exam_inputs["folder"] / name).read_bytes())
+    row = next(r for r in dicom_run["rows"] if r["kind"] == "image" and Path(r["path"]).name == name)
+    assert analysis.probability == pytest.approx(float(row["probability"]), abs=2e-6)
+    facts = model.describe()
+    assert facts["model"] == "resnet18" and facts["input_shape"] == [32, 32] and facts["tau"] == pytest.approx(0.41)
