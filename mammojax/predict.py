@@ -22,6 +22,18 @@ Rows (the same fields in CSV and JSONL: :data:`FIELDS`):
   ``probability`` = the maximum over that patient's scored images (a lesion
   seen on any view flags the woman), ``decision`` at ``tau``, ``n_images``;
   ``path`` is empty; ``warning`` counts her flagged images.
+* ``kind=breast`` and ``kind=exam``, after the patient rows, for DICOM
+  inputs only: images grouped into exams by Study Instance UID and into
+  breasts by laterality, both read from the headers
+  (:mod:`mammojax.clinic.exams`). ``exam`` is ``exam-1``, ``exam-2``... (in
+  the order of this run, never the UID); image rows carry their ``exam`` so
+  the groups can be followed. Per exam: one row per breast (``laterality``
+  L/R), then the exam's row, each at its own stored operating point.
+
+Every scored row names its level's ``tau`` and, for groups, the ``rule``
+(``max`` or ``mean``: the checkpoint's ``patient_aggregate``) that made its
+score from the images' lesion margins. ``laterality`` of an image row is
+from its header (DICOM) or empty.
 
 Patient ids, first that applies (``eval`` groups a dataset's films the same way):
 
@@ -34,8 +46,9 @@ Patient ids, first that applies (``eval`` groups a dataset's films the same way)
    ``P001_L_CC.dcm`` and ``P001_R_MLO.dcm`` share ``P001``; a name without
    such tokens is its own patient.
 
-DICOM headers are never used to group files: they hold real names and ids,
-and nothing read from them may reach the output.
+DICOM headers are never used to find *patients*: they hold real names and
+ids, and nothing identifying read from them may reach the output. Exams are
+found from the Study Instance UID, which stays in memory.
 """
 
 from __future__ import annotations
@@ -50,13 +63,15 @@ import time
 from pathlib import Path
 from typing import IO, Iterable, Iterator
 
+from mammojax.clinic.exams import ExamLabels, level_results
 from mammojax.data.records import patient_from_file_name
 from mammojax.data.screening import image_flags
 from mammojax.errors import MammojaxError
 from mammojax.evaluation.operating_points import group_probabilities
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".pgm", ".dcm", ".dicom"}
-FIELDS = ("kind", "path", "patient_id", "probability", "decision", "n_images", "warning", "error")
+FIELDS = ("kind", "path", "patient_id", "exam", "laterality", "probability", "decision", "tau", "rule",
+          "n_images", "warning", "error")
 # Laterality/view tokens dropped from the end of a file stem to find the patient.
 _VIEW_TOKENS = {"l", "r", "left", "right", "cc", "mlo", "ml", "lm", "xccl", "at", "spot",
                 "lcc", "rcc", "lmlo", "rmlo"}
@@ -210,39 +225,64 @@ class PredictSummary:
     patients: int = 0
     seconds: float = 0.0
     skipped: list = dataclasses.field(default_factory=list)  # (path, reason) of each error row
+    exams: int = 0
+    breasts: int = 0
+    images: list = dataclasses.field(default_factory=list)  # the image rows (for --dicom-out)
+    levels: list = dataclasses.field(default_factory=list)  # the breast and exam rows
 
 
 def predict_rows(scorer, items: list[InputItem], *, aggregate: str = "max") -> Iterator[dict]:
-    """Image and error rows in input order, then one patient row per patient.
+    """Image and error rows in input order, one patient row per patient, then the exam rows.
 
     Probabilities and decisions come from ``scorer`` (:class:`mammojax.scoring.Scorer`);
     a patient's score aggregates her images' lesion margins (``max`` by default, the
     checkpoint's ``patient_aggregate``) and is read at the checkpoint's patient-level
     operating point (:mod:`mammojax.evaluation.operating_points`), as ``eval`` reads it.
+    DICOM images are also grouped into breasts and exams (:mod:`mammojax.clinic.exams`).
+    Image rows carry ``format`` (not written) so ``--dicom-out`` knows which are DICOM.
     """
     scored_patients: list[str] = []
     margins: list[float] = []
     flagged: dict[str, int] = {}
+    labels = ExamLabels()
+    in_exams: list[tuple[float, str, str | None, str, str]] = []  # margin, exam, laterality, patient, path
     for item, result in zip(items, scorer.score_paths([i.path for i in items])):
         if not result.ok:
             yield {"kind": "error", "path": result.path, "patient_id": item.patient_id, "error": result.error}
             continue
         scored_patients.append(item.patient_id)
-        margins.append(float(result.logits[1] - result.logits[0]))
-        flags = image_flags(result.meta) if result.meta is not None else ()
+        margin = float(result.logits[1] - result.logits[0])
+        margins.append(margin)
+        meta = result.meta
+        flags = image_flags(meta) if meta is not None else ()
         if flags:
             flagged[item.patient_id] = flagged.get(item.patient_id, 0) + 1
-        yield {"kind": "image", "path": result.path, "patient_id": item.patient_id,
-               "probability": round(result.probability, 6), "decision": scorer.decision(result.probability),
-               "warning": "; ".join(flags) or None, "flags": flags}  # flags: not written, counted
+        fmt = getattr(meta, "format", None)
+        laterality = getattr(meta, "laterality", None) if fmt == "dicom" else None
+        exam = labels.label_of(result.path) if fmt == "dicom" else None
+        if exam:
+            in_exams.append((margin, exam, laterality, item.patient_id, result.path))
+        yield {"kind": "image", "path": result.path, "patient_id": item.patient_id, "exam": exam,
+               "laterality": laterality, "probability": round(result.probability, 6),
+               "decision": scorer.decision(result.probability), "tau": round(scorer.tau, 6),
+               "warning": "; ".join(flags) or None,
+               "flags": flags, "format": fmt}  # flags, format: not written (flags are counted)
     if not margins:
         return
-    grouped = group_probabilities(margins, scored_patients, scorer.operating_points["patient"], aggregate)
+    point = scorer.operating_points["patient"]
+    grouped = group_probabilities(margins, scored_patients, point, aggregate)
     for patient, score, size in zip(grouped.keys, grouped.scores, grouped.sizes):
         count = flagged.get(patient, 0)
         yield {"kind": "patient", "path": "", "patient_id": patient, "probability": round(float(score), 6),
-               "decision": scorer.decision(float(score), "patient"), "n_images": int(size),
+               "decision": scorer.decision(float(score), "patient"), "tau": round(point.tau, 6),
+               "rule": aggregate, "n_images": int(size),
                "warning": f"{count} of her {int(size)} images flagged" if count else None}
+    if in_exams:
+        exam_margins, exams, sides, patients, paths = zip(*in_exams)
+        for result in level_results(scorer, exam_margins, exams, sides, aggregate):
+            owners = {patients[i] for i in result.members}
+            row = result.row(owners.pop() if len(owners) == 1 else None)
+            yield {**row, "members": [paths[i] for i in result.members]}  # members: not written
 
 
 def run_predict(scorer, items: list[InputItem], stream: IO, fmt: str, *, aggregate: str = "max",
@@ -259,8 +299,14 @@ def run_predict(scorer, items: list[InputItem], stream: IO, fmt: str, *, aggrega
         if row["kind"] == "patient":
             summary.patients += 1
             continue
+        if row["kind"] in ("breast", "exam"):
+            summary.exams += row["kind"] == "exam"
+            summary.breasts += row["kind"] == "breast"
+            summary.levels.append(row)
+            continue
         if row["kind"] == "image":
             summary.scored += 1
+            summary.images.append(row)
             for reason in row["flags"]:
                 summary.flagged[reason] = summary.flagged.get(reason, 0) + 1
         else:

@@ -36,6 +36,7 @@ from mammojax.evaluation.aggregate import AGGREGATES as PATIENT_AGGREGATES
 from mammojax.evaluation.operating_points import OperatingPoint, group_probabilities
 from mammojax.explain.overlay import blend, on_breast
 from mammojax.scoring import Scorer
+from mammojax.export import load_scorer, read_model_meta
 
 DISCLAIMER = ("Research tool, not a medical device. Its output is not a diagnosis and must "
               "not guide patient care; every image needs a qualified reader.")
@@ -137,7 +138,7 @@ def checkpoint_problem(path: str | os.PathLike | None) -> str | None:
     if not path:
         return "no checkpoint given (start the page with `mammojax app --checkpoint DIR`)"
     try:
-        read_meta(path)
+        read_model_meta(path)  # a checkpoint, a workdir or a `mammojax export` directory
     except MammojaxError as err:
         return str(err)
     return None
@@ -150,7 +151,7 @@ def load_app_model(path: str | os.PathLike, *, warm_up: bool = True) -> AppModel
     server) so the first upload is answered at full speed.
     """
     runtime.setup()
-    model = AppModel(scorer=Scorer.from_checkpoint(path, batch_size=1))
+    model = AppModel(scorer=load_scorer(path, batch_size=1))  # a checkpoint's or an export's
     if warm_up:
         model.score_and_cam(np.zeros((1, *model.image_shape, 1), np.float32))
     return model

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "predict": ("mammojax.cli.predict_cmd", "predict", "Score images, folders or a manifest."),
     "explain": ("mammojax.cli.explain_cmd", "explain", "Grad-CAM heatmaps and overlays."),
     "benchmark": ("mammojax.cli.benchmark_cmd", "benchmark", "Speed and size of the model zoo."),
+    "export": ("mammojax.cli.export_cmd", "export", "Write a checkpoint as a portable jax.export model."),
     "app": ("mammojax.cli.app_cmd", "app", "Start the clinical web page (Streamlit)."),
     "models": ("mammojax.cli.models_cmd", "models", "List the model zoo with parameter counts."),
     "convert-weights": ("mammojax.cli.convert_cmd", "convert_weights",

@@ -41,7 +41,7 @@ def streamlit_command(checkpoint: Path, *, host: str, port: int, max_upload_mb: 
 
 @click.command()
 @click.option("--checkpoint", required=True, type=click.Path(path_type=Path),
-              help="Checkpoint directory (or a training workdir: its best/ is used).")
+              help="Checkpoint directory, training workdir (its best/ is used) or `mammojax export` directory.")
 @click.option("--port", default=8501, show_default=True, type=click.IntRange(1, 65535))
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; keep the default to serve this machine only.")
@@ -52,16 +52,16 @@ def app(checkpoint: Path, port: int, host: str, max_upload_mb: int) -> None:
 
     A port already in use is an error before the server starts; a server
     that fails later passes its exit status on."""
-    from mammojax.checkpoint import read_meta, resolve_checkpoint_dir
+    from mammojax.export import read_model_meta, resolve_model_dir
 
-    read_meta(checkpoint)  # cheap: JSON only; raises a one-line CheckpointError
+    read_model_meta(checkpoint)  # cheap: JSON only; raises a one-line CheckpointError
     if importlib.util.find_spec("streamlit") is None:
         raise MammojaxError("the web page needs Streamlit: pip install 'mammojax[app]'")
     if host not in LOOPBACK_HOSTS:
         click.echo(f"mammojax: warning: serving on {host}: uploads travel unencrypted to anyone "
                    "who can reach this port; put it behind HTTPS and access control", err=True)
     check_port_free(host, port)
-    command = streamlit_command(resolve_checkpoint_dir(checkpoint).absolute(), host=host,
+    command = streamlit_command(resolve_model_dir(checkpoint).absolute(), host=host,
                                 port=port, max_upload_mb=max_upload_mb)
     shown_host = f"[{host}]" if ":" in host else host
     click.echo(f"mammojax: serving the page at http://{shown_host}:{port} (Ctrl-C to stop)", err=True)

@@ -14,7 +14,7 @@ from mammojax.cli.outcome import EXIT_STATUS_HELP
 
 @click.command("predict", epilog=EXIT_STATUS_HELP)
 @click.option("--checkpoint", required=True, type=click.Path(),
-              help="Checkpoint directory or training workdir (its best/ is used).")
+              help="Checkpoint directory, training workdir (its best/ is used) or `mammojax export` directory.")
 @click.argument("inputs", nargs=-1, required=True, type=click.Path())
 @click.option("--out", default=None, type=click.Path(),
               help="Output file (.csv, or .jsonl for JSON Lines); default: stdout.")
@@ -23,7 +23,11 @@ from mammojax.cli.outcome import EXIT_STATUS_HELP
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(1, 4096))
 @click.option("--tta-hflip", is_flag=True,
               help="Also average over each image's mirror (default: as the checkpoint scores films).")
-def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
+@click.option("--dicom-out", default=None, type=click.Path(file_okay=False),
+              help="Also write, per DICOM input, a Structured Report and a Secondary Capture of the "
+                   "heatmap overlay into this folder (for a PACS; they carry the input's patient and "
+                   "study modules).")
+def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip, dicom_out):
     """Score INPUTS (image files, folders searched recursively, or .csv manifests
     with a `path` column) and write one row per image, one error row per
     unreadable file, then one row per patient (kind=patient, max over her
@@ -37,7 +41,10 @@ def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
     Patients: a manifest's patient_id column; else a known dataset's file
     naming (MIAS mdb001 + mdb002 are one woman, mias001); else the file-name
     stem without trailing laterality/view tokens (P001_L_CC.png and
-    P001_R_MLO.png are P001). DICOM headers are never used to group files."""
+    P001_R_MLO.png are P001). DICOM headers never name patients. DICOM images
+    are also grouped into exams (Study Instance UID, shown as exam-1, exam-2...)
+    and breasts (laterality): kind=breast and kind=exam rows, each at its own
+    stored operating point, with its tau and rule (max or mean)."""
     from mammojax import predict as lib
     from mammojax.cli import outcome
 
@@ -47,14 +54,18 @@ def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
     outcome.require_images(items, inputs)
     lib.check_output(out, overwrite=overwrite)
     fmt = lib.output_format(out, as_json)
+    if dicom_out:
+        from mammojax.clinic.dicom_out import check_dicom_out
+
+        check_dicom_out(dicom_out, items, overwrite=overwrite)
 
     from mammojax import runtime
 
     runtime.setup()
+    from mammojax.export import load_scorer
     from mammojax.progress import progress_bar
-    from mammojax.scoring import Scorer
 
-    scorer = Scorer.from_checkpoint(checkpoint, batch_size=batch_size, tta_hflip=True if tta_hflip else None)
+    scorer = load_scorer(checkpoint, batch_size=batch_size, tta_hflip=True if tta_hflip else None)
     from mammojax.checkpoint import training_data_warning
 
     warning = training_data_warning(scorer.checkpoint.meta)
@@ -73,6 +84,13 @@ def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip):
         outcome.report_skipped(path, reason)
     rate = summary.scored / summary.seconds if summary.seconds > 0 else 0.0
     flagged = "".join(f" ({n} flagged: {reason}; see the warning column)" for reason, n in summary.flagged.items())
-    click.echo(f"{summary.scored} scored{flagged}, {summary.failed} failed, {summary.patients} patients "
+    exams = f", {summary.exams} exams ({summary.breasts} breasts)" if summary.exams else ""
+    click.echo(f"{summary.scored} scored{flagged}, {summary.failed} failed, {summary.patients} patients{exams} "
                f"({rate:.1f} images/s)", err=True)
+    if dicom_out:
+        from mammojax.clinic.dicom_out import report_lines, write_dicom_results
+
+        written = write_dicom_results(scorer, summary.images, summary.levels, dicom_out, overwrite=overwrite)
+        for line in report_lines(written, dicom_out):
+            click.echo(line, err=True)
     outcome.finish(summary.scored, summary.failed)

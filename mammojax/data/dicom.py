@@ -18,7 +18,12 @@ Colour DICOMs (RGB, YBR_*, PALETTE COLOR) become luminance.
 
 Privacy: DICOM headers carry patient identifiers. Nothing read here ever
 leaves this module except the fields of :class:`ImageMeta` and
-:func:`safe_dicom_summary` (laterality, view, spacing, manufacturer, ...).
+:func:`safe_dicom_summary` (laterality, view, spacing, manufacturer, ...),
+and the header :func:`read_header` returns to the two consumers that need
+identifiers by design: :mod:`mammojax.clinic.exams` (which keeps the Study
+Instance UID in memory only, as a grouping key) and
+:mod:`mammojax.clinic.dicom_out` (which copies the patient and study modules
+into the DICOM objects written for a PACS, the one place they may go).
 Error messages are built from fixed texts and exception *class names*, never
 pydicom's message text (which can quote element values). pydicom's own
 output is routed here, once, at import (:func:`route_pydicom_output`): its
@@ -419,6 +424,20 @@ def safe_dicom_summary(ds: Dataset | str | os.PathLike) -> dict[str, Any]:
             "cols": _int_or_none(ds.get("Columns")),
             "bits": _int_or_none(ds.get("BitsStored")),
         }
+
+
+def read_header(path: str | os.PathLike) -> Dataset:
+    """The header of a DICOM file, without its pixel data (``ImageReadError`` when unreadable).
+
+    It holds identifiers: only :mod:`mammojax.clinic` may take it, never to
+    print, log or write it anywhere but a DICOM object (module docstring).
+    """
+    path = Path(path)
+    with _reading_file(path):
+        try:
+            return pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        except Exception as e:
+            raise ImageReadError(path, f"corrupt or truncated DICOM file ({type(e).__name__})") from None
 
 
 def dicom_laterality(ds: Dataset) -> str | None:

@@ -109,8 +109,19 @@ class Explainer:
 
         if method is not None:
             check_method(method)
-        self.scorer = Scorer.from_checkpoint(checkpoint, batch_size=batch_size, max_pixels=max_pixels,
-                                             cam_method=method, cam_layer=layer)
+        self._attach(Scorer.from_checkpoint(checkpoint, batch_size=batch_size, max_pixels=max_pixels,
+                                            cam_method=method, cam_layer=layer))
+
+    @classmethod
+    def from_scorer(cls, scorer) -> "Explainer":
+        """An explainer over an existing scorer (``predict --dicom-out``: the scorer of the run,
+        a checkpoint's or an exported model's), with its heatmap method and layer."""
+        explainer = cls.__new__(cls)
+        explainer._attach(scorer)
+        return explainer
+
+    def _attach(self, scorer) -> None:
+        self.scorer = scorer
         self.checkpoint = self.scorer.checkpoint
         self.method, self.layer = self.scorer.scoring.cam_method, self.scorer.scoring.cam_layer
         if self.scorer.scoring.windows:

@@ -137,6 +137,28 @@ def test_predict_leaks_nothing(case, capfd, caplog):
     assert assert_no_identifiers_in_files(out.parent, case["identifiers"]) == 1
 
 
+def test_predict_dicom_out_puts_identifiers_only_into_the_dicom_objects(case, capfd, caplog):
+    pytest.importorskip("highdicom")
+    out = case["root"] / "predict-dicom"
+    code, text = _run(capfd, caplog, "predict", "--checkpoint", str(case["ckpt"]), str(case["inputs"]),
+                      "--out", str(out / "scores.csv"), "--dicom-out", str(out / "dicom"))
+    assert code == 3, text
+    assert_no_identifiers(text, "predict --dicom-out stdout/stderr/logs", case["identifiers"])
+    assert_no_identifiers((out / "scores.csv").read_bytes(), "scores.csv", case["identifiers"])
+    # The planted DICOMs have no Study Instance UID, so no PACS could file a result: none is written.
+    assert "exam_left.dcm: its header has no Study Instance UID" in text
+    if case["real"]:
+        import pydicom
+
+        assert sorted(p.name for p in (out / "dicom").iterdir()) == ["real_mammogram_sc.dcm",
+                                                                      "real_mammogram_sr.dcm"]
+        # The objects for the PACS are where the identifiers must be: filed with the right woman.
+        source = pydicom.dcmread(case["inputs"] / "real_mammogram.dcm", stop_before_pixels=True)
+        for kind in ("sr", "sc"):
+            written = pydicom.dcmread(out / "dicom" / f"real_mammogram_{kind}.dcm", stop_before_pixels=True)
+            assert (written.PatientID, written.StudyInstanceUID) == (source.PatientID, source.StudyInstanceUID)
+
+
 def test_explain_leaks_nothing(case, capfd, caplog):
     out = case["root"] / "explain"
     code, text = _run(capfd, caplog, "explain", "--checkpoint", str(case["ckpt"]), "--out", str(out),
