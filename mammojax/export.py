@@ -85,7 +85,7 @@ def export_checkpoint(checkpoint, out_dir: str | os.PathLike, *, platforms=DEFAU
     import jax
     from jax import export
 
-    import mammojax
+    import mammojax  # the package's version; the package imports this module's callers
 
     out_dir = Path(out_dir).absolute()
     if out_dir.exists() and not overwrite:

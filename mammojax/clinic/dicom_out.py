@@ -251,7 +251,7 @@ def _quiet_highdicom():
 class _Builder:
     """Series per study, instance numbers and the shared SR content pieces of one run."""
     def __init__(self, explainer):
-        import mammojax
+        import mammojax  # the package's version; the package imports this module's callers
 
         self.explainer = explainer
         self.scorer = explainer.scorer

@@ -28,6 +28,7 @@ def train(config, workdir: str | Path, *, data=None, identity_extra: dict | None
     ``identity_extra`` (JSON values) is added to what a checkpoint in
     ``workdir`` must match to be resumed, e.g. which films a fold trains on.
     """
+    # Imports orbax and JAX at the top: this module stays light until a run starts (after runtime.setup()).
     from mammojax.train.checkpointing import run_identity
 
     identity = {**run_identity(config), **(identity_extra or {})}
