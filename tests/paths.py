@@ -8,3 +8,5 @@ TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 # The mini-MIAS archive lent to the project (research use only: read from ../shared, never copied in).
 MIAS_ARCHIVE = REPO.parent / "shared" / "data" / "mias" / "all-mias-dev.tar.gz"
+# The RSNA screening JPEG export lent to the project (research use only: read from ../shared).
+RSNA_ARCHIVE = REPO.parent / "shared" / "data" / "rsna" / "rsna-screening-dev.tar.gz"
