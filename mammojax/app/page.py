@@ -77,6 +77,8 @@ def show_sidebar(model: logic.AppModel) -> None:
             f" ({facts['threshold_policy'] or 'fixed'} policy)\n"
             f"- **Temperature:** {facts['temperature']:.3f}\n"
             f"- **Heatmap:** {facts['cam_method']} at {facts['cam_layer']}")
+        for text in facts.get("calibration_warnings") or []:
+            st.warning(text[0].upper() + text[1:] + ".")
         st.header("How to read this page")
         positive = facts["positive_class"]
         st.markdown(

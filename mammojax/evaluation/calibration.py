@@ -57,6 +57,24 @@ def fit_temperature(logits, labels) -> float:
     return best
 
 
+def temperature_at_bound(temperature: float) -> bool:
+    """True when a fitted temperature stopped at an end of its search range (e^-5 or e^5).
+
+    Then the fit did not find a minimum: the level's scores carry no
+    information at the scale of their margins (at e^5 every probability is
+    close to 0.5), so its probabilities mean nothing and only their ranking
+    (the AUC) does. Reports, ``metrics.json``, the CV summary and the page say so.
+    """
+    log_t = math.log(float(temperature)) if temperature > 0 else -math.inf
+    return min(abs(log_t - _LOG_T_BOUNDS[0]), abs(log_t - _LOG_T_BOUNDS[1])) < 1e-3
+
+
+def bound_warning(level: str, temperature: float) -> str:
+    """The one sentence every output uses for a temperature fit that ended at its bound."""
+    return (f"the {level}-level temperature fit ended at its bound (T = {temperature:.2f}): the {level} "
+            f"probabilities are near 0.5 and not calibrated; only their ranking (the AUC) is meaningful")
+
+
 def apply_temperature(logits, temperature: float) -> np.ndarray:
     """Class probabilities ``softmax(logits / T)``, shape ``(N, C)``.
 

@@ -31,8 +31,8 @@ from mammojax.data.splits import records_of_split
 from mammojax.errors import MammojaxError
 from mammojax.evaluation import aggregate as agg
 from mammojax.evaluation.bootstrap import bootstrap_ci
-from mammojax.evaluation.calibration import (expected_calibration_error, negative_log_likelihood, probabilities,
-                                             reliability_bins)
+from mammojax.evaluation.calibration import (bound_warning, expected_calibration_error, negative_log_likelihood,
+                                             probabilities, reliability_bins, temperature_at_bound)
 from mammojax.evaluation.metrics import classification_metrics, pr_curve, roc_curve
 from mammojax.evaluation.operating_points import OperatingPoint, level_margins, margin_probabilities
 from mammojax.evaluation.report import class_names_of, write_report
@@ -88,7 +88,8 @@ def summarize(scored: ScoredImages, *, tau: float, temperature: float = 1.0,
         if threshold_policy is not None:
             level_tau = choose_threshold(grouped.labels, probs, threshold_policy, tau=point.tau, target=target)
         m = classification_metrics(grouped.labels, probs, tau=level_tau)
-        m.update(tau=float(level_tau), temperature=float(point.temperature))
+        m.update(tau=float(level_tau), temperature=float(point.temperature),
+                 temperature_at_bound=temperature_at_bound(point.temperature))
         # Clusters = patients at every level: a woman's images or breasts move together.
         clusters = None if level == "patient" else grouped.patients
         m["auc_ci"] = bootstrap_ci(grouped.labels, probs, clusters, n_resamples=n_bootstrap, seed=seed)
@@ -117,6 +118,8 @@ def summarize(scored: ScoredImages, *, tau: float, temperature: float = 1.0,
         "bootstrap": {"resamples": int(n_bootstrap), "seed": int(seed), "unit": "patient"},
         "levels": levels,
         "calibration": calibration,
+        "calibration_warnings": [bound_warning(level, m["temperature"]) for level, m in levels.items()
+                                 if m["temperature_at_bound"]],
     }
 
 

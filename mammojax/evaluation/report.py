@@ -88,7 +88,8 @@ def _summary_lines(result: dict) -> list[str]:
 
 def _warnings(result: dict) -> list[str]:
     """What the reader must know before trusting the numbers."""
-    found = [f"Warning: {text}" for text in result.get("warnings") or []]
+    found = [f"Warning: {text}" for text in [*(result.get("warnings") or []),
+                                             *(result.get("calibration_warnings") or [])]]
     if result.get("tau_optimistic"):
         found.append("Warning: the threshold was chosen on the data being evaluated; sensitivity, "
                      "specificity and the other thresholded metrics are optimistic.")

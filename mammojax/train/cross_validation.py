@@ -53,6 +53,7 @@ from mammojax.data.splits import check_no_leakage, kfold_patients, split_patient
 from mammojax.errors import MammojaxError
 from mammojax.evaluation import shortcuts
 from mammojax.evaluation.bootstrap import bootstrap_ci
+from mammojax.evaluation.calibration import bound_warning, temperature_at_bound
 from mammojax.evaluation.metrics import confusion_counts, rates_from_counts, roc_auc, roc_curve
 from mammojax.evaluation.operating_points import (OperatingPoint, fit_from_config, level_margins,
                                                   margin_probabilities, to_meta)
@@ -153,7 +154,9 @@ def run_cv(config, workdir: str | os.PathLike, *, log: Callable[[str], None] = p
                            val_images=int(len(val_idx)), val_auc=val_auc,
                            **{f"tau_{level}": points[level].tau for level in LEVELS},
                            **{f"temperature_{level}": points[level].temperature for level in LEVELS},
-                           temperature=points["image"].temperature)
+                           temperature=points["image"].temperature,
+                           temperatures_at_bound=[level for level in LEVELS
+                                                  if temperature_at_bound(points[level].temperature)])
         if config.train.recipe == "patches":
             settings = _patch_settings(config)
             fold_result["val_patch_auc"] = patch_auc(model, variables, data.val, settings, seed=seed * 1000 + fold)
@@ -418,6 +421,10 @@ def render_table(result: dict) -> str:
                      "lesion-free breast patches) " + ", ".join(_fmt(f["val_patch_auc"]) for f in result["folds"])
                      + f"; pooled film AUC without the other-breast comparison "
                        f"{_fmt(result.get('pooled_single_breast_auc'))}.")
+    at_bound = [f"fold {f['fold'] + 1}: " + bound_warning(level, f[f"temperature_{level}"])
+                for f in result["folds"] for level in LEVELS if temperature_at_bound(f[f"temperature_{level}"])]
+    if at_bound:
+        lines += ["", "Warning: " + "; ".join(at_bound) + "."]
     if result.get("shortcuts"):
         lines += ["", shortcuts.render_shortcuts(result["shortcuts"])]
     return "\n".join(lines) + "\n"

@@ -69,3 +69,19 @@ def test_reliability_bins_match_sklearn_calibration_curve(labels):
     by_hand = [np.sum((p > a) & (p <= b)) + (np.sum(p == 0) if i == 0 else 0)
                for i, (a, b) in enumerate(zip(lo, hi))]
     np.testing.assert_array_equal(bins["count"], by_hand)
+
+
+def test_a_fit_that_ends_at_its_bound_is_told_apart_and_worded_once():
+    from mammojax.evaluation.calibration import bound_warning, fit_temperature, temperature_at_bound
+
+    # Every margin large and positive, half the labels positive and unrelated to the margins: the best
+    # a temperature alone can do is flatten every probability towards 0.5, so the fit runs to e^5
+    # (the max of a woman's views is such a shifted score; an offset would be the cure).
+    rng = np.random.default_rng(0)
+    margins = 30.0 + rng.normal(size=400)
+    logits = np.stack([np.zeros_like(margins), margins], axis=1)
+    flat = fit_temperature(logits, np.arange(400) % 2)
+    assert temperature_at_bound(flat) and flat == pytest.approx(np.exp(5.0), rel=1e-3)
+    informative = fit_temperature(logits - [0, 8.0], (margins > 8.0).astype(int))
+    assert not temperature_at_bound(informative) and not temperature_at_bound(1.0)
+    assert "patient-level temperature fit ended at its bound" in bound_warning("patient", flat)
