@@ -463,7 +463,7 @@ def _wait_for_lock(handle, store: Path, *, progress: bool, stream) -> None:
                 break
             except OSError:
                 time.sleep(WAIT_POLL_SECONDS)
-            pid_now, done, total = _planned_progress(store)
+            _, done, total = _planned_progress(store)
             if total != bar.total:
                 bar.reset(total=total)
             bar.n = done

@@ -166,7 +166,7 @@ def run_cv(config, workdir: str | os.PathLike, *, log: Callable[[str], None] = p
                                   data.val, val_raw)
         margins = test_logits[:, 1] - test_logits[:, 0]
         single_margins = test_raw[:, 1] - test_raw[:, 0]
-        image_probs = _probabilities(margins, points["image"].temperature)
+        image_probs = margin_probabilities(margins, points["image"].temperature)
         for j, i in enumerate(test_idx):
             predictions.append({"fold": fold, "path": Path(records[i].path).name,
                                 "patient_id": str(patients[i]), "laterality": lateralities[i] or "",
@@ -270,10 +270,6 @@ def contralateral_logits(logits: np.ndarray, patients, weight: float) -> np.ndar
     return np.stack([np.zeros_like(adjusted), adjusted], axis=1)
 
 
-def _probabilities(margins, temperature: float) -> np.ndarray:
-    return margin_probabilities(margins, temperature)
-
-
 def _image_auc(logits, labels) -> float:
     logits = np.asarray(logits)
     return float(roc_auc(labels, logits[:, 1] - logits[:, 0]))
@@ -290,7 +286,7 @@ def level_rows(margins, labels, patients, lateralities, points: dict, how: str) 
     rows = {}
     for level in LEVELS:
         grouped = level_margins(logits, np.asarray(labels), list(patients), list(lateralities), level, how)
-        probs = _probabilities(grouped.scores, points[level].temperature)
+        probs = margin_probabilities(grouped.scores, points[level].temperature)
         rows[level] = {"labels": np.asarray(grouped.labels), "probs": probs, "women": list(grouped.patients),
                        "calls": probs >= points[level].tau}
     return rows
