@@ -72,8 +72,13 @@ class Checkpoint:
         return self.operating_points["image"].temperature
 
     @property
+    def offset(self) -> float:
+        """The image level's calibration offset (``sigmoid(margin / T + offset)``; 0 before it existed)."""
+        return self.operating_points["image"].offset
+
+    @property
     def operating_points(self) -> dict:
-        """Tau and temperature per level (mammojax.evaluation.operating_points, its one reader)."""
+        """Tau, temperature and offset per level (mammojax.evaluation.operating_points, its one reader)."""
         return read_operating_points(self.meta)
 
     @property

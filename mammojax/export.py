@@ -5,7 +5,7 @@ A hospital deploys a frozen artifact, not a Python checkout. ``export`` writes::
     DIR/
       logits.jax    # jax.export: preprocessed films (B, H, W, 1) float32 -> film logits (B, C) float32
       heatmap.jax   # jax.export: films -> (heatmaps (B, H, W) in [0, 1], logits (B, C)), one pass
-      export.json   # input shape, preprocessing, scoring, tau / temperature per level, classes, digests
+      export.json   # input shape, preprocessing, scoring, tau / temperature / offset per level, classes, digests
 
 Each artifact is StableHLO with the weights inside, the batch dimension
 symbolic (any ``B >= 1``), lowered for CPU and CUDA. It is the scorer's own
@@ -18,8 +18,8 @@ with the checkpoint's flip TTA and heatmap layer), so its logits are those of
     meta = json.load(open("DIR/export.json"))
     run = export.deserialize(open("DIR/logits.jax", "rb").read())
     logits = np.asarray(run.call(films))                          # films: preprocessed, (B, H, W, 1)
-    z = logits / meta["temperature"]; z -= z.max(1, keepdims=True)
-    probability = np.exp(z[:, 1]) / np.exp(z).sum(1)              # the positive class's
+    margin = (logits[:, 1] - logits[:, 0]) / meta["temperature"] + meta["offset"]
+    probability = 1 / (1 + np.exp(-margin))                       # the positive class's
     decision = probability >= meta["tau"]
 
 The film must be preprocessed as ``export.json`` describes (``preprocessing``;
@@ -135,8 +135,8 @@ def export_checkpoint(checkpoint, out_dir: str | os.PathLike, *, platforms=DEFAU
                               "steps": list(PREPROCESSING_STEPS)},
             "scoring": scoring.to_meta(),
             "class_names": checkpoint.class_names, "positive_class": checkpoint.positive_class,
-            "probability": "softmax(logits / temperature)[:, 1]",
-            "tau": checkpoint.tau, "temperature": checkpoint.temperature,
+            "probability": "sigmoid((logits[:, 1] - logits[:, 0]) / temperature + offset)",
+            "tau": checkpoint.tau, "temperature": checkpoint.temperature, "offset": checkpoint.offset,
             "operating_points": {level: dataclasses.asdict(p) for level, p in points.items()},
             "patient_aggregate": checkpoint.patient_aggregate,
             "checkpoint_meta": meta,
@@ -208,6 +208,7 @@ class ExportedScorer:
         meta = self.checkpoint.export_meta
         self.scoring = film_scoring_from_meta({"scoring": meta["scoring"]}, where=str(path))
         self.temperature = float(meta["temperature"])
+        self.offset = float(meta.get("offset", 0.0))  # exports written before the offset: none
         self.tau = float(meta["tau"])
         self.operating_points = {level: OperatingPoint(**point) for level, point in meta["operating_points"].items()}
         self.class_names = list(meta["class_names"])

@@ -117,6 +117,7 @@ class AppModel:
             "input_shape": list(self.image_shape),
             "tau": self.tau,
             "temperature": self.scorer.temperature,
+            "offset": self.scorer.offset,
             "threshold_policy": meta.get("threshold_policy"),
             "trained_on": meta.get("data", {}).get("dataset"),
             "class_names": self.scorer.class_names,
@@ -353,12 +354,12 @@ class PatientSummary:
 
 
 def summarise_patients(items: Iterable[tuple[str, ImageAnalysis]], *, aggregate: str = "max",
-                       tau: float, temperature: float = 1.0) -> list[PatientSummary]:
+                       tau: float, temperature: float = 1.0, offset: float = 0.0) -> list[PatientSummary]:
     """Groups ``(patient label, analysis)`` pairs into patient-level scores.
 
     The patient score aggregates her images' lesion margins, the max (default:
     one suspicious view recalls the woman) or the mean, read at the patient
-    operating point ``(tau, temperature)``, as ``predict`` and ``eval`` read it
+    operating point ``(tau, temperature, offset)``, as ``predict`` and ``eval`` read it
     (:func:`mammojax.evaluation.operating_points.group_probabilities`). An
     analysis without a margin counts as the margin of its probability at T = 1.
     Patients keep the order in which they first appear.
@@ -371,7 +372,8 @@ def summarise_patients(items: Iterable[tuple[str, ImageAnalysis]], *, aggregate:
     labels = [label for label, _ in items]
     margins = [a.margin if a.margin is not None else float(np.log(a.probability) - np.log1p(-a.probability))
                for _, a in items]
-    grouped = group_probabilities(margins, labels, OperatingPoint(tau=tau, temperature=temperature), aggregate)
+    grouped = group_probabilities(margins, labels, OperatingPoint(tau=tau, temperature=temperature, offset=offset),
+                                  aggregate)
     return [PatientSummary(label=label, image_names=tuple(a.name for key, a in items if key == label),
                            score=float(score), aggregate=aggregate, tau=tau)
             for label, score in zip(grouped.keys, grouped.scores)]

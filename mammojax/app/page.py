@@ -167,7 +167,7 @@ def describe_image(meta: dict) -> str:
 def show_patients(model: logic.AppModel, labelled: list[tuple[str, logic.ImageAnalysis]]) -> None:
     point = model.scorer.operating_points["patient"]
     patients = logic.summarise_patients(labelled, aggregate=model.patient_aggregate, tau=point.tau,
-                                        temperature=point.temperature)
+                                        temperature=point.temperature, offset=point.offset)
     st.header("Patient-level result")
     for patient in patients:
         colour = "red" if patient.suspicious else "green"

@@ -7,8 +7,8 @@ hand-written pydicom datasets):
 * ``<stem>_sr.dcm``: a **Comprehensive 3D SR** holding a TID 1500 Imaging
   Measurement Report. Its measurement groups:
 
-  - ``image``: the probability of the checkpoint's positive class, tau and the
-    temperature of the image level, and the decision (the class called at
+  - ``image``: the probability of the checkpoint's positive class, tau, the
+    temperature and offset of the image level, and the decision (the class called at
     tau), with the algorithm's name (``mammojax <model>``) and version, the
     source image referenced;
   - one ``breast L`` / ``breast R`` group per breast of the exam and one
@@ -317,7 +317,8 @@ class _Builder:
 
         algorithm = hd.sr.AlgorithmIdentification(name=self.model_name[:64], version=self.version)
         groups = [self._group("image", row["probability"], row["tau"], row["decision"], [header], algorithm,
-                              laterality=row.get("laterality"), temperature=self.scorer.temperature)]
+                              laterality=row.get("laterality"), temperature=self.scorer.temperature,
+                              offset=self.scorer.offset)]
         for level in levels:
             members = [headers[path] for path in level["members"] if path in headers]
             name = "exam" if level["kind"] == "exam" else f"breast {level['laterality'] or '(side unknown)'}"
@@ -352,7 +353,7 @@ class _Builder:
         return sr
 
     def _group(self, name, probability, tau, decision, members, algorithm, *, laterality=None, rule=None,
-               temperature=None):
+               temperature=None, offset=None):
         import highdicom as hd
 
         derivation = None if rule is None else _derivation(rule)
@@ -366,6 +367,9 @@ class _Builder:
         if temperature is not None:
             measurements.append(hd.sr.Measurement(name=_private("temperature", "Calibration temperature"),
                                                   value=float(temperature), unit=unit))
+        if offset is not None:
+            measurements.append(hd.sr.Measurement(name=_private("offset", "Calibration offset"),
+                                                  value=float(offset), unit=unit))
         site = _breast_site(laterality)
         decision_value = _private(f"class-{self.scorer.class_names.index(decision)}", decision)
         return hd.sr.MeasurementsAndQualitativeEvaluations(

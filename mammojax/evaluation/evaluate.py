@@ -30,11 +30,12 @@ from mammojax.data.records import dataset_task
 from mammojax.data.splits import records_of_split
 from mammojax.errors import MammojaxError
 from mammojax.evaluation import aggregate as agg
+from mammojax.evaluation import shortcuts
 from mammojax.evaluation.bootstrap import bootstrap_ci
 from mammojax.evaluation.calibration import (bound_warning, expected_calibration_error, negative_log_likelihood,
                                              probabilities, reliability_bins, temperature_at_bound)
 from mammojax.evaluation.metrics import classification_metrics, pr_curve, roc_curve
-from mammojax.evaluation.operating_points import OperatingPoint, level_margins, margin_probabilities
+from mammojax.evaluation.operating_points import OperatingPoint, level_margins
 from mammojax.evaluation.report import class_names_of, write_report
 from mammojax.evaluation.thresholds import choose_threshold
 from mammojax.jsonio import json_safe, write_json
@@ -56,9 +57,9 @@ class ScoredImages:
     logits: np.ndarray  # (N, C) film logits from mammojax.scoring.Scorer (TTA already applied)
     excluded: list = dataclasses.field(default_factory=list)  # (path, reason)
 
-    def probabilities(self, temperature: float) -> np.ndarray:
-        """Lesion-class probability of each image at ``temperature`` (mammojax.evaluation.calibration.probabilities)."""
-        return probabilities(self.logits, temperature) if len(self.labels) else np.zeros(0)
+    def probabilities(self, temperature: float, offset: float = 0.0) -> np.ndarray:
+        """Lesion-class probability of each image at ``temperature`` and ``offset`` (calibration.probabilities)."""
+        return probabilities(self.logits, temperature, offset) if len(self.labels) else np.zeros(0)
 
 
 def summarize(scored: ScoredImages, *, tau: float, temperature: float = 1.0,
@@ -83,23 +84,24 @@ def summarize(scored: ScoredImages, *, tau: float, temperature: float = 1.0,
         grouped = level_margins(scored.logits, labels, scored.patient_ids, scored.lateralities, level,
                                 patient_aggregate)
         point = points[level]
-        probs = margin_probabilities(grouped.scores, point.temperature)
+        probs = point.probabilities(grouped.scores)
         level_tau = point.tau
         if threshold_policy is not None:
             level_tau = choose_threshold(grouped.labels, probs, threshold_policy, tau=point.tau, target=target)
         m = classification_metrics(grouped.labels, probs, tau=level_tau)
-        m.update(tau=float(level_tau), temperature=float(point.temperature),
+        m.update(tau=float(level_tau), temperature=float(point.temperature), offset=float(point.offset),
                  temperature_at_bound=temperature_at_bound(point.temperature))
         # Clusters = patients at every level: a woman's images or breasts move together.
         clusters = None if level == "patient" else grouped.patients
         m["auc_ci"] = bootstrap_ci(grouped.labels, probs, clusters, n_resamples=n_bootstrap, seed=seed)
         levels[level] = m
     tau = levels["image"]["tau"]
-    temperature = points["image"].temperature
-    probs = scored.probabilities(temperature)
+    temperature, offset = points["image"].temperature, points["image"].offset
+    probs = scored.probabilities(temperature, offset)
     raw = scored.probabilities(1.0)
     calibration = {
         "temperature": float(temperature),
+        "offset": float(offset),
         "n_bins": ECE_BINS,
         "ece_before": expected_calibration_error(labels, raw, ECE_BINS),
         "ece_after": expected_calibration_error(labels, probs, ECE_BINS),
@@ -130,10 +132,10 @@ def _binary_nll(labels: np.ndarray, probs: np.ndarray) -> float:
     return negative_log_likelihood(np.log(np.stack([1 - p, p], axis=1)), labels)
 
 
-def curves_for_report(scored: ScoredImages, temperature: float) -> dict:
+def curves_for_report(scored: ScoredImages, temperature: float, offset: float = 0.0) -> dict:
     """Inputs of the report figures (image level)."""
     labels = np.asarray(scored.labels)
-    probs = scored.probabilities(temperature)
+    probs = scored.probabilities(temperature, offset)
     raw = scored.probabilities(1.0)
     return {"labels": labels, "probs": probs, "roc": roc_curve(labels, probs),
             "pr": pr_curve(labels, probs),
@@ -245,7 +247,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
     if not records:
         raise MammojaxError(f"split {split!r} of dataset {dataset!r} is empty")
     excluded = [(e.path, e.reason) for e in dataset_prepared.excluded]
-    scored = score_prepared(scorer, dataset_prepared.select(records), excluded=excluded, progress=progress)
+    selected = dataset_prepared.select(records)
+    scored = score_prepared(scorer, selected, excluded=excluded, progress=progress)
     if not scored.paths:
         raise MammojaxError(f"could not read any of the {len(records)} images of split {split!r} "
                             f"of dataset {dataset!r} (first: {scored.excluded[0][0]}: {scored.excluded[0][1]})")
@@ -259,16 +262,20 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset: str, data_dir: s
               "task": task, "task_description": meaning.description,
               "class_names": list(meaning.class_names), "checkpoint_class_names": scorer.class_names,
               "split": split, "seed": seed, "split_seed": split_seed, "tta_hflip": tta, **result}
+    # Does the network see cancer or the scanner? The training women's metadata-only model on these films.
+    result["shortcuts"] = shortcuts.stored_report(ckpt.meta, selected.records,
+                                                  scored.probabilities(ckpt.temperature, ckpt.offset),
+                                                  n_boot=n_bootstrap, seed=seed)
     warning = training_data_warning(ckpt.meta, dataset=dataset)
     result["warnings"] = [warning] if warning else []
     result = json_safe(result)
     if out_dir is not None:
-        write_outputs(out_dir, result, scored, temperature=ckpt.temperature, report=report)
+        write_outputs(out_dir, result, scored, temperature=ckpt.temperature, offset=ckpt.offset, report=report)
     return result
 
 
 def write_outputs(out_dir: str | os.PathLike, result: dict, scored: ScoredImages, *,
-                  temperature: float, report: bool = True) -> dict[str, Path]:
+                  temperature: float, offset: float = 0.0, report: bool = True) -> dict[str, Path]:
     """``metrics.json``, ``scores.csv`` and (with ``report``) report.html/.md.
 
     ``scores.csv`` has one row per scored image: ``path, patient_id, laterality,
@@ -280,7 +287,7 @@ def write_outputs(out_dir: str | os.PathLike, result: dict, scored: ScoredImages
     out.mkdir(parents=True, exist_ok=True)
     written = {"metrics": out / "metrics.json", "scores": out / "scores.csv"}
     write_json(written["metrics"], result)
-    probs = scored.probabilities(temperature)
+    probs = scored.probabilities(temperature, offset)
     names = class_names_of(result)
     with open(written["scores"], "w", newline="") as f:
         writer = csv.writer(f)
@@ -289,7 +296,7 @@ def write_outputs(out_dir: str | os.PathLike, result: dict, scored: ScoredImages
             writer.writerow([path, scored.patient_ids[i], scored.lateralities[i] or "",
                              names[int(scored.labels[i])], f"{probs[i]:.6f}", names[int(probs[i] >= result["tau"])]])
     if report:
-        written.update(write_report(out, result, curves_for_report(scored, temperature)))
+        written.update(write_report(out, result, curves_for_report(scored, temperature, offset)))
     return written
 
 

@@ -7,15 +7,18 @@ fitted on validation scores *of that level*:
 
 * a level's score is the aggregate (``max`` by default, or ``mean``) of its
   images' lesion margins ``z1 - z0`` (:mod:`mammojax.evaluation.aggregate`);
-* its temperature ``T`` minimises the validation NLL of ``sigmoid(margin / T)``
-  against the level's labels (a breast or woman is positive when any image is);
+* its temperature ``T`` and offset ``b`` minimise the validation NLL of
+  ``sigmoid(margin / T + b)`` against the level's labels (a breast or woman is
+  positive when any image is; :func:`mammojax.evaluation.calibration.fit_platt`:
+  the offset absorbs the shift of a class-weighted loss and of the maximum over
+  views, which a temperature alone could only flatten towards 0.5);
 * its tau comes from the config's threshold policy on those probabilities.
 
 With ``max`` and one shared temperature, a woman's probability is the maximum
 of her images' probabilities (the sigmoid is monotone), as before; a level
 temperature only recalibrates it. Checkpoints written before this file stored
 one image-level tau and temperature; :func:`read_operating_points` reads them
-as that pair for every level.
+as that pair for every level, and points stored before the offset with ``b = 0``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import dataclasses
 import numpy as np
 
 from mammojax.evaluation import aggregate as agg
-from mammojax.evaluation.calibration import fit_temperature, probabilities
+from mammojax.evaluation.calibration import fit_platt, probabilities
 from mammojax.evaluation.thresholds import choose_threshold
 
 LEVELS = agg.LEVELS
@@ -33,8 +36,19 @@ LEVELS = agg.LEVELS
 
 @dataclasses.dataclass(frozen=True)
 class OperatingPoint:
+    """A level's calibration ``sigmoid(margin / temperature + offset)`` and its threshold ``tau`` on it."""
+
     tau: float
     temperature: float
+    offset: float = 0.0
+
+    def probabilities(self, margins) -> np.ndarray:
+        """Calibrated probabilities of lesion margins ``z1 - z0`` at this point."""
+        return margin_probabilities(margins, self.temperature, self.offset)
+
+    def film_probabilities(self, logits) -> np.ndarray:
+        """Calibrated probabilities of film logits ``(N, C)`` at this point."""
+        return probabilities(logits, self.temperature, self.offset)
 
 
 def level_margins(logits, labels, patient_ids, lateralities, level: str, how: str = "max") -> agg.Grouped:
@@ -45,9 +59,9 @@ def level_margins(logits, labels, patient_ids, lateralities, level: str, how: st
     return agg.by_level(labels, margins, patient_ids, lateralities, level, how)
 
 
-def margin_probabilities(margins, temperature: float) -> np.ndarray:
-    """``sigmoid(margin / T)``: the temperature-softmax of :func:`mammojax.evaluation.calibration.probabilities`."""
-    return probabilities(np.asarray(margins, np.float64)[..., None], temperature)  # one logit: read as [0, m]
+def margin_probabilities(margins, temperature: float, offset: float = 0.0) -> np.ndarray:
+    """``sigmoid(margin / T + b)``: the temperature-softmax of :func:`mammojax.evaluation.calibration.probabilities`."""
+    return probabilities(np.asarray(margins, np.float64)[..., None], temperature, offset)  # one logit: [0, m]
 
 
 def group_probabilities(margins, keys, point: OperatingPoint, how: str = "max") -> agg.Grouped:
@@ -59,7 +73,7 @@ def group_probabilities(margins, keys, point: OperatingPoint, how: str = "max") 
     """
     keys = list(keys)
     grouped = agg.aggregate(None, margins, keys, keys, how)
-    return dataclasses.replace(grouped, scores=margin_probabilities(grouped.scores, point.temperature))
+    return dataclasses.replace(grouped, scores=point.probabilities(grouped.scores))
 
 
 def fit_operating_points(logits, labels, patient_ids, lateralities, *, how: str = "max", policy: str = "youden",
@@ -68,11 +82,10 @@ def fit_operating_points(logits, labels, patient_ids, lateralities, *, how: str 
     points = {}
     for level in LEVELS:
         grouped = level_margins(logits, labels, patient_ids, lateralities, level, how)
-        margins = np.stack([np.zeros_like(grouped.scores), grouped.scores], axis=1)
-        temperature = fit_temperature(margins, grouped.labels) if calibrate else 1.0
-        probs = margin_probabilities(grouped.scores, temperature)
+        temperature, offset = fit_platt(grouped.scores, grouped.labels) if calibrate else (1.0, 0.0)
+        probs = margin_probabilities(grouped.scores, temperature, offset)
         points[level] = OperatingPoint(tau=choose_threshold(grouped.labels, probs, policy, tau=tau, target=target),
-                                       temperature=float(temperature))
+                                       temperature=float(temperature), offset=float(offset))
     return points
 
 
@@ -96,6 +109,7 @@ def read_operating_points(meta: dict) -> dict[str, OperatingPoint]:
     cross-validation fold keeps its other-breast pair there, which single-film
     scoring cannot use).
     """
-    image = OperatingPoint(tau=float(meta.get("tau", 0.5)), temperature=float(meta.get("temperature", 1.0)))
+    image = OperatingPoint(tau=float(meta.get("tau", 0.5)), temperature=float(meta.get("temperature", 1.0)),
+                           offset=float(meta.get("offset", 0.0)))
     stored = meta.get("operating_points") or {}
     return {level: OperatingPoint(**stored[level]) if level in stored else image for level in LEVELS}

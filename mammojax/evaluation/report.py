@@ -17,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from mammojax.data.records import DEFAULT_CLASS_NAMES
+from mammojax.evaluation import shortcuts
 
 FIGURES = ("roc", "pr", "confusion", "histogram", "reliability")
-_ROWS = (("tau", "Threshold tau"), ("temperature", "Temperature"), ("auc", "AUC"), ("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
+_ROWS = (("tau", "Threshold tau"), ("temperature", "Temperature"), ("offset", "Offset"), ("auc", "AUC"), ("sensitivity", "Sensitivity"), ("specificity", "Specificity"),
          ("ppv", "PPV (precision)"), ("npv", "NPV"), ("f1", "F1"), ("accuracy", "Accuracy"),
          ("tp", "TP"), ("fp", "FP"), ("tn", "TN"), ("fn", "FN"), ("n", "N"), ("n_pos", "Positives"))
 
@@ -72,11 +73,11 @@ def _summary_lines(result: dict) -> list[str]:
         f"{positive} >= its level's tau: " + ", ".join(f"{name} {_fmt(level.get('tau', result['tau']))}"
                                                       for name, level in result["levels"].items())
         + f"; breast and patient scores = {result['patient_aggregate']} over their images' lesion margins, "
-        f"each level with its own temperature; flip TTA: {'on' if result.get('tta_hflip') else 'off'}",
+        f"each level with its own temperature and offset; flip TTA: {'on' if result.get('tta_hflip') else 'off'}",
         f"AUC confidence intervals: percentile bootstrap, {result['bootstrap']['resamples']} "
         f"resamples of patients (seed {result['bootstrap']['seed']})",
-        f"Calibration: temperature {_fmt(cal['temperature'])}; ECE {_fmt(cal['ece_before'])} "
-        f"before (T = 1) -> {_fmt(cal['ece_after'])} after; NLL {_fmt(cal['nll_before'])} -> "
+        f"Calibration: temperature {_fmt(cal['temperature'])}, offset {_fmt(cal.get('offset', 0.0))}; "
+        f"ECE {_fmt(cal['ece_before'])} before (T = 1, no offset) -> {_fmt(cal['ece_after'])} after; NLL {_fmt(cal['nll_before'])} -> "
         f"{_fmt(cal['nll_after'])}",
     ]
     trained = result.get("checkpoint_class_names")
@@ -158,8 +159,8 @@ def render_figures(result: dict, curves: dict) -> dict[str, bytes]:
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     cal = result["calibration"]
     for key, name, color in (("reliability_before", f"T = 1 (ECE {_fmt(cal['ece_before'])})", "tab:grey"),
-                             ("reliability_after", f"T = {_fmt(cal['temperature'], 2)} "
-                                                   f"(ECE {_fmt(cal['ece_after'])})", "tab:green")):
+                             ("reliability_after", f"T = {_fmt(cal['temperature'], 2)}, "
+                                                   f"b = {_fmt(cal.get('offset', 0.0), 2)} (ECE {_fmt(cal['ece_after'])})", "tab:green")):
         b = curves[key]
         used = b["count"] > 0
         ax.plot(b["mean_prob"][used], b["frac_pos"][used], "o-", color=color, label=name)
@@ -202,6 +203,8 @@ def render_markdown(result: dict) -> str:
     out += [f"- {line}" for line in _summary_lines(result)] + [""]
     out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+    if "shortcuts" in result:  # eval of a dataset: does the network see cancer or the scanner?
+        out += ["## Shortcut checks", "", shortcuts.render_shortcuts(result["shortcuts"]), ""]
     out += [f"![{name}](figures/{name}.png)" for name in FIGURES] + [""]
     return "\n".join(out)
 
@@ -223,7 +226,16 @@ def render_html(result: dict, pngs: dict[str, bytes]) -> str:
     parts.append("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header)
                  + "</tr></thead><tbody>")
     parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows]
-    parts.append("</tbody></table><h2>Figures</h2><div>")
+    parts.append("</tbody></table>")
+    if "shortcuts" in result:
+        sentences, short_header, short_rows = shortcuts.shortcut_parts(result["shortcuts"])
+        parts.append("<h2>Shortcut checks</h2>" + "".join(f"<p>{esc(line)}</p>" for line in sentences))
+        if short_header:
+            parts.append("<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in short_header)
+                         + "</tr></thead><tbody>"
+                         + "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
+                                   for row in short_rows) + "</tbody></table>")
+    parts.append("<h2>Figures</h2><div>")
     for name in FIGURES:
         if name in pngs:
             data = base64.b64encode(pngs[name]).decode("ascii")

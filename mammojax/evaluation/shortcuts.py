@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -131,17 +131,33 @@ def metadata_matrix(records, *, categories: dict | None = None) -> tuple[np.ndar
 
 @dataclass(frozen=True)
 class MetadataModel:
-    """A fitted metadata-only model: the encoding and the logistic regression.
+    """A fitted metadata-only model: the encoding and the logistic regression's weights.
 
-    ``estimator`` is None when the training records left nothing to fit (one
-    class only, or no feature columns); the model then scores every record
-    with ``constant`` (the training prevalence).
+    ``coef`` is None when the training records left nothing to fit (one class
+    only, or no feature columns); the model then scores every record with
+    ``constant`` (the training prevalence). Plain numbers only, so a
+    checkpoint stores it as JSON (:meth:`to_meta`) and ``eval`` scores other
+    women with the model of the training women (:func:`model_from_meta`).
     """
 
     categories: dict
     features: tuple[str, ...]
-    estimator: Any = None
+    coef: tuple[float, ...] | None = None
+    intercept: float = 0.0
     constant: float = 0.5
+
+    def to_meta(self) -> dict:
+        return {"categories": self.categories, "features": list(self.features),
+                "coef": None if self.coef is None else list(self.coef), "intercept": self.intercept,
+                "constant": self.constant}
+
+
+def model_from_meta(meta: dict) -> MetadataModel:
+    """The :class:`MetadataModel` a checkpoint stored (``meta["shortcuts"]["metadata_model"]``)."""
+    coef = meta.get("coef")
+    return MetadataModel(categories=meta["categories"], features=tuple(meta.get("features") or ()),
+                         coef=None if coef is None else tuple(float(c) for c in coef),
+                         intercept=float(meta.get("intercept", 0.0)), constant=float(meta.get("constant", 0.5)))
 
 
 def fit_metadata_model(train_records, *, seed: int = 0, C: float = 1.0) -> MetadataModel:
@@ -155,20 +171,51 @@ def fit_metadata_model(train_records, *, seed: int = 0, C: float = 1.0) -> Metad
     features = tuple(present_features(train_records))
     prevalence = float(y.mean()) if y.size else 0.5
     if x.shape[1] == 0 or y.size == 0 or y.min() == y.max():
-        return MetadataModel(categories, features, None, prevalence)
+        return MetadataModel(categories, features, None, 0.0, prevalence)
     from sklearn.linear_model import LogisticRegression
 
     estimator = LogisticRegression(C=C, max_iter=1000, random_state=seed).fit(x, y)
-    return MetadataModel(categories, features, estimator, prevalence)
+    return MetadataModel(categories, features, tuple(float(c) for c in estimator.coef_[0]),
+                         float(estimator.intercept_[0]), prevalence)
 
 
 def metadata_scores(model: MetadataModel, records) -> np.ndarray:
-    """The model's probability of label 1 for each of ``records``."""
+    """The model's probability of label 1 for each of ``records``: ``sigmoid(x . coef + intercept)``."""
     records = list(records)
-    if model.estimator is None:
+    if model.coef is None:
         return np.full(len(records), model.constant, dtype=np.float64)
     x, _ = metadata_matrix(records, categories=model.categories)
-    return model.estimator.predict_proba(x)[:, 1].astype(np.float64)
+    z = x @ np.asarray(model.coef, np.float64) + model.intercept
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def checkpoint_entry(train_records, *, seed: int = 0) -> dict:
+    """What a training run stores in its checkpoint for ``eval``'s shortcut checks.
+
+    ``{"shortcuts": {"metadata_model": ...}}``: the metadata-only model of the
+    training women, or ``{}`` when their records carry no acquisition metadata.
+    """
+    train_records = list(train_records)
+    if not has_metadata(train_records):
+        return {}
+    return {"shortcuts": {"metadata_model": fit_metadata_model(train_records, seed=seed).to_meta()}}
+
+
+def stored_report(checkpoint_meta: dict, test_records, test_scores, *, n_boot: int, seed: int) -> dict | None:
+    """``eval``'s shortcut report: the checkpoint's metadata model (fitted on its training women) on
+    ``test_records``, beside the image model's ``test_scores``.
+
+    None when the checks do not apply: the test records carry no acquisition
+    metadata, or the checkpoint stored no metadata model (trained on a dataset
+    without it, or before it was stored).
+    """
+    stored = (checkpoint_meta.get("shortcuts") or {}).get("metadata_model")
+    test_records = list(test_records)
+    if stored is None or not has_metadata(test_records):
+        return None
+    model = model_from_meta(stored)
+    return report_from_scores(test_records, metadata_scores(model, test_records), test_scores, n_boot=n_boot,
+                              seed=seed, features=model.features)
 
 
 def metadata_auc_cv(fold_pairs: Sequence[tuple[Sequence, Sequence]], *, seed: int = 0) -> np.ndarray:
@@ -263,26 +310,36 @@ def _fmt(value, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
-def render_shortcuts(report: dict | None) -> str:
-    """A few Markdown lines for the CV table and the eval report (no trailing newline).
+def shortcut_parts(report: dict | None) -> tuple[list[str], list[str], list[list[str]]]:
+    """``(sentences, table header, table rows)`` of a shortcut report, for Markdown and HTML alike.
 
     Accepts the report as :func:`shortcut_report` returns it or as read back
-    from JSON (undefined numbers as None).
+    from JSON (undefined numbers as None). No table (empty header) when no
+    machine has enough films of each class.
     """
     if not report:
-        return "Shortcut checks: not applicable (the records carry no acquisition metadata)."
+        return ["Shortcut checks: not applicable (the records carry no acquisition metadata, "
+                "or the checkpoint stored no metadata model)."], [], []
     names = ", ".join(FEATURE_NAMES.get(f, f) for f in report.get("features") or ()) or "no feature"
     group = FEATURE_NAMES.get(report.get("group_key", "machine_id"), report.get("group_key", "group"))
     k = report.get("min_per_class", MIN_PER_CLASS)
-    lines = [f"Metadata-only model ({names}; fitted on the training women only): AUC "
-             f"{_fmt(report.get('metadata_auc'), 2)} ({_fmt(report.get('metadata_auc_low'), 2)}-"
-             f"{_fmt(report.get('metadata_auc_high'), 2)}) against the image model's "
-             f"{_fmt(report.get('image_auc'), 2)}."]
+    sentences = [f"Metadata-only model ({names}; fitted on the training women only): AUC "
+                 f"{_fmt(report.get('metadata_auc'), 2)} ({_fmt(report.get('metadata_auc_low'), 2)}-"
+                 f"{_fmt(report.get('metadata_auc_high'), 2)}) against the image model's "
+                 f"{_fmt(report.get('image_auc'), 2)}."]
     rows = report.get("within_machine") or []
     if not rows:
-        lines.append(f"No {group} has {k} films of each class: no within-{group} AUC.")
-        return "\n".join(lines)
-    lines += ["", f"Image model's AUC within each {group} with at least {k} films of each class:", "",
-              f"| {group} | films (cancer) | image AUC |", "|---|---|---|"]
-    lines += [f"| {r['group']} | {r['n']} ({r['n_pos']}) | {_fmt(r.get('auc'), 3)} |" for r in rows]
+        return sentences + [f"No {group} has {k} films of each class: no within-{group} AUC."], [], []
+    sentences.append(f"Image model's AUC within each {group} with at least {k} films of each class:")
+    header = [group, "films (cancer)", "image AUC"]
+    return sentences, header, [[str(r["group"]), f"{r['n']} ({r['n_pos']})", _fmt(r.get("auc"), 3)] for r in rows]
+
+
+def render_shortcuts(report: dict | None) -> str:
+    """A few Markdown lines for the CV table and the eval report (no trailing newline)."""
+    sentences, header, rows = shortcut_parts(report)
+    if not header:
+        return "\n".join(sentences)
+    lines = [sentences[0], "", *sentences[1:], "", "| " + " | ".join(header) + " |", "|---|---|---|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)

@@ -159,13 +159,15 @@ class Scorer:
         variables: ``{"params", "batch_stats"}``, or a list of them: an ensemble,
             whose film logits (window margins for window scoring) are averaged.
         scoring: how films are scored (:class:`FilmScoring`).
-        temperature / tau: the fitted calibration and operating point.
+        temperature / offset / tau: the fitted calibration ``sigmoid(margin / T + offset)``
+            and the operating point on it (the image level's).
         batch_size: films per compiled call, rounded up to a multiple of the devices.
         devices: where to run (default: every local device).
         preprocess_options: keyword arguments of ``preprocess_image`` (file inputs).
     """
 
     def __init__(self, model, variables, scoring: FilmScoring, *, temperature: float = 1.0, tau: float = 0.5,
+                 offset: float = 0.0,
                  batch_size: int = 8, devices=None, class_names: Sequence[str] = DEFAULT_CLASS_NAMES,
                  preprocess_options: dict | None = None, max_pixels: int | None = None, checkpoint=None,
                  operating_points: dict | None = None):
@@ -177,9 +179,10 @@ class Scorer:
         self.model = model
         self.scoring = scoring
         self.temperature = float(temperature)
+        self.offset = float(offset)
         self.tau = float(tau)
-        # Per level (image, breast, patient); the image level is (tau, temperature).
-        self.operating_points = {level: OperatingPoint(tau=self.tau, temperature=self.temperature)
+        # Per level (image, breast, patient); the image level is (tau, temperature, offset).
+        self.operating_points = {level: OperatingPoint(tau=self.tau, temperature=self.temperature, offset=self.offset)
                                  for level in LEVELS}
         self.operating_points.update({k: v for k, v in (operating_points or {}).items() if k != "image"})
         self.class_names = list(class_names)
@@ -203,7 +206,8 @@ class Scorer:
         """The scorer of a :class:`~mammojax.checkpoint.Checkpoint` (or a path to one).
 
         ``tta_hflip``, ``cam_*`` and ``temperature`` override what the checkpoint
-        stores (None keeps it); tau was fitted with the stored scoring.
+        stores (None keeps it); tau was fitted with the stored scoring. An overridden
+        temperature drops the stored offset, which was fitted together with the stored one.
         """
         if isinstance(checkpoint, (str, os.PathLike)):
             checkpoint = load_checkpoint(checkpoint)
@@ -216,6 +220,7 @@ class Scorer:
             max_pixels = (checkpoint.meta.get("config") or {}).get("data", {}).get("max_pixels")
         return cls(checkpoint.model, checkpoint.variables, scoring,
                    temperature=checkpoint.temperature if temperature is None else temperature,
+                   offset=checkpoint.offset if temperature is None else 0.0,
                    tau=checkpoint.tau, batch_size=batch_size, devices=devices,
                    class_names=checkpoint.class_names,
                    preprocess_options=checkpoint.preprocess_options, max_pixels=max_pixels,
@@ -243,8 +248,8 @@ class Scorer:
         return self.probability_of(self.logits(images))
 
     def probability_of(self, logits) -> np.ndarray:
-        """Probabilities ``(N,)`` of film logits at this scorer's temperature."""
-        return probabilities(logits, self.temperature)
+        """Probabilities ``(N,)`` of film logits at this scorer's temperature and offset."""
+        return probabilities(logits, self.temperature, self.offset)
 
     @property
     def positive_class(self) -> str:

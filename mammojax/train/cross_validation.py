@@ -55,8 +55,7 @@ from mammojax.evaluation import shortcuts
 from mammojax.evaluation.bootstrap import bootstrap_ci
 from mammojax.evaluation.calibration import bound_warning, temperature_at_bound
 from mammojax.evaluation.metrics import confusion_counts, rates_from_counts, roc_auc, roc_curve
-from mammojax.evaluation.operating_points import (OperatingPoint, fit_from_config, level_margins,
-                                                  margin_probabilities, to_meta)
+from mammojax.evaluation.operating_points import OperatingPoint, fit_from_config, level_margins, to_meta
 from mammojax.jsonio import write_json
 from mammojax.models import create_model
 from mammojax.scoring import FilmScoring, Scorer
@@ -154,6 +153,7 @@ def run_cv(config, workdir: str | os.PathLike, *, log: Callable[[str], None] = p
                            val_images=int(len(val_idx)), val_auc=val_auc,
                            **{f"tau_{level}": points[level].tau for level in LEVELS},
                            **{f"temperature_{level}": points[level].temperature for level in LEVELS},
+                           **{f"offset_{level}": points[level].offset for level in LEVELS},
                            temperature=points["image"].temperature,
                            temperatures_at_bound=[level for level in LEVELS
                                                   if temperature_at_bound(points[level].temperature)])
@@ -163,10 +163,10 @@ def run_cv(config, workdir: str | os.PathLike, *, log: Callable[[str], None] = p
         folds.append(fold_result)
         if ensemble == 1:  # one network = one inference checkpoint; an ensemble's members are in networks/
             _save_fold_checkpoint(workdir.fold_checkpoint(fold), variables, config, fold, k, points,
-                                  data.val, val_raw)
+                                  data.val, val_raw, train_records=data.train.records)
         margins = test_logits[:, 1] - test_logits[:, 0]
         single_margins = test_raw[:, 1] - test_raw[:, 0]
-        image_probs = margin_probabilities(margins, points["image"].temperature)
+        image_probs = points["image"].probabilities(margins)
         for j, i in enumerate(test_idx):
             predictions.append({"fold": fold, "path": Path(records[i].path).name,
                                 "patient_id": str(patients[i]), "laterality": lateralities[i] or "",
@@ -280,13 +280,13 @@ def _image_auc_of_margins(predictions: list[dict], key: str) -> float:
 
 
 def level_rows(margins, labels, patients, lateralities, points: dict, how: str) -> dict[str, dict]:
-    """Per level: the groups' keys, labels, probabilities (at that level's temperature), women and calls."""
+    """Per level: the groups' keys, labels, probabilities (at that level's calibration), women and calls."""
 
     logits = np.stack([np.zeros_like(margins), margins], axis=1)
     rows = {}
     for level in LEVELS:
         grouped = level_margins(logits, np.asarray(labels), list(patients), list(lateralities), level, how)
-        probs = margin_probabilities(grouped.scores, points[level].temperature)
+        probs = points[level].probabilities(grouped.scores)
         rows[level] = {"labels": np.asarray(grouped.labels), "probs": probs, "women": list(grouped.patients),
                        "calls": probs >= points[level].tau}
     return rows
@@ -324,7 +324,8 @@ def pool_folds(predictions: list[dict], folds: list[dict], config, *, n_boot: in
         part = [p for p in predictions if p["fold"] == fold["fold"]]
         if not part:
             continue
-        points = {level: OperatingPoint(tau=fold[f"tau_{level}"], temperature=fold[f"temperature_{level}"])
+        points = {level: OperatingPoint(tau=fold[f"tau_{level}"], temperature=fold[f"temperature_{level}"],
+                                        offset=fold.get(f"offset_{level}", 0.0))  # older runs: no offset
                   for level in LEVELS}
         rows = level_rows(np.array([p["margin"] for p in part]), [p["label"] for p in part],
                           [p["patient_id"] for p in part], [p["laterality"] or None for p in part], points,
@@ -351,7 +352,7 @@ def _shortcut_checks(fold_pairs, predictions: list[dict], *, n_boot: int, seed: 
 
 
 def _save_fold_checkpoint(directory: Path, variables: dict, config, fold: int, k: int, points: dict,
-                          val_cache, val_logits: np.ndarray) -> None:
+                          val_cache, val_logits: np.ndarray, *, train_records=()) -> None:
     """An inference checkpoint whose config names this fold (``eval --split val`` = its test women).
 
     ``tau``/``temperature`` are the CV's image-level ones (other-breast term
@@ -367,7 +368,8 @@ def _save_fold_checkpoint(directory: Path, variables: dict, config, fold: int, k
     single = fit_from_config(val_logits, np.asarray(val_cache.labels), [r.patient_id for r in records],
                              [r.laterality for r in records], config)
     extra = {"cv": {"fold": fold, "tau_patient": points["patient"].tau, "tau_breast": points["breast"].tau},
-             "operating_points": to_meta(single)}
+             "operating_points": to_meta(single),
+             **shortcuts.checkpoint_entry(train_records, seed=int(config.seed))}
     # make_meta stores the config's film scoring: tau was fitted on films scored that way.
     save_checkpoint(directory, variables, make_meta(fold_config, tau=points["image"].tau,
                                                     temperature=points["image"].temperature, extra=extra),

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from mammojax.errors import CheckpointError, MammojaxError
+from mammojax.evaluation import shortcuts
 from mammojax.film_scoring import FilmScoring, film_scoring_from_config
 from mammojax.scoring import Scorer
 from mammojax.train.data import prepare_training_data
@@ -115,7 +116,8 @@ def _prepare(run, *, data):
                    f"{source.patches_per_epoch} patches of {settings.size} px per epoch at "
                    f"{config.data.image_size} px, {steps_per_epoch} steps per epoch")
     return Feed(steps_per_epoch=steps_per_epoch, batches=batches, validate=validate, class_weights=weights,
-                select_epoch=False, best_meta={"recipe": RECIPE},
+                select_epoch=False,
+                best_meta={"recipe": RECIPE, **shortcuts.checkpoint_entry(data.train.records, seed=seed)},
                 description=description)
 
 

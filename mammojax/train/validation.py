@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from mammojax.data.pipeline import eval_batches
-from mammojax.evaluation.calibration import fit_temperature, probabilities
+from mammojax.evaluation.calibration import fit_platt, probabilities
 from mammojax.evaluation.metrics import classification_metrics
 from mammojax.evaluation.operating_points import fit_from_config, to_meta
 from mammojax.evaluation.thresholds import choose_threshold
@@ -58,9 +58,14 @@ def validation_logits(model, variables, cache, config, *, batch_size: int) -> tu
 
 
 def operating_point_metrics(logits: np.ndarray, labels: np.ndarray, config) -> dict:
-    """Temperature, threshold and metrics from validation logits (host, NumPy)."""
-    temperature = fit_temperature(logits, labels) if config.eval.calibrate else 1.0
-    scores = probabilities(logits, temperature)
+    """Temperature, offset, threshold and metrics from validation logits (host, NumPy).
+
+    The image level's calibration, fitted as the stored image operating point is
+    (:func:`mammojax.evaluation.calibration.fit_platt` on the margins).
+    """
+    margins = logits[:, 1] - logits[:, 0] if logits.shape[-1] > 1 else logits[:, 0]
+    temperature, offset = fit_platt(margins, labels) if config.eval.calibrate else (1.0, 0.0)
+    scores = probabilities(logits, temperature, offset)
     tau = choose_threshold(labels, scores, config.eval.threshold_policy, tau=float(config.eval.tau),
                            target=float(config.eval.target))
     metrics = classification_metrics(labels, scores, tau)
@@ -68,6 +73,7 @@ def operating_point_metrics(logits: np.ndarray, labels: np.ndarray, config) -> d
     log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     metrics["loss"] = float(-log_probs[np.arange(labels.size), labels].mean())
     metrics["temperature"] = float(temperature)
+    metrics["offset"] = float(offset)
     return metrics
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mammojax.data.pipeline import steps_per_epoch, train_batches
+from mammojax.evaluation import shortcuts
 from mammojax.train.data import prepare_training_data
 from mammojax.train.loop import Feed, fit, host_variables
 from mammojax.train.validation import evaluate
@@ -53,5 +54,7 @@ def _prepare(run, *, data):
     def validate(state) -> dict:
         return evaluate(run.model, host_variables(state), data.val, config, batch_size=eval_batch)
 
+    # The metadata-only model of the training women travels in best/ for eval's shortcut checks.
     return Feed(steps_per_epoch=steps_per_epoch(data.train, config), batches=batches, validate=validate,
-                class_weights=weights)
+                class_weights=weights,
+                best_meta=shortcuts.checkpoint_entry(data.train.records, seed=int(config.seed)))

@@ -79,6 +79,7 @@ def test_sr_reads_back_with_the_csv_numbers_and_references_the_input(dicom_run, 
         assert values["Probability of lesion"] == pytest.approx(float(row["probability"]), abs=1e-6)
         assert values["Threshold Value"] == pytest.approx(OPERATING_POINTS["image"]["tau"])
         assert values["Calibration temperature"] == pytest.approx(OPERATING_POINTS["image"]["temperature"])
+        assert values["Calibration offset"] == pytest.approx(OPERATING_POINTS["image"]["offset"])
         decision = image.get_qualitative_evaluations()[0]
         assert decision.value.meaning == row["decision"]
         # TID 4019 Algorithm Identification, on the group and on its probability.

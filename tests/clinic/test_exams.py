@@ -35,9 +35,10 @@ def test_breasts_then_exam_per_exam_each_at_its_level():
         left, _, exam1, _, unknown, _ = results
         assert left.members == (0, 1) and exam1.members == (0, 1, 2) and unknown.members == (4,)
         breast, patient = (OPERATING_POINTS[k] for k in ("breast", "patient"))
-        assert left.probability == pytest.approx(margin_probabilities(reduce([0.2, -1.0]), breast["temperature"]))
+        assert left.probability == pytest.approx(margin_probabilities(reduce([0.2, -1.0]), breast["temperature"],
+                                                                      breast["offset"]))
         assert exam1.probability == pytest.approx(margin_probabilities(reduce([0.2, -1.0, 0.9]),
-                                                                       patient["temperature"]))
+                                                                       patient["temperature"], patient["offset"]))
         assert left.tau == breast["tau"] and exam1.tau == patient["tau"]
         assert all(r.rule == how for r in results)
         assert exam1.decision == ("lesion" if exam1.probability >= patient["tau"] else "normal")
@@ -63,17 +64,18 @@ def test_predict_rows_group_dicom_exams_and_name_no_uid(dicom_run, exam_inputs):
         point = OPERATING_POINTS["breast" if row["kind"] == "breast" else "patient"]
         assert float(row["tau"]) == point["tau"] and row["rule"] == "max"
         assert row["decision"] == ("lesion" if float(row["probability"]) >= point["tau"] else "normal")
-    # A breast's score: the max of its images' margins through the breast temperature. The
-    # images' own probabilities are at the image temperature: margin = T_image * logit(p).
+    # A breast's score: the max of its images' margins through the breast calibration. The
+    # images' own probabilities are at the image calibration: margin = T_image * (logit(p) - b_image).
     def margin(name):
         p = float(images[name]["probability"])
-        return OPERATING_POINTS["image"]["temperature"] * np.log(p / (1 - p))
+        return OPERATING_POINTS["image"]["temperature"] * (np.log(p / (1 - p)) - OPERATING_POINTS["image"]["offset"])
 
+    breast, patient = OPERATING_POINTS["breast"], OPERATING_POINTS["patient"]
     expected = margin_probabilities(max(margin("wA_L_CC.dcm"), margin("wA_L_MLO.dcm")),
-                                    OPERATING_POINTS["breast"]["temperature"])
+                                    breast["temperature"], breast["offset"])
     assert float(breasts[0]["probability"]) == pytest.approx(expected, abs=2e-5)
     expected = margin_probabilities(max(margin(n) for n in images if n.startswith("wA")),
-                                    OPERATING_POINTS["patient"]["temperature"])
+                                    patient["temperature"], patient["offset"])
     assert float(exams[0]["probability"]) == pytest.approx(expected, abs=2e-5)
     # Patients keep the dataset's rule (file names), beside the exams.
     assert {r["patient_id"] for r in rows if r["kind"] == "patient"} == {"wA", "wB", "no_study", "P9"}

@@ -72,6 +72,7 @@ def test_export_json_describes_preprocessing_and_operating_points(exported, clin
     assert meta["preprocessing"]["image_shape"] == [32, 32] and meta["preprocessing"]["steps"]
     assert meta["tau"] == OPERATING_POINTS["image"]["tau"]
     assert meta["temperature"] == OPERATING_POINTS["image"]["temperature"]
+    assert meta["offset"] == OPERATING_POINTS["image"]["offset"]
     assert meta["operating_points"] == OPERATING_POINTS
     assert meta["class_names"] == ["normal", "lesion"] and meta["platforms"] == ["cpu", "cuda"]
     assert set(meta["files"]) == {"logits.jax", "heatmap.jax"}

@@ -85,3 +85,41 @@ def test_a_fit_that_ends_at_its_bound_is_told_apart_and_worded_once():
     informative = fit_temperature(logits - [0, 8.0], (margins > 8.0).astype(int))
     assert not temperature_at_bound(informative) and not temperature_at_bound(1.0)
     assert "patient-level temperature fit ended at its bound" in bound_warning("patient", flat)
+
+
+def test_platt_recovers_the_temperature_and_offset_that_generated_the_labels():
+    from mammojax.evaluation.calibration import fit_platt
+
+    # Labels drawn from sigmoid(m / 2 - 1.5): the maximum-likelihood fit converges to (2, -1.5) at
+    # rate 1/sqrt(N); with N = 20,000 and margins of spread 3 the standard errors of 1/T and b are
+    # about 0.01 and 0.02, so 5 standard errors bound the estimates.
+    rng = np.random.default_rng(1)
+    margins = rng.normal(0.0, 3.0, 20_000)
+    labels = (rng.random(margins.size) < 1 / (1 + np.exp(-(margins / 2.0 - 1.5)))).astype(int)
+    temperature, offset = fit_platt(margins, labels)
+    assert 1 / temperature == pytest.approx(0.5, abs=0.05) and offset == pytest.approx(-1.5, abs=0.1)
+    assert fit_platt([], []) == (1.0, 0.0)
+
+
+def test_an_offset_is_the_cure_for_shifted_margins():
+    from mammojax.evaluation.calibration import fit_platt, fit_temperature, temperature_at_bound
+
+    # The case that sent the temperature alone to its bound (above): shifted margins (a woman's max
+    # over views, a class-weighted loss) that still rank the labels. The offset takes the shift, the
+    # temperature stays inside its range, and the probabilities track the observed rate.
+    rng = np.random.default_rng(2)
+    margins = rng.normal(0.0, 1.0, 4000)
+    labels = (rng.random(margins.size) < 1 / (1 + np.exp(-(margins - 1.0)))).astype(int)
+    shifted = margins + 6.0
+    alone = fit_temperature(np.stack([np.zeros_like(shifted), shifted], axis=1), labels)
+    temperature, offset = fit_platt(shifted, labels)
+    assert temperature_at_bound(alone) or alone > 3.0
+    # Generated as sigmoid(m - 1) = sigmoid(shifted - 7): 1/T near 1 and the intercept at the unshifted
+    # margin, offset + 6 / T, near -1 (standard errors about 0.04 and 0.05 at N = 4000; 3-5 of them).
+    assert 0.8 < temperature < 1.25 and offset + 6.0 / temperature == pytest.approx(-1.0, abs=0.2)
+    probs = 1 / (1 + np.exp(-(shifted / temperature + offset)))
+    # The mean probability is the observed rate (a property of the logistic MLE with an offset).
+    assert probs.mean() == pytest.approx(labels.mean(), abs=1e-3)
+    # Scores that carry nothing: the temperature runs to its bound, and the probability is the base rate.
+    noise = fit_platt(shifted, rng.permutation(labels))
+    assert temperature_at_bound(noise[0]) or noise[0] > 20

@@ -38,23 +38,30 @@ def test_each_level_gets_its_own_tau_and_temperature():
     points = fit_operating_points(logits, labels, patients, sides, policy="youden")
     assert set(points) == set(LEVELS)
     # A woman's max over four views runs higher than one view: so must her threshold (in margins).
-    def margin_threshold(point):
-        return point.temperature * np.log(point.tau / (1 - point.tau))
+    def margin_threshold(point):  # the margin whose probability is tau
+        return point.temperature * (np.log(point.tau / (1 - point.tau)) - point.offset)
 
     assert margin_threshold(points["patient"]) > margin_threshold(points["image"]) + 0.2
     for level, point in points.items():
         grouped = level_margins(logits, labels, patients, sides, level)
+        np.testing.assert_allclose(point.probabilities(grouped.scores),
+                                   margin_probabilities(grouped.scores, point.temperature, point.offset))
+        p = point.probabilities(grouped.scores)
+        fitted = np.log(np.stack([1 - p, p], axis=1))
         z = np.stack([np.zeros_like(grouped.scores), grouped.scores], axis=1)
-        assert negative_log_likelihood(z, grouped.labels, point.temperature) <= \
+        assert negative_log_likelihood(fitted, grouped.labels) <= \
             negative_log_likelihood(z, grouped.labels, 1.0) + 1e-9
 
 
 def test_points_round_trip_through_the_checkpoint_and_old_checkpoints_read_as_one_pair():
-    points = {"image": OperatingPoint(0.3, 2.0), "breast": OperatingPoint(0.4, 1.5),
+    points = {"image": OperatingPoint(0.3, 2.0, -0.5), "breast": OperatingPoint(0.4, 1.5, 0.25),
               "patient": OperatingPoint(0.6, 1.2)}
     assert read_operating_points({"operating_points": to_meta(points), "tau": 0.3, "temperature": 2.0}) == points
     old = read_operating_points({"tau": 0.35, "temperature": 3.0})
-    assert all(p == OperatingPoint(0.35, 3.0) for p in old.values())
+    assert all(p == OperatingPoint(0.35, 3.0, 0.0) for p in old.values())
+    # Points stored before the offset existed read with none.
+    stored = {level: {"tau": 0.5, "temperature": 1.5} for level in LEVELS}
+    assert read_operating_points({"operating_points": stored})["breast"] == OperatingPoint(0.5, 1.5, 0.0)
 
 
 def test_the_report_reads_each_level_at_its_own_tau():

@@ -83,3 +83,20 @@ def test_one_class_data_gives_null_auc_not_a_crash(tmp_path):
     assert clean["levels"]["image"]["auc"] is None
     write_outputs(tmp_path, clean, scored, temperature=1.0)
     assert "n/a" in (tmp_path / "report.md").read_text()
+
+
+def test_the_eval_report_shows_the_shortcut_checks(tmp_path):
+    scored = _scored()
+    result = summarize(scored, tau=0.5, n_bootstrap=10)
+    report = {"features": ["machine_id", "age"], "metadata_auc": 0.66, "metadata_auc_low": 0.61,
+              "metadata_auc_high": 0.70, "image_auc": 0.58, "group_key": "machine_id", "min_per_class": 30,
+              "within_machine": [{"group": "49", "n": 400, "n_pos": 120, "auc": 0.534}]}
+    written = write_outputs(tmp_path, {**result, "shortcuts": report}, scored, temperature=1.0)
+    markdown = written["markdown"].read_text()
+    assert "## Shortcut checks" in markdown and "AUC 0.66 (0.61-0.70)" in markdown
+    assert "| 49 | 400 (120) | 0.534 |" in markdown
+    html_text = written["html"].read_text()
+    assert "Shortcut checks" in html_text and "<td>400 (120)</td>" in html_text
+    # A dataset without metadata says the checks do not apply.
+    written = write_outputs(tmp_path / "bare", {**result, "shortcuts": None}, scored, temperature=1.0)
+    assert "not applicable" in written["markdown"].read_text()

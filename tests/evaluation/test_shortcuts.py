@@ -196,3 +196,30 @@ def test_metadata_auc_cv_pools_out_of_fold_scores_in_test_order():
     one_class = [r for r in records if r.label == 0]
     flat = shortcuts.metadata_auc_cv([(one_class, records[:5])])
     np.testing.assert_array_equal(flat, np.zeros(5))
+
+
+def test_the_checkpoint_stores_the_training_womens_model_and_eval_scores_other_women_with_it():
+    from sklearn.linear_model import LogisticRegression
+
+    train = _machine_dependent(400, seed=11)
+    test = _machine_dependent(300, seed=12, offset=1000)
+    entry = shortcuts.checkpoint_entry(train, seed=0)
+    stored = json.loads(json.dumps(entry))  # the checkpoint's meta is JSON
+    model = shortcuts.model_from_meta(stored["shortcuts"]["metadata_model"])
+    # Its scores are scikit-learn's own for the same fit (float64; the only difference is the order of
+    # a dot product of a few dozen terms, far below 1e-12).
+    x, _ = shortcuts.metadata_matrix(test, categories=model.categories)
+    x_train, _ = shortcuts.metadata_matrix(train)
+    reference = LogisticRegression(C=1.0, max_iter=1000, random_state=0).fit(
+        x_train, [r.label for r in train]).predict_proba(x)[:, 1]
+    np.testing.assert_allclose(shortcuts.metadata_scores(model, test), reference, rtol=0, atol=1e-12)
+    image_scores = np.random.default_rng(0).random(len(test))
+    report = shortcuts.stored_report(stored, test, image_scores, n_boot=50, seed=0)
+    assert report["metadata_auc"] > 0.9 and report["n"] == len(test)
+    assert report["image_auc"] == pytest.approx(roc_auc([r.label for r in test], image_scores))
+    # No stored model, or test records without metadata: the checks do not apply.
+    assert shortcuts.stored_report({}, test, image_scores, n_boot=50, seed=0) is None
+    bare = [Record(path=f"m{i}.pgm", label=i % 2, patient_id=f"m{i}") for i in range(20)]
+    assert shortcuts.stored_report(stored, bare, np.zeros(20), n_boot=50, seed=0) is None
+    assert shortcuts.checkpoint_entry(bare) == {}
+
