@@ -25,8 +25,10 @@ outputs = [np.asarray(run.call(films[:n])) for n in (1, len(films))]  # the batc
 heat = export.deserialize(bytearray(open(root + "/heatmap.jax", "rb").read()))
 maps, heat_logits = (np.asarray(a) for a in heat.call(films))
 assert not [m for m in sys.modules if m == "mammojax" or m.startswith("mammojax.")], "mammojax was imported"
+# The README's formula for the probability, from export.json alone.
+margin = (outputs[1][:, 1] - outputs[1][:, 0]) / meta["temperature"] + meta["offset"]
 np.savez(sys.argv[3], one=outputs[0], all=outputs[1], maps=maps, heat_logits=heat_logits,
-         input_shape=np.array(meta["input"]["shape"][1:]))
+         input_shape=np.array(meta["input"]["shape"][1:]), probability=1 / (1 + np.exp(-margin)))
 """
 
 
@@ -60,6 +62,8 @@ def test_fresh_process_runs_the_export_without_mammojax(exported, clinic_checkpo
     expected = scorer.logits(films)
     np.testing.assert_allclose(got["all"], expected, atol=1e-5, rtol=0)
     np.testing.assert_allclose(got["one"], expected[:1], atol=1e-5, rtol=0)
+    # A probability moves at most 1 / (4 T) per unit of margin: logits within 1e-5 keep it within 1e-5.
+    np.testing.assert_allclose(got["probability"], scorer.probability_of(expected), atol=1e-5, rtol=0)
     maps, logits = scorer.explain(films)
     np.testing.assert_allclose(got["heat_logits"], logits, atol=1e-5, rtol=0)
     np.testing.assert_allclose(got["maps"], maps, atol=1e-5, rtol=0)
