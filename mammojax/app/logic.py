@@ -33,8 +33,7 @@ from mammojax.data import readers
 from mammojax.data.preprocess import breast_mask
 from mammojax.errors import ImageReadError, MammojaxError
 from mammojax.evaluation.aggregate import AGGREGATES as PATIENT_AGGREGATES
-from mammojax.evaluation.calibration import bound_warning, temperature_at_bound
-from mammojax.evaluation.operating_points import OperatingPoint, group_probabilities
+from mammojax.evaluation.operating_points import OperatingPoint, calibration_warnings, group_probabilities
 from mammojax.explain.overlay import blend, on_breast
 from mammojax.scoring import Scorer
 from mammojax.export import load_scorer, read_model_meta
@@ -128,9 +127,7 @@ class AppModel:
             "cam_layer": self.cam_layer,
             "patient_aggregate": self.patient_aggregate,
             "warning": self.data_warning,
-            "calibration_warnings": [bound_warning(level, point.temperature)
-                                     for level, point in self.scorer.operating_points.items()
-                                     if temperature_at_bound(point.temperature)],
+            "calibration_warnings": calibration_warnings(self.scorer.operating_points),
         }
 
 

@@ -61,3 +61,5 @@ def train(ctx, config_path, workdir, coordinator, num_processes, process_id):
         else:
             click.echo(f"best epoch {summary['best_epoch']}: {shown}")
         click.echo(f"best checkpoint: {summary['best_checkpoint']}")
+        for warning in summary.get("calibration_warnings") or []:
+            click.echo(f"warning: {warning}", err=True)

@@ -32,10 +32,10 @@ from mammojax.errors import MammojaxError
 from mammojax.evaluation import aggregate as agg
 from mammojax.evaluation import shortcuts
 from mammojax.evaluation.bootstrap import bootstrap_ci
-from mammojax.evaluation.calibration import (bound_warning, expected_calibration_error, negative_log_likelihood,
+from mammojax.evaluation.calibration import (expected_calibration_error, negative_log_likelihood,
                                              probabilities, reliability_bins, temperature_at_bound)
 from mammojax.evaluation.metrics import classification_metrics, pr_curve, roc_curve
-from mammojax.evaluation.operating_points import OperatingPoint, level_margins
+from mammojax.evaluation.operating_points import OperatingPoint, calibration_warnings, level_margins
 from mammojax.evaluation.report import class_names_of, write_report
 from mammojax.evaluation.thresholds import choose_threshold
 from mammojax.jsonio import json_safe, write_json
@@ -120,8 +120,7 @@ def summarize(scored: ScoredImages, *, tau: float, temperature: float = 1.0,
         "bootstrap": {"resamples": int(n_bootstrap), "seed": int(seed), "unit": "patient"},
         "levels": levels,
         "calibration": calibration,
-        "calibration_warnings": [bound_warning(level, m["temperature"]) for level, m in levels.items()
-                                 if m["temperature_at_bound"]],
+        "calibration_warnings": calibration_warnings(points),
     }
 
 

@@ -28,7 +28,7 @@ import dataclasses
 import numpy as np
 
 from mammojax.evaluation import aggregate as agg
-from mammojax.evaluation.calibration import fit_platt, probabilities
+from mammojax.evaluation.calibration import bound_warning, fit_platt, probabilities, temperature_at_bound
 from mammojax.evaluation.thresholds import choose_threshold
 
 LEVELS = agg.LEVELS
@@ -95,6 +95,16 @@ def fit_from_config(logits, labels, patient_ids, lateralities, config) -> dict[s
     return fit_operating_points(logits, labels, patient_ids, lateralities, how=e.patient_aggregate,
                                 policy=e.threshold_policy, tau=float(e.tau), target=float(e.target),
                                 calibrate=bool(e.calibrate))
+
+
+def calibration_warnings(points: dict[str, OperatingPoint]) -> list[str]:
+    """One sentence per level whose temperature fit ended at its bound (see calibration.temperature_at_bound).
+
+    The checkpoint stores them (``calibration_warnings``), ``train`` prints them,
+    and ``eval``, the CV summary and the page show them.
+    """
+    return [bound_warning(level, point.temperature) for level, point in points.items()
+            if temperature_at_bound(point.temperature)]
 
 
 def to_meta(points: dict[str, OperatingPoint]) -> dict:

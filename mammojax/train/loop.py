@@ -39,6 +39,7 @@ import numpy as np
 
 from mammojax.checkpoint import load_checkpoint, make_meta, save_checkpoint
 from mammojax.errors import ConfigError, MammojaxError, TrainingStopped
+from mammojax.evaluation.operating_points import calibration_warnings, read_operating_points
 from mammojax.train.curves import plot_training_curves
 from mammojax.train.logging.progress import MetricWriter, ProgressBar
 from mammojax.workdir import Workdir
@@ -217,6 +218,9 @@ def fit(config, workdir: str | Path, prepare: Callable[[Run], Feed], *, identity
                 if improved:
                     progress["best_value"], progress["best_epoch"] = _finite_or_none(float(value)), epoch + 1
                     best_meta = {**feed.best_meta, **({"operating_points": points} if points else {})}
+                    # A level fit that ended at its bound is said in best/ itself, and printed at the end.
+                    progress["calibration_warnings"] = calibration_warnings(read_operating_points(best_meta))
+                    best_meta["calibration_warnings"] = progress["calibration_warnings"]
                     _save_best(workdir.best, state, config, val, epoch + 1, is_main, best_meta)
                 if improved or (epoch + 1) % every_epochs == 0 or last_epoch or stopping:
                     save(metric=value)
@@ -235,7 +239,8 @@ def fit(config, workdir: str | Path, prepare: Callable[[Run], Feed], *, identity
             "best_epoch": progress["best_epoch"], "best_value": progress["best_value"],
             "best_metrics": {k[4:]: v for k, v in best.items() if k.startswith("val_")},
             "steps": step, "trained_steps": step - first_step, "history": progress["history"],
-            "best_checkpoint": str(workdir.best), "state": state}
+            "best_checkpoint": str(workdir.best), "state": state,
+            "calibration_warnings": list(progress.get("calibration_warnings") or [])}
 
 
 class _PendingMetrics:

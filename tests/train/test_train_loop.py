@@ -51,6 +51,11 @@ def test_run_writes_logs_curves_config_and_best_checkpoint(run):
     assert best.model_name == "resnet18" and best.image_size == 32
     val = best.meta["val_metrics"]
     assert best.tau == pytest.approx(val["tau"]) and best.temperature == pytest.approx(val["temperature"])
+    assert best.offset == pytest.approx(val["offset"])  # the image point is the validation fit, offset included
+    # best/ says itself which level fits ended at their bound (none, or one sentence per such level).
+    from mammojax.evaluation.operating_points import calibration_warnings
+
+    assert best.meta["calibration_warnings"] == calibration_warnings(best.operating_points)
     assert best.meta["epoch"] in (1, 2)
 
 
