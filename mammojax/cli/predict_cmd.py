@@ -26,7 +26,8 @@ from mammojax.cli.outcome import EXIT_STATUS_HELP
 @click.option("--dicom-out", default=None, type=click.Path(file_okay=False),
               help="Also write, per DICOM input, a Structured Report and a Secondary Capture of the "
                    "heatmap overlay into this folder (for a PACS; they carry the input's patient and "
-                   "study modules).")
+                   "study modules). A DICOM input that gets none (each named on stderr) makes the "
+                   "run partial: exit status 3.")
 def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip, dicom_out):
     """Score INPUTS (image files, folders searched recursively, or .csv manifests
     with a `path` column) and write one row per image, one error row per
@@ -93,4 +94,8 @@ def predict(checkpoint, inputs, out, overwrite, as_json, batch_size, tta_hflip, 
         written = write_dicom_results(scorer, summary.images, summary.levels, dicom_out, overwrite=overwrite)
         for line in report_lines(written, dicom_out):
             click.echo(line, err=True)
+        # A DICOM input whose results could not be written for the PACS is a partial run (exit 3),
+        # like an unreadable file; a non-DICOM input was never meant to get DICOM output.
+        outcome.finish(summary.scored, summary.failed + len(written.skipped))
+        return
     outcome.finish(summary.scored, summary.failed)
