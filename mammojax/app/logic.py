@@ -17,6 +17,7 @@ never read into anything this module returns.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import io
@@ -178,6 +179,10 @@ class ImageAnalysis:
     heat: np.ndarray  # (h, w) uint8: the heatmap over the breast, 255 = its peak, on display_image's grid
     meta: dict  # safe fields only, see safe_meta()
     margin: float | None = None  # the film's lesion margin (logit 1 - logit 0): patients aggregate margins
+    # A DICOM upload's results for a PACS (SR + SC, zipped; they carry its identifiers, so they are
+    # only ever downloaded, never shown), or why there are none.
+    dicom_results: bytes | None = None
+    dicom_note: str | None = None
 
     @property
     def heatmap(self) -> np.ndarray:
@@ -199,7 +204,8 @@ class ImageAnalysis:
     @property
     def nbytes(self) -> int:
         """Memory the analysis holds (its arrays)."""
-        return self.model_input.nbytes + self.display_image.nbytes + self.heat.nbytes
+        return (self.model_input.nbytes + self.display_image.nbytes + self.heat.nbytes
+                + len(self.dicom_results or b""))
 
 
 def is_suspicious(probability: float, tau: float) -> bool:
@@ -212,8 +218,12 @@ def decision_text(probability: float, tau: float) -> str:
 
 
 def analyse_upload(model: AppModel, name: str, data: bytes, *,
-                   max_pixels: int | None = None) -> ImageAnalysis:
+                   max_pixels: int | None = None, dicom_results: bool = True) -> ImageAnalysis:
     """Scores one uploaded file and explains the score.
+
+    A DICOM upload also gets its results for a PACS (``dicom_results``: the
+    SR and SC of ``predict --dicom-out``, zipped), made while its bytes are
+    still at hand.
 
     Raises:
         ImageReadError: the bytes are not a readable image (named by ``name``).
@@ -227,6 +237,13 @@ def analyse_upload(model: AppModel, name: str, data: bytes, *,
     shown = on_breast(heatmap, breast_mask(prepared.image, prepared.geometry))
     heatmap_original = np.asarray(prepared.geometry.to_original(shown), np.float32)
     display = _fit_display(loaded.pixels)
+    results, note = None, None
+    if dicom_results and loaded.meta.format == "dicom":
+        from mammojax.clinic.dicom_out import dicom_results_zip
+
+        with _in_memory_file(data) as path:
+            results, note = dicom_results_zip(model.scorer, path, name=name, probability=float(probability),
+                                              laterality=loaded.meta.laterality)
     return ImageAnalysis(
         name=name,
         probability=float(probability),
@@ -236,6 +253,8 @@ def analyse_upload(model: AppModel, name: str, data: bytes, *,
         heat=_to_uint8(_resize(heatmap_original, display.shape)),
         meta=safe_meta(loaded.meta),
         margin=margin,
+        dicom_results=results,
+        dicom_note=note,
     )
 
 
@@ -250,16 +269,23 @@ def read_upload(name: str, data: bytes, *, max_pixels: int | None = None):
     if not data:
         raise ImageReadError(name, "empty file")
     kwargs = {} if max_pixels is None else {"max_pixels": int(max_pixels)}
+    with _in_memory_file(data) as path:
+        try:
+            return readers.read_image(path, **kwargs)
+        except ImageReadError as err:
+            raise ImageReadError(name, err.reason) from None
+
+
+@contextlib.contextmanager
+def _in_memory_file(data: bytes):
+    """A path to ``data`` that never touches a disk: an anonymous ``memfd``'s ``/proc`` path."""
     if not hasattr(os, "memfd_create"):
         raise MammojaxError("reading uploads from memory needs Linux (os.memfd_create)")
     fd = os.memfd_create("mammojax-upload", os.MFD_CLOEXEC)
     try:
         with os.fdopen(os.dup(fd), "wb") as f:
             f.write(data)
-        try:
-            return readers.read_image(f"/proc/self/fd/{fd}", **kwargs)
-        except ImageReadError as err:
-            raise ImageReadError(name, err.reason) from None
+        yield f"/proc/self/fd/{fd}"
     finally:
         os.close(fd)
 

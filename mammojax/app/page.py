@@ -146,6 +146,13 @@ def show_analysis(key: str, analysis: logic.ImageAnalysis, model: logic.AppModel
             st.download_button("Download overlay (PNG)", data=lambda: logic.png_bytes(analysis.overlay(opacity)),
                                file_name=f"{Path(analysis.name).stem}-gradcam.png", mime="image/png",
                                key=f"png-{key}", on_click="ignore")
+            if analysis.dicom_results:
+                # The objects carry the woman's identifiers (a PACS files them by them): downloaded, never shown.
+                st.download_button("Download DICOM results for the PACS (SR + overlay SC, zip)",
+                                   data=analysis.dicom_results, file_name=f"{Path(analysis.name).stem}-dicom.zip",
+                                   mime="application/zip", key=f"dicom-{key}", on_click="ignore")
+            elif analysis.dicom_note:
+                st.caption(f"No DICOM results: {analysis.dicom_note}")
     return label
 
 

@@ -43,9 +43,12 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import io
 import logging
 import os
+import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Sequence
 
@@ -54,7 +57,6 @@ import numpy as np
 from mammojax.errors import ImageReadError, MammojaxError
 from mammojax.data.dicom import read_header
 from mammojax.explain.explain import Explainer, output_stems
-from mammojax.explain.explain import output_stems
 from mammojax.explain.overlay import blend
 
 PRIVATE_SCHEME = "99MAMMOJAX"
@@ -211,6 +213,35 @@ def write_dicom_results(scorer, image_rows: Sequence[dict], level_rows: Sequence
         if any(written):
             summary.written.append((row["path"], *written))
     return summary
+
+
+def dicom_results_zip(scorer, path: str | os.PathLike, *, name: str, probability: float,
+                      laterality: str | None) -> tuple[bytes | None, str | None]:
+    """One DICOM film's SR and SC as a zip for a download (the web page): ``(bytes, None)`` or ``(None, why)``.
+
+    ``path`` is the film (the page's in-memory upload); ``probability`` the
+    score already shown, so the SR says what the page says. The SR holds the
+    image's result only: the page scores uploads one at a time, not as exams.
+    ``name`` (the upload's own file name) names the entries; the reason for
+    no output names no identifier.
+    """
+    try:
+        import highdicom  # noqa: F401
+    except ImportError:
+        return None, "DICOM results need highdicom: pip install 'mammojax[dicom]'"
+    row = {"path": str(path), "format": "dicom", "exam": "exam-1", "laterality": laterality,
+           "probability": float(probability), "tau": scorer.tau, "decision": scorer.decision(float(probability))}
+    stem = Path(name).stem or "image"
+    with tempfile.TemporaryDirectory(prefix="mammojax-dicom-") as tmp:
+        summary = write_dicom_results(scorer, [row], [], tmp)
+        if not summary.written:
+            return None, summary.skipped[0][1] if summary.skipped else "no DICOM output"
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for written, suffix in zip(summary.written[0][1:], (SR_SUFFIX, SC_SUFFIX)):
+                if written:
+                    archive.write(written, arcname=f"{stem}{suffix}")
+    return buffer.getvalue(), None
 
 
 # Type 2 attributes of the Patient and General Study modules: every image has them, possibly
