@@ -14,7 +14,7 @@ on the same random batch, half of whose films carry a lesion mask:
   al. 2023 (1 - the share of the Grad-CAM mass inside the lesion), the
   heatmap from ``compute_cam`` on the step's own training-mode forward pass,
   differentiated by ``jax.grad`` (second order);
-* **PyTorch guided**: the same loss the way pytorch-grad-cam users must write
+* **PyTorch plain** (for reference) and **PyTorch guided**: the same loss the way pytorch-grad-cam users must write
   it: a forward hook keeps the layer's activations, ``torch.autograd.grad(...,
   create_graph=True)`` gives their gradient as part of the graph, and
   ``loss.backward()`` differentiates through it (double backward), eager,
@@ -97,8 +97,9 @@ def build_jax(args, guided: bool):
     return run, compile_s
 
 
-def build_torch(args):
-    """The guided step in PyTorch eager (hooks + create_graph double backward); returns ``run(n) -> seconds``."""
+def build_torch(args, guided: bool = True):
+    """The guided step in PyTorch eager (hooks + create_graph double backward), or with
+    ``guided=False`` its plain cross-entropy step; returns ``run(n) -> seconds``."""
     import torch
     import torch.nn.functional as F
 
@@ -115,6 +116,11 @@ def build_torch(args):
     images = torch.randn(args.batch_size, 1, *args.image_size)
     kept = {}
     getattr(model, TORCH_LAYERS[args.layer]).register_forward_hook(lambda module, inputs, out: kept.update(a=out))
+
+    def plain_step():
+        optimizer.zero_grad(set_to_none=True)
+        F.cross_entropy(model(images), labels).backward()
+        optimizer.step()
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -135,7 +141,7 @@ def build_torch(args):
     def run(steps: int) -> float:
         start = time.perf_counter()
         for _ in range(steps):
-            step()
+            (step if guided else plain_step)()
         return time.perf_counter() - start
 
     run(args.warmup)
@@ -193,19 +199,22 @@ def main(argv=None) -> int:
     plain, plain_compile = build_jax(args, guided=False)
     guided, guided_compile = build_jax(args, guided=True)
     torch_guided = build_torch(args)
+    torch_plain = build_torch(args, guided=False)
     rows = []
     for index in range(args.rounds):
-        times = [run(args.steps) / args.steps for run in (plain, guided, torch_guided)]
+        times = [run(args.steps) / args.steps for run in (plain, guided, torch_guided, torch_plain)]
         rows.append(times)
         print(f"  round {index + 1}: JAX plain {times[0]:.3f} s, JAX guided {times[1]:.3f} s, "
-              f"PyTorch guided {times[2]:.3f} s per step; guided/plain {times[1] / times[0]:.2f}, "
-              f"PyTorch/JAX guided {times[2] / times[1]:.2f}", flush=True)
-    plain_s, guided_s, torch_s = zip(*rows)
+              f"PyTorch guided {times[2]:.3f} s, PyTorch plain {times[3]:.3f} s per step; "
+              f"guided/plain {times[1] / times[0]:.2f}, PyTorch/JAX guided {times[2] / times[1]:.2f}", flush=True)
+    plain_s, guided_s, torch_s, torch_plain_s = zip(*rows)
     print(f"JAX plain step:      {_spread(plain_s)} s   (compile {plain_compile:.1f} s, not included)")
     print(f"JAX guided step:     {_spread(guided_s)} s   (compile {guided_compile:.1f} s, not included)")
     print(f"PyTorch guided step: {_spread(torch_s)} s   (eager, hooks + create_graph double backward)")
-    print(f"JAX guided / JAX plain:       {_spread([g / p for p, g, _ in rows])} (target <= 2)")
-    print(f"PyTorch guided / JAX guided:  {_spread([t / g for _, g, t in rows])} (> 1: JAX faster)")
+    print(f"PyTorch plain step:  {_spread(torch_plain_s)} s   (eager, for reference)")
+    print(f"JAX guided / JAX plain:         {_spread([r[1] / r[0] for r in rows])} (target <= 2)")
+    print(f"PyTorch guided / PyTorch plain: {_spread([r[2] / r[3] for r in rows])}")
+    print(f"PyTorch guided / JAX guided:    {_spread([r[2] / r[1] for r in rows])} (> 1: JAX faster)")
     return 0
 
 
