@@ -94,6 +94,10 @@ def base_config() -> ml_collections.ConfigDict:
     # The trainer (mammojax.train.trainers.TRAINERS): "whole_image" (augmented films, the paper)
     # or "patches" (lesion-centred patches, films scored by windows; the patch section below).
     c.train.recipe = "whole_image"
+    # Explanation-guided training (mammojax.train.losses.CAM_LOSSES): weight of a loss on the
+    # explain.method / explain.layer heatmap of each positive film with lesion circles (0: off, the plain step).
+    c.train.cam_loss_weight = 0.0
+    c.train.cam_loss = "energy"  # "energy": heatmap mass outside the lesion; "rrr": input gradients outside it
 
     c.eval = ml_collections.ConfigDict()
     c.eval.threshold_policy = "youden"  # fixed | youden | sensitivity | specificity

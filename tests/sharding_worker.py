@@ -10,6 +10,8 @@ devices, and write what they saw to an ``.npz`` that the tests assert on:
 * ``--check batch_norm``: the BatchNorm running statistics and parameters after
   one jitted train step on a batch split over 8 devices, and after the same
   step on one device.
+* ``--check guided``: loss, CAM loss, gradient norm and parameters after one
+  explanation-guided step (``state.guided_train_step``) on 8 devices and on 1.
 """
 
 from __future__ import annotations
@@ -90,6 +92,53 @@ def check_batch_norm(out: str) -> None:
              **{f"eight/{k}": v for k, v in eight.items()}, **{f"one/{k}": v for k, v in one.items()})
 
 
+GUIDED_SIZE = 32
+GUIDED_LR = 0.05
+
+
+def _guided_step(mesh, batch):
+    """Loss, CAM loss, gradient norm and parameters after one jitted guided step over ``mesh``."""
+    import jax
+    import numpy as np
+    import optax
+
+    from mammojax.models.resnet import BasicBlock, ResNet
+    from mammojax.train import sharding
+    from mammojax.train.losses import CamGuidance
+    from mammojax.train.state import create_train_state, jit_steps
+
+    model = ResNet(stage_sizes=(1, 1, 1, 1), block_cls=BasicBlock, width=4)
+    state = create_train_state(model, optax.sgd(GUIDED_LR), rng=jax.random.key(0), image_size=GUIDED_SIZE,
+                               mesh=mesh)
+    train_step = jit_steps(state, mesh, label_smoothing=0.0,
+                           guidance=CamGuidance(model=model, weight=2.0, layer="stage3"))
+    state, metrics = train_step(state, sharding.global_batch(batch, mesh), None)
+    out = {k: np.asarray(v.addressable_data(0)) for k, v in metrics.items()}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state.params):
+        out["params/" + "/".join(str(key.key) for key in path)] = np.asarray(leaf.addressable_data(0))
+    return out
+
+
+def check_guided(out: str) -> None:
+    import jax
+    import numpy as np
+
+    from mammojax.train import sharding
+
+    rng = np.random.default_rng(1)
+    masks = np.zeros((GLOBAL_BATCH, GUIDED_SIZE, GUIDED_SIZE), bool)
+    # Annotated films on devices 0, 0 and 5 only: the mean is over 3 films, not 16 or 2.
+    for row, (top, left) in ((0, (4, 4)), (1, (12, 18)), (10, (20, 6))):
+        masks[row, top:top + 8, left:left + 8] = True
+    batch = {"image": rng.normal(size=(GLOBAL_BATCH, GUIDED_SIZE, GUIDED_SIZE, 1)).astype(np.float32),
+             "label": (np.arange(GLOBAL_BATCH) % 2).astype(np.int32), "lesion_mask": masks}
+    batch["label"][[0, 1, 10]] = 1
+    eight = _guided_step(sharding.make_mesh(), batch)
+    one = _guided_step(sharding.make_mesh(jax.devices()[:1]), batch)
+    np.savez(out, devices=jax.device_count(), batch=GLOBAL_BATCH, image_size=GUIDED_SIZE, lr=GUIDED_LR,
+             **{f"eight/{k}": v for k, v in eight.items()}, **{f"one/{k}": v for k, v in one.items()})
+
+
 def _rows(index) -> tuple[int, int]:
     """(start, stop) of a shard's first-axis slice; a whole axis reads as (0, GLOBAL_BATCH)."""
     first = index[0]
@@ -128,7 +177,7 @@ def check_sharding(out: str) -> None:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
-    parser.add_argument("--check", choices=("sharding", "batch_norm"), required=True)
+    parser.add_argument("--check", choices=("sharding", "batch_norm", "guided"), required=True)
     args = parser.parse_args(argv)
     # Before JAX starts its CPU backend: 8 host devices, and CPU even on a GPU machine.
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
@@ -140,7 +189,7 @@ def main(argv=None) -> int:
     import jax
 
     assert jax.device_count() == DEVICES, jax.devices()
-    {"sharding": check_sharding, "batch_norm": check_batch_norm}[args.check](args.out)
+    {"sharding": check_sharding, "batch_norm": check_batch_norm, "guided": check_guided}[args.check](args.out)
     return 0
 
 

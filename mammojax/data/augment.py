@@ -7,7 +7,11 @@ and in any order of execution. The pipeline derives one seed per example from
 ``(config.seed, epoch, position in the epoch)``.
 
 Images are z-scored on entry. Geometric ops fill uncovered pixels with the
-image minimum (the background after preprocessing). Intensity changes work on
+image minimum (the background after preprocessing). Each geometric op also
+takes an optional lesion ``mask`` (``(S, S, 1)`` float32, 1 inside the lesion)
+and moves it exactly as the image, with the same random draw (explanation-guided
+training, ``train.cam_loss_weight``: the heatmap target must stay on the lesion);
+uncovered mask pixels are 0, and the image itself is computed as without a mask. Intensity changes work on
 a min-max rescaled copy in [0, 1] and clip there, then z-score again: a linear
 contrast/brightness change of a z-scored image would be undone exactly by the
 per-image z-score, while clipping (a window) and gamma are not.
@@ -49,15 +53,24 @@ def standardize(image):
     return (image - mean) / tf.maximum(std, _EPS)
 
 
-def random_flip(image, seed, *, axis: int = 1, probability: float = 0.5):
-    """Mirrors the image along ``axis`` (1: left-right, 0: up-down) with ``probability``."""
+def _with_mask(image, mask, apply):
+    """``apply(image)``, or ``(apply(image), apply(mask))`` when a mask comes along."""
+    return apply(image) if mask is None else (apply(image), apply(mask))
+
+
+def random_flip(image, seed, *, axis: int = 1, probability: float = 0.5, mask=None):
+    """Mirrors the image along ``axis`` (1: left-right, 0: up-down) with ``probability``.
+
+    With ``mask``: ``(image, mask)``, both mirrored or neither.
+    """
     tf = _tf()
     flip = _uniform(seed) < probability
-    return tf.where(flip, tf.reverse(image, axis=[axis]), image)
+    return _with_mask(image, mask, lambda x: tf.where(flip, tf.reverse(x, axis=[axis]), x))
 
 
-def rotate(image, angle):
-    """Rotates about the image centre by ``angle`` radians (bilinear, background fill)."""
+def rotate(image, angle, *, fill_value=None):
+    """Rotates about the image centre by ``angle`` radians (bilinear; uncovered pixels
+    get ``fill_value``, by default the image minimum: the background)."""
     tf = _tf()
     image = tf.convert_to_tensor(image, tf.float32)
     height = tf.cast(tf.shape(image)[0], tf.float32)
@@ -71,21 +84,28 @@ def rotate(image, angle):
     transform = tf.stack([cos, -sin, tx, sin, cos, ty, 0.0, 0.0])[None]
     out = tf.raw_ops.ImageProjectiveTransformV3(
         images=image[None], transforms=transform, output_shape=tf.shape(image)[:2],
-        fill_value=tf.reduce_min(image), interpolation="BILINEAR", fill_mode="CONSTANT")
+        fill_value=tf.reduce_min(image) if fill_value is None else fill_value,
+        interpolation="BILINEAR", fill_mode="CONSTANT")
     return out[0]
 
 
-def random_rotation(image, seed, *, max_degrees: float):
-    """Rotates by an angle uniform in ``[-max_degrees, max_degrees]``."""
+def random_rotation(image, seed, *, max_degrees: float, mask=None):
+    """Rotates by an angle uniform in ``[-max_degrees, max_degrees]`` (with ``mask``:
+    ``(image, mask)``, the mask by the same angle, filled with 0)."""
     if max_degrees <= 0:
-        return image
+        return _with_mask(image, mask, lambda x: x)
     limit = math.radians(max_degrees)
-    return rotate(image, _uniform(seed, -limit, limit))
+    angle = _uniform(seed, -limit, limit)
+    turned = rotate(image, angle)
+    return turned if mask is None else (turned, rotate(mask, angle, fill_value=0.0))
 
 
-def random_resized_crop(image, seed, *, scale_min: float, ratio_range=(3 / 4, 4 / 3)):
+def random_resized_crop(image, seed, *, scale_min: float, ratio_range=(3 / 4, 4 / 3), mask=None):
     """Crops a random box (area fraction in ``[scale_min, 1]``, aspect ratio in
-    ``ratio_range``, log-uniform) and resizes it back to the input size (bilinear)."""
+    ``ratio_range``, log-uniform) and resizes it back to the input size (bilinear).
+
+    With ``mask``: ``(image, mask)``, the mask cut from the same box.
+    """
     tf = _tf()
     image = tf.convert_to_tensor(image, tf.float32)
     seeds = split_seed(seed, 4)
@@ -99,9 +119,12 @@ def random_resized_crop(image, seed, *, scale_min: float, ratio_range=(3 / 4, 4 
     left = _uniform(seeds[3]) * (1.0 - box_w)
     boxes = tf.stack([top, left, top + box_h, left + box_w])[None]
     size = tf.shape(image)[:2]
-    out = tf.image.crop_and_resize(image[None], boxes, box_indices=[0], crop_size=size,
-                                   method="bilinear")
-    return out[0]
+
+    def crop(x):
+        x = tf.convert_to_tensor(x, tf.float32)
+        return tf.image.crop_and_resize(x[None], boxes, box_indices=[0], crop_size=size, method="bilinear")[0]
+
+    return _with_mask(image, mask, crop)
 
 
 def random_intensity(image, seed, *, gamma_range=(1.0, 1.0), contrast_range=(1.0, 1.0),
@@ -131,6 +154,10 @@ def train_augmentation(augment_config) -> Callable:
 
     Rotation comes before the crop so the zoom of the crop hides some of the
     filled corners. ``augment_config`` is ``config.augment``.
+    ``fn(image, seed, mask=mask) -> (image, mask)`` moves a lesion mask with
+    the image through every geometric op (intensity leaves it alone); the
+    image is the same as without a mask, and the mask is thresholded back
+    to 0/1 at one half (bilinear resampling blurs its edge).
     """
     hflip = bool(augment_config.hflip)
     vflip = bool(augment_config.vflip)
@@ -141,18 +168,32 @@ def train_augmentation(augment_config) -> Callable:
     brightness = float(augment_config.brightness_delta)
     crop = scale_min < 1.0
 
-    def augment(image, seed):
+    def augment(image, seed, mask=None):
         seeds = split_seed(seed, 5)
-        if hflip:
-            image = random_flip(image, seeds[0], axis=1)
-        if vflip:
-            image = random_flip(image, seeds[1], axis=0)
-        if degrees > 0:
-            image = random_rotation(image, seeds[2], max_degrees=degrees)
-        if crop:
-            image = random_resized_crop(image, seeds[3], scale_min=scale_min)
+        if mask is None:
+            if hflip:
+                image = random_flip(image, seeds[0], axis=1)
+            if vflip:
+                image = random_flip(image, seeds[1], axis=0)
+            if degrees > 0:
+                image = random_rotation(image, seeds[2], max_degrees=degrees)
+            if crop:
+                image = random_resized_crop(image, seeds[3], scale_min=scale_min)
+        else:
+            if hflip:
+                image, mask = random_flip(image, seeds[0], axis=1, mask=mask)
+            if vflip:
+                image, mask = random_flip(image, seeds[1], axis=0, mask=mask)
+            if degrees > 0:
+                image, mask = random_rotation(image, seeds[2], max_degrees=degrees, mask=mask)
+            if crop:
+                image, mask = random_resized_crop(image, seeds[3], scale_min=scale_min, mask=mask)
         # Always ends with a z-score: cropping and filling shift the statistics too.
-        return random_intensity(image, seeds[4], gamma_range=gamma_range,
-                                contrast_range=contrast_range, brightness_delta=brightness)
+        image = random_intensity(image, seeds[4], gamma_range=gamma_range,
+                                 contrast_range=contrast_range, brightness_delta=brightness)
+        if mask is None:
+            return image
+        tf = _tf()
+        return image, tf.cast(mask >= 0.5, tf.float32)
 
     return augment

@@ -12,6 +12,12 @@ batch is a pure function of ``(config.seed, epoch)``:
   thread timing, on how many examples were skipped, or on how many hosts share
   the global batch.
 
+With explanation-guided training (``train.cam_loss_weight > 0``) each
+training example also carries ``lesion_mask``: its lesion circles drawn in
+model-input pixels (:func:`lesion_target`) and moved by the same augmentation
+as the image; an example without a usable outline gets an all-zero mask, and
+the guided loss leaves it out.
+
 Both read examples by index, so a host of a multi-host run reads only the
 examples of its own rows of each global batch.
 
@@ -30,6 +36,7 @@ import numpy as np
 
 from mammojax.data.augment import train_augmentation
 from mammojax.data.prepared import ExampleReader, PreparedDataset
+from mammojax.data.preprocess import disc_mask
 from mammojax.errors import ConfigError, MammojaxError
 from mammojax.runtime import import_tensorflow
 
@@ -49,6 +56,38 @@ def steps_per_epoch(cache: PreparedDataset, config) -> int:
         raise MammojaxError(f"{cache.path}: {cache.num_examples} training images are fewer than "
                             f"one batch of train.batch_size={batch_size}")
     return steps
+
+
+def lesion_target(lesions_input, label: int, shape: tuple[int, int]) -> np.ndarray:
+    """The guided loss's target of one training film: bool ``(H, W)`` in model-input pixels.
+
+    The union of its lesion circles when the film is positive (label 1) and
+    every one of its lesions has a centre and a radius; otherwise all False
+    (no target: a negative film, a lesion given without a place or extent such
+    as MIAS ``*NOTE 3*`` rows or CBIS-DDSM outlines, which the prepared dataset
+    does not carry). An incomplete outline would count a real lesion's
+    evidence as outside.
+    """
+    mask = np.zeros(shape, bool)
+    if int(label) != 1 or not lesions_input:
+        return mask
+    for lesion in lesions_input:
+        values = [lesion.get(k) for k in ("row", "col", "radius")]
+        if any(v is None or not np.isfinite(float(v)) for v in values) or float(values[2]) <= 0:
+            return np.zeros(shape, bool)
+        mask |= disc_mask(shape, *values)
+    return mask
+
+
+def annotated_count(cache: PreparedDataset) -> int:
+    """How many examples have a guided-loss target (:func:`lesion_target`); reads no image."""
+    return sum(bool(lesion_target(lesions, label, cache.image_shape).any())
+               for lesions, label in zip(cache.lesions_input, cache.labels))
+
+
+def guided(config) -> bool:
+    """Whether training batches carry lesion masks: ``train.cam_loss_weight > 0``."""
+    return float(config.train.cam_loss_weight) > 0
 
 
 def epoch_plan(cache: PreparedDataset, config, epoch: int) -> tuple[np.ndarray, np.ndarray]:
@@ -81,7 +120,8 @@ def train_batches(cache: PreparedDataset, config, *, epoch: int, start_step: int
                   process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
     """One epoch of augmented training batches as NumPy dicts.
 
-    Yields ``{"image": (b, S, S, 1) float32, "label": (b,) int32}`` where
+    Yields ``{"image": (b, S, S, 1) float32, "label": (b,) int32}`` (and, when
+    :func:`guided`, ``"lesion_mask": (b, S, S) bool``, augmented with the image) where
     ``b = config.train.batch_size // process_count``: host ``process_index``
     gets its contiguous slice of each global batch, and the global batches are
     the same for any ``process_count``. The last incomplete batch is dropped so
@@ -124,6 +164,20 @@ def _train_dataset(cache: PreparedDataset, config, indices: np.ndarray, seeds: n
         image = tf.numpy_function(read, [index], tf.float16, stateful=False)
         image = tf.cast(tf.ensure_shape(image, (height, width, 1)), tf.float32)
         return {"image": augment(image, seed), "label": label}
+
+    if guided(config):
+        def read_mask(index):
+            i = int(index)
+            return lesion_target(cache.lesions_input[i], int(cache.labels[i]), (height, width))[..., None] \
+                .astype(np.float32)
+
+        def load_and_augment(index, seed, label):  # noqa: F811 - the guided variant: the mask moves with the image
+            image = tf.numpy_function(read, [index], tf.float16, stateful=False)
+            image = tf.cast(tf.ensure_shape(image, (height, width, 1)), tf.float32)
+            mask = tf.ensure_shape(tf.numpy_function(read_mask, [index], tf.float32, stateful=False),
+                                   (height, width, 1))
+            image, mask = augment(image, seed, mask=mask)
+            return {"image": image, "label": label, "lesion_mask": mask[..., 0] > 0.5}
 
     # Order: shuffle -> map -> batch -> prefetch. The shuffle is the
     # precomputed index order (exact, and skippable without reading images);

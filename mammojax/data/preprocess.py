@@ -362,6 +362,19 @@ def input_breast_mask(image: np.ndarray) -> np.ndarray:
     return plane > plane.min() + INPUT_BREAST_MARGIN
 
 
+def disc_mask(shape: tuple[int, int], row: float, col: float, radius: float) -> np.ndarray:
+    """Bool ``(H, W)``: the pixels whose centres lie within ``radius`` of ``(row, col)``.
+
+    The one drawing of a lesion circle: the localization metrics draw
+    annotations with it (original pixels) and explanation-guided training
+    its targets (model-input pixels). A radius of 0 marks the nearest pixel only.
+    """
+    height, width = shape
+    rows = np.arange(height, dtype=np.float32)[:, None]
+    cols = np.arange(width, dtype=np.float32)[None, :]
+    return (rows - float(row)) ** 2 + (cols - float(col)) ** 2 <= float(radius) ** 2
+
+
 def resize(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Resize a float image to ``shape`` (rows, cols) with Pillow's float mode.
 

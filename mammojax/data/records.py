@@ -65,6 +65,16 @@ def dataset_task(name: str, task: str = "default") -> Task:
     return adapter.tasks[task]
 
 
+def has_lesion_circles(name: str) -> bool:
+    """Whether dataset ``name``'s records place lesions as circles (centre and radius): the
+    targets of explanation-guided training. Unknown names raise ``MammojaxError``."""
+    return _adapter(name).lesion_circles
+
+
+def datasets_with_lesion_circles() -> tuple[str, ...]:
+    return tuple(name for name, adapter in ADAPTERS.items() if adapter.lesion_circles)
+
+
 def class_names(name: str, task: str = "default") -> tuple[str, str]:
     """The names of label 0 and label 1 for dataset ``name`` under ``task``, e.g. mias: normal, abnormal."""
     return dataset_task(name, task).class_names

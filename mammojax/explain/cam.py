@@ -135,12 +135,25 @@ def _get_path(tree: dict, path: tuple[str, ...]):
 
 
 def logits_and_gradient(model, variables: dict, images: jax.Array, *, layer: str = "stage4",
-                        target_class: int | jax.Array = 1):
+                        target_class: int | jax.Array = 1, train: bool = False, rngs=None,
+                        mutable=False):
     """One forward pass: ``(logits, feature map, d logit[target] / d feature map)``.
 
     ``target_class`` is an int or an int array ``(B,)`` (one class per image).
-    The model runs in eval mode (BatchNorm uses its running statistics, nothing
-    is updated), so each image's gradient depends on that image alone.
+    By default the model runs in eval mode (BatchNorm uses its running
+    statistics, nothing is updated), so each image's gradient depends on that
+    image alone.
+
+    ``train=True`` runs it as a training step does (BatchNorm on the batch's
+    own statistics, dropout from ``rngs``): the forward pass of an
+    explanation-guided loss (``mammojax.train.losses``), shared with the
+    classification loss. Then the layers between ``layer`` and the logits
+    see the whole batch, and the gradient is that of the batch's summed
+    target logits (what ``torch.autograd.grad`` of a summed score gives in a
+    training step); it differs from the per-image one by the O(1/N) terms
+    through the batch statistics. With ``mutable`` (e.g. ``["batch_stats"]``)
+    the result is ``((logits, feature map, gradient), updated collections)``,
+    as ``flax``'s ``apply`` returns them.
     """
     variables = _without_perturbations(variables)
     zeros = zero_perturbations(model, variables, images)
@@ -148,36 +161,41 @@ def logits_and_gradient(model, variables: dict, images: jax.Array, *, layer: str
 
     def forward(layer_perturbation):
         perturbations = _set_path(zeros, path, layer_perturbation)
-        logits, features = model.apply({**variables, PERTURBATIONS: perturbations}, images,
-                                       train=False)
-        return logits, features[layer] if layer in features else _get_path(features, path)
+        out = model.apply({**variables, PERTURBATIONS: perturbations}, images, train=train,
+                          rngs=rngs, mutable=mutable)
+        (logits, features), updates = out if mutable else (out, {})
+        return (logits, features[layer] if layer in features else _get_path(features, path)), updates
 
-    (logits, activations), pullback = jax.vjp(forward, _get_path(zeros, path))
+    (logits, activations), pullback, updates = jax.vjp(forward, _get_path(zeros, path), has_aux=True)
     target = jax.nn.one_hot(jnp.broadcast_to(jnp.asarray(target_class), logits.shape[:1]),
                             logits.shape[-1], dtype=logits.dtype)
     (grads,) = pullback((target, jnp.zeros_like(activations)))
-    return logits, activations, grads
+    return ((logits, activations, grads), updates) if mutable else (logits, activations, grads)
 
 
 def compute_cam(model, variables: dict, images: jax.Array, *, method: str = "gradcam",
                 layer: str = "stage4", target_class: int | jax.Array = 1,
-                normalize: bool = True) -> tuple[jax.Array, jax.Array]:
+                normalize: bool = True, train: bool = False, rngs=None, mutable=False):
     """Class activation maps for a batch: ``(heatmaps (B, h, w) float32, logits (B, C))``.
 
     ``method`` is one of :data:`CAM_METHODS`; ``layer`` a feature name the
     model perturbs (``stage4``, the last spatial map, by default). Heatmaps are
     at the layer's resolution, each scaled to peak 1 (see :func:`normalize_maps`);
-    :func:`upsample_cam` brings them to the input size.
+    :func:`upsample_cam` brings them to the input size. ``train``, ``rngs``
+    and ``mutable`` are :func:`logits_and_gradient`'s (with ``mutable`` the
+    result is ``((heatmaps, logits), updated collections)``).
     """
     combine = check_method(method)
-    logits, activations, grads = logits_and_gradient(model, variables, images, layer=layer,
-                                                     target_class=target_class)
+    out = logits_and_gradient(model, variables, images, layer=layer, target_class=target_class,
+                              train=train, rngs=rngs, mutable=mutable)
+    (logits, activations, grads), updates = out if mutable else (out, {})
     if activations.ndim != 4:
         raise MammojaxError(f"CAM layer {layer!r} is not a spatial map (shape {activations.shape})")
     # bfloat16 maps are combined in float32; float64 (tests) stays float64.
     dtype = jnp.promote_types(activations.dtype, jnp.float32)
     maps = combine(activations.astype(dtype), grads.astype(dtype))
-    return (normalize_maps(maps) if normalize else maps), logits
+    result = (normalize_maps(maps) if normalize else maps), logits
+    return (result, updates) if mutable else result
 
 
 def upsample_cam(heatmaps: jax.Array, size: int | tuple[int, int]) -> jax.Array:

@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from mammojax.data.preprocess import disc_mask
 from mammojax.data.readers import read_image
 from mammojax.errors import MammojaxError
 
@@ -45,17 +46,13 @@ def lesion_mask(lesions: Sequence, shape: tuple[int, int], *, tolerance: float =
     (a single pixel without a radius). Lesions without any location are
     skipped; an all-False mask means nothing could be placed.
     """
-    height, width = shape
     mask = np.zeros(shape, dtype=bool)
-    rows = np.arange(height, dtype=np.float32)[:, None]
-    cols = np.arange(width, dtype=np.float32)[None, :]
     for lesion in lesions:
         if lesion.mask_path is not None:
             drawn = _resize_nearest((read_mask or _read_mask)(lesion.mask_path) > 0.5, shape)
             mask |= drawn
         elif lesion.row is not None and lesion.col is not None:
-            radius = float(lesion.radius or 0.0)
-            mask |= (rows - float(lesion.row)) ** 2 + (cols - float(lesion.col)) ** 2 <= radius**2
+            mask |= disc_mask(shape, lesion.row, lesion.col, lesion.radius or 0.0)
     if tolerance > 0 and mask.any():
         from scipy import ndimage
 

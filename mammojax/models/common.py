@@ -197,7 +197,8 @@ def classify(model: nn.Module, feature_map: jax.Array) -> tuple[jax.Array, jax.A
     same Dense layer at every position (a 1x1 convolution with the same
     parameters), then take the maximum or the mean of the top ~10% position
     logits per class, so a small lesion is not diluted by normal tissue.
-    Returns ``(float32 logits, pre_logits)``: ``pre_logits`` is the global
+    Returns ``(float32 logits, pre_logits)`` (float64 logits for a float64 model, in
+    gradient tests): ``pre_logits`` is the global
     average of the map (passed through ``model.perturb`` before the head reads
     it, so its gradient is available with ``avg`` pooling).
     """
@@ -207,10 +208,11 @@ def classify(model: nn.Module, feature_map: jax.Array) -> tuple[jax.Array, jax.A
     dense = nn.Dense(num_classes, kernel_init=head_kernel_init, dtype=dtype,
                      param_dtype=jnp.float32, name="head")
     pooled = model.perturb("pre_logits", jnp.mean(feature_map, axis=(1, 2)))
+    wide = jnp.promote_types(dtype, jnp.float32)
     if pooling == "avg":
-        return dense(pooled).astype(jnp.float32), pooled
+        return dense(pooled).astype(wide), pooled
     batch, height, width, _ = feature_map.shape
-    position_logits = dense(feature_map).astype(jnp.float32)
+    position_logits = dense(feature_map).astype(wide)
     position_logits = position_logits.reshape(batch, height * width, num_classes)
     if pooling == "max":
         return jnp.max(position_logits, axis=1), pooled

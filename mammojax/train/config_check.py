@@ -20,7 +20,7 @@ import ml_collections
 from mammojax import runtime
 from mammojax.checkpoint import read_meta
 from mammojax.data.preprocess import input_shape
-from mammojax.data.records import check_dataset_request
+from mammojax.data.records import check_dataset_request, datasets_with_lesion_circles, has_lesion_circles
 from mammojax.errors import ConfigError, MammojaxError
 from mammojax.evaluation.aggregate import AGGREGATES
 from mammojax.evaluation.thresholds import POLICIES
@@ -47,6 +47,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     from mammojax.explain.cam import CAM_METHODS
     from mammojax.models.common import DTYPES, HEAD_POOLINGS
     from mammojax.train.checkpointing import BEST_MODES
+    from mammojax.train.losses import CAM_LOSSES
     from mammojax.train.optim import OPTIMIZERS, SCHEDULES
 
     problems: list[str] = []
@@ -119,6 +120,24 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         problems.append("data.num_folds=1 is not cross-validation (use 0 or at least 2)")
     if isinstance(folds, int) and folds >= 2 and isinstance(fold, int) and not 0 <= fold < folds:
         problems.append(f"data.fold={fold} is outside [0, {folds})")
+    choice("train.cam_loss", list(CAM_LOSSES))
+    number("train.cam_loss_weight", 0)
+    weight = value("train.cam_loss_weight")
+    if isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight > 0:
+        guided = f"train.cam_loss_weight={weight:g} (explanation-guided training)"
+        if value("train.recipe") not in (_MISSING, "whole_image"):
+            problems.append(f"{guided} needs train.recipe='whole_image', not {value('train.recipe')!r}")
+        if value("explain.layer") == "pre_logits":
+            problems.append(f"{guided} needs a spatial explain.layer (stem, stage1..stage4), not 'pre_logits'")
+        dataset = value("data.dataset")
+        if not value("data.prepared") and dataset is not _MISSING:
+            try:
+                circles = has_lesion_circles(dataset)
+            except MammojaxError:
+                circles = True  # an unknown dataset is reported below
+            if not circles:
+                problems.append(f"{guided} needs lesion circles; dataset {dataset!r} has none "
+                                f"(datasets with them: {', '.join(datasets_with_lesion_circles())})")
     if value("train.recipe") == "patches" and "patch" not in config:
         problems.append("train.recipe='patches' needs a 'patch' section (see configs/mias.py)")
     if value("data.dataset") is not _MISSING:

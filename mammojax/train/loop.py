@@ -98,6 +98,7 @@ def fit(config, workdir: str | Path, prepare: Callable[[Run], Feed], *, identity
     from mammojax import models
     from mammojax.train import sharding
     from mammojax.train.checkpointing import TrainCheckpoints, is_better
+    from mammojax.train.losses import cam_guidance
     from mammojax.train.optim import make_optimizer
     from mammojax.train.state import create_train_state, jit_steps
 
@@ -146,7 +147,9 @@ def fit(config, workdir: str | Path, prepare: Callable[[Run], Feed], *, identity
         writer.truncate_after(step)
 
     class_weights = jax.device_put(np.asarray(feed.class_weights, np.float32), sharding.replicated(mesh))
-    train_step = jit_steps(state, mesh, label_smoothing=float(config.optim.label_smoothing))
+    # train.cam_loss_weight > 0: the explanation-guided step, whose batches carry lesion masks.
+    guidance = cam_guidance(config, model)
+    train_step = jit_steps(state, mesh, label_smoothing=float(config.optim.label_smoothing), guidance=guidance)
     every_steps = int(config.train.checkpoint_every_steps)
     every_seconds = 60.0 * float(config.train.checkpoint_every_minutes)
     every_epochs = max(1, int(config.train.checkpoint_every_epochs))
@@ -171,6 +174,9 @@ def fit(config, workdir: str | Path, prepare: Callable[[Run], Feed], *, identity
             start = step - epoch * steps_per_epoch
             stopping = False
             for local in feed.batches(state, epoch, start, memo):
+                if guidance is not None and "lesion_mask" not in local:
+                    raise ConfigError(f"train.cam_loss_weight > 0: the {config.train.recipe!r} trainer "
+                                      "feeds no lesion masks (explanation-guided training needs whole_image)")
                 state, metrics = train_step(state, sharding.global_batch(local, mesh), class_weights)
                 step += 1
                 pending.add(step, metrics)  # no host sync here: fetched every log_every steps
@@ -270,6 +276,8 @@ class _PendingMetrics:
 
         items, self._items = self._items, []
         values = jax.device_get([(_host(m["loss"]), _host(m["grad_norm"])) for _, m in items])
+        # The guided step's unweighted CAM loss (train.cam_loss_weight > 0) goes to the records too.
+        cam = jax.device_get([_host(m["cam_loss"]) if "cam_loss" in m else None for _, m in items])
         first, last = items[0][0], items[-1][0]
         losses = [float(loss) for loss, _ in values]
         for (step, _), loss in zip(items, losses):
@@ -284,10 +292,11 @@ class _PendingMetrics:
             self.progress["epoch_loss_sum"] += loss
         self.progress["epoch_loss_count"] += len(losses)
         self.bar.update(last, epoch=(last - 1) // self.steps_per_epoch + 1, loss=losses[-1])
-        for (step, _), loss, (_, grad_norm) in zip(items, losses, values):
+        for (step, _), loss, (_, grad_norm), cam_loss in zip(items, losses, values, cam):
             if step % self.log_every == 0:
                 self.writer.write({"kind": "train", "step": step, "epoch": step / self.steps_per_epoch,
                                    "train_loss": loss, "grad_norm": float(grad_norm),
+                                   **({} if cam_loss is None else {"train_cam_loss": float(cam_loss)}),
                                    "lr": float(self.schedule(step - 1)),
                                    "images_per_second": self.bar.images_per_second})
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mammojax.data.pipeline import steps_per_epoch, train_batches
+from mammojax.data.pipeline import annotated_count, guided, steps_per_epoch, train_batches
+from mammojax.errors import ConfigError
 from mammojax.evaluation import shortcuts
 from mammojax.train.data import prepare_training_data
 from mammojax.train.loop import Feed, fit, host_variables
@@ -46,6 +47,16 @@ def _prepare(run, *, data):
     weights = data.class_weights(num_classes) if config.optim.class_weighting \
         else np.ones(num_classes, np.float32)
     eval_batch = int(config.train.eval_batch_size)
+    description = ""
+    if guided(config):  # explanation-guided: the CAM loss needs lesion circles on some training films
+        annotated = annotated_count(data.train)
+        if not annotated:
+            raise ConfigError(f"train.cam_loss_weight={config.train.cam_loss_weight} needs positive training "
+                              f"films with lesion circles; {data.train.path} has none among its "
+                              f"{data.train.num_examples} training films")
+        description = (f"explanation-guided ({config.train.cam_loss} loss x {config.train.cam_loss_weight} on "
+                       f"{config.explain.method} {config.explain.layer}): {annotated} of "
+                       f"{data.train.num_examples} training films have lesion circles")
 
     def batches(state, epoch: int, start_step: int, memo: dict):
         return train_batches(data.train, config, epoch=epoch, start_step=start_step,
@@ -56,5 +67,5 @@ def _prepare(run, *, data):
 
     # The metadata-only model of the training women travels in best/ for eval's shortcut checks.
     return Feed(steps_per_epoch=steps_per_epoch(data.train, config), batches=batches, validate=validate,
-                class_weights=weights,
+                class_weights=weights, description=description,
                 best_meta=shortcuts.checkpoint_entry(data.train.records, seed=int(config.seed)))

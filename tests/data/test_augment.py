@@ -137,3 +137,36 @@ def test_train_augmentation_ends_z_scored_and_respects_switches(tf, image):
     config.gamma_range, config.contrast_range, config.brightness_delta = (1.0, 1.0), (1.0, 1.0), 0.0
     neutral = augment.train_augmentation(config)(image, tf.constant([4, 2], tf.int64)).numpy()
     np.testing.assert_allclose(neutral, image, atol=1e-4)
+
+
+@pytest.mark.parametrize("name, op", [
+    ("hflip", lambda x, s, m: augment.random_flip(x, s, axis=1, probability=1.0, mask=m)),
+    ("vflip", lambda x, s, m: augment.random_flip(x, s, axis=0, mask=m)),
+    ("rotation", lambda x, s, m: augment.random_rotation(x, s, max_degrees=30.0, mask=m)),
+    ("crop", lambda x, s, m: augment.random_resized_crop(x, s, scale_min=0.4, mask=m)),
+])
+def test_a_mask_moves_exactly_as_the_image(tf, name, op):
+    """Each geometric op moves a lesion mask with the same random draw as the image: an image
+    that *is* the mask (background 0, the mask's fill) comes out equal to the mask, bit for bit,
+    and the image comes out as it does without a mask."""
+    rows, cols = np.mgrid[:48, :48]
+    mask = (((rows - 14) ** 2 + (cols - 30) ** 2) < 36).astype(np.float32)[..., None]
+    for i in range(4):
+        seed = tf.constant([i, 7], tf.int64)
+        image, moved = op(tf.constant(mask), seed, tf.constant(mask))
+        np.testing.assert_array_equal(image.numpy(), moved.numpy())
+        alone = op(tf.constant(mask), seed, None)
+        np.testing.assert_array_equal(alone.numpy(), image.numpy())
+
+
+def test_train_augmentation_with_a_mask_keeps_the_image_and_thresholds_the_mask(tf, image):
+    config = base_config().augment
+    config.rotation_degrees, config.crop_scale_min = 20.0, 0.5
+    fn = augment.train_augmentation(config)
+    mask = np.zeros(image.shape, np.float32)
+    mask[10:20, 5:15] = 1.0
+    for i in range(3):
+        seed = tf.constant([i, 3], tf.int64)
+        out, moved = fn(image, seed, mask=tf.constant(mask))
+        np.testing.assert_array_equal(out.numpy(), fn(image, seed).numpy())
+        assert set(np.unique(moved.numpy())) <= {0.0, 1.0}

@@ -31,6 +31,9 @@ class Adapter:
     # The patient of a file from its name alone, when the name follows this
     # dataset's layout (None otherwise): predict groups loose files with it.
     patient_of_file: Callable[[Path], str | None] | None = None
+    # Its records give lesions a centre and a radius (circles, boxes): what explanation-guided
+    # training (train.cam_loss_weight) draws its targets from.
+    lesion_circles: bool = False
 
 
 def read_csv_rows(path: Path, *, delimiter: str = ",",

@@ -153,4 +153,5 @@ def read_rois(xml_path: Path) -> tuple[Lesion, ...]:
 
 
 ADAPTER = Adapter(load=load, tasks=TASKS, options=("birads3",), patient_of_file=patient_of_file,
+                  lesion_circles=True,
                   description="INbreast (INbreast.csv + AllDICOMs + AllXML), BI-RADS proxy labels")

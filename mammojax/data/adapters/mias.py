@@ -162,4 +162,4 @@ def _pgm_height(path: Path) -> int | None:
 
 
 ADAPTER = Adapter(load=load, tasks=TASKS, options=("cache_dir",), patient_of_file=patient_of_file,
-                  description="mini-MIAS (Info.txt + mdbNNN.pgm, folder or .tar.gz)")
+                  lesion_circles=True, description="mini-MIAS (Info.txt + mdbNNN.pgm, folder or .tar.gz)")

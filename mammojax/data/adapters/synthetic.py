@@ -176,4 +176,4 @@ def _read_manifest(folder: Path) -> DatasetRecords:
 
 
 ADAPTER = Adapter(load=load, tasks=TASKS, options=("count", "size", "seed"), data_dir_optional=True,
-                  description="seeded phantoms written on first use (the quickstart dataset)")
+                  lesion_circles=True, description="seeded phantoms written on first use (the quickstart dataset)")

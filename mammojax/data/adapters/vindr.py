@@ -88,5 +88,5 @@ def _category(text: str) -> str:
     return lesion_kind(*names) if names else "other"
 
 
-ADAPTER = Adapter(load=load, tasks=TASKS, options=("birads3",),
+ADAPTER = Adapter(load=load, tasks=TASKS, options=("birads3",), lesion_circles=True,
                   description="VinDr-Mammo (PhysioNet CSVs + images/<study>/<image>.dicom), BI-RADS proxy")
