@@ -37,8 +37,9 @@ def test_each_device_holds_a_different_slice_of_the_global_batch(tmp_path):
 
 
 def test_eight_devices_match_one_device(tmp_path, one_device_training):
-    one, eight = one_device_training, tmp_path / "eight.npz"
+    eight = tmp_path / "eight.npz"
     finish(start_worker(eight, "--devices", "8"))
+    one = one_device_training.result()
     import numpy as np
 
     assert int(np.load(eight)["devices"]) == 8
