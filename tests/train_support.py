@@ -116,6 +116,15 @@ SMALL_RUN = ("--config.data.image_size=32", "--config.data.synthetic_count=48",
              "--config.train.log_every_steps=1")
 
 
+# Every optimizer option at once: AdamW, warmup + cosine, clipping, smoothing, class weights. The shared
+# finished run (tests/train/conftest.py ``small_run``) trains with these; a run that resumes or is compared
+# with it passes them too.
+OPTIMIZER_RUN = ("--config.optim.name=adamw", "--config.optim.weight_decay=1e-4",
+                 "--config.optim.schedule=cosine", "--config.optim.warmup_epochs=0.5",
+                 "--config.optim.grad_clip_norm=1.0", "--config.optim.label_smoothing=0.1",
+                 "--config.optim.class_weighting=true", "--config.optim.lr=1e-3")
+
+
 def train_command(workdir: Path, *overrides: str) -> list[str]:
     return [sys.executable, "-m", "mammojax", "train", "--config", str(REPO / "configs" / "default.py"),
             "--workdir", str(workdir), *SMALL_RUN, *overrides]

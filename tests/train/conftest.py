@@ -35,3 +35,37 @@ def phantom_cache(make_cache):
     images[0, (rows - 40) ** 2 + (cols - 20) ** 2 < 16, 0] = 5.0
     lesions = [({"kind": "mass", "row": 40.0, "col": 20.0, "radius": 4.0, "severity": None},), ()]
     return make_cache(images, [1, 0], lesions)
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """``(workdir, result)`` of one finished ``mammojax train`` (train_support.SMALL_RUN + OPTIMIZER_RUN).
+
+    Shared by the run-output and resume tests: read it, or copy it (shutil.copytree) before changing it.
+    """
+    from train_support import OPTIMIZER_RUN, run_train
+
+    workdir = tmp_path_factory.mktemp("small_run") / "run"
+    result = run_train(workdir, *OPTIMIZER_RUN)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir, result
+
+
+@pytest.fixture(scope="session")
+def one_device_training(tmp_path_factory):
+    """A future of ``train_worker.py --devices 1``'s ``.npz`` path: the one-device reference that the
+    8-device and the two-process runs of the same steps are compared with, trained once for both. It
+    starts at once, so the first test's own workers run beside it; ``.result()`` waits for it."""
+    import concurrent.futures
+
+    from train_support import finish, start_worker
+
+    out = tmp_path_factory.mktemp("one_device") / "one.npz"
+
+    def train() -> Path:
+        finish(start_worker(out, "--devices", "1"))
+        return out
+
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    yield pool.submit(train)
+    pool.shutdown()

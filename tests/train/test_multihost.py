@@ -8,15 +8,15 @@ from train_support import (assert_same_training, finish, free_port, reordered_su
 from train_worker import GLOBAL_BATCH, IMAGE_SIZE
 
 
-def test_two_processes_match_one_process(tmp_path):
-    single, multi = tmp_path / "single.npz", tmp_path / "multi.npz"
+def test_two_processes_match_one_process(tmp_path, one_device_training):
+    multi = tmp_path / "multi.npz"
     coordinator = f"127.0.0.1:{free_port()}"
-    runs = [start_worker(single, "--devices", "1")]
     # Each process has 2 fake devices: a 4-device mesh over 2 hosts.
-    runs += [start_worker(multi, "--devices", "2", "--coordinator", coordinator, "--num-processes", "2",
-                          "--process-id", str(i)) for i in range(2)]
+    runs = [start_worker(multi, "--devices", "2", "--coordinator", coordinator, "--num-processes", "2",
+                         "--process-id", str(i)) for i in range(2)]
     outputs = [finish(run) for run in runs]
-    assert "process 1/2: 4 devices" in outputs[2]
+    assert "process 1/2: 4 devices" in outputs[1]
+    single = one_device_training.result()
     assert_same_training(single, multi, batch=GLOBAL_BATCH, image_size=IMAGE_SIZE)
 
 

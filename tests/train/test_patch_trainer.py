@@ -6,6 +6,7 @@ Real ``mammojax train`` runs of configs/mias_smoke.py on synthetic phantoms at
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import signal
@@ -47,6 +48,14 @@ def records(workdir: Path) -> list[dict]:
     return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
+def first_epoch_end(workdir: Path) -> int | None:
+    """The step of a run's first epoch record, once written (complete lines only: the run may be writing)."""
+    path = workdir / "metrics.jsonl"
+    lines = path.read_text().splitlines(keepends=True) if path.exists() else []
+    return next((json.loads(line)["step"] for line in lines
+                 if line.endswith("\n") and json.loads(line)["kind"] == "epoch"), None)
+
+
 def best_variables(workdir: Path) -> dict:
     from mammojax.checkpoint import load_checkpoint
 
@@ -59,25 +68,32 @@ def runs(tmp_path_factory):
     and the uninterrupted run again on 8 forced host devices."""
     root = tmp_path_factory.mktemp("patch_runs")
     full, killed, eight = root / "full", root / "killed", root / "eight"
-    output = finish(start(full))
-    epochs = [r for r in records(full) if r["kind"] == "epoch"]
-    steps_per_epoch = epochs[0]["step"]
-    assert len(epochs) == 2 and steps_per_epoch >= 4, output[-2000:]
-
+    # The three runs start together (threads read the pipes of two); the victim learns the length of an
+    # epoch from its own log, so it need not wait for the uninterrupted run.
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=2)
+    eight_run = pool.submit(lambda: finish(start(eight, devices=8)))
+    full_run = pool.submit(lambda: finish(start(full)))
     victim = start(killed)
     deadline = time.monotonic() + 300
     mid = []
     while victim.poll() is None and time.monotonic() < deadline:
-        mid = [s for s in checkpoint_steps(killed) if steps_per_epoch < s < 2 * steps_per_epoch]
+        per_epoch = first_epoch_end(killed)
+        mid = [s for s in checkpoint_steps(killed) if per_epoch and per_epoch < s < 2 * per_epoch]
         if mid:
             os.kill(victim.pid, signal.SIGKILL)
             break
         time.sleep(0.01)
     victim.communicate()
+    output = full_run.result()
+    epochs = [r for r in records(full) if r["kind"] == "epoch"]
+    steps_per_epoch = epochs[0]["step"]
+    assert len(epochs) == 2 and steps_per_epoch >= 4, output[-2000:]
+    assert first_epoch_end(killed) == steps_per_epoch
     assert mid, "the run ended before a mid-epoch checkpoint of its second epoch"
     at_kill = checkpoint_steps(killed)
     resumed = finish(start(killed))
-    eight_output = finish(start(eight, devices=8))
+    eight_output = eight_run.result()
+    pool.shutdown()
     return {"full": full, "killed": killed, "eight": eight, "steps_per_epoch": steps_per_epoch,
             "at_kill": at_kill, "resumed": resumed, "eight_output": eight_output}
 

@@ -17,19 +17,19 @@ import jax
 import numpy as np
 import pytest
 
-from train_support import checkpoint_steps, restore_state, run_train, start_train
+from train_support import OPTIMIZER_RUN, checkpoint_steps, restore_state, run_train, start_train
 
 pytestmark = pytest.mark.slow
 FINAL_STEP = 8  # 2 epochs x 4 steps
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """An uninterrupted run, and one killed right after its first checkpoint then restarted."""
-    root = tmp_path_factory.mktemp("resume")
-    full, killed = root / "full", root / "killed"
-    uninterrupted = start_train(full)
-    victim = start_train(killed)
+def runs(tmp_path_factory, small_run):
+    """An uninterrupted run (the shared ``small_run``), and one of its config killed right after its
+    first checkpoint then restarted."""
+    full = small_run[0]
+    killed = tmp_path_factory.mktemp("resume") / "killed"
+    victim = start_train(killed, *OPTIMIZER_RUN)
     deadline = time.monotonic() + 240
     while not checkpoint_steps(killed) and victim.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -37,9 +37,7 @@ def runs(tmp_path_factory):
     os.kill(victim.pid, signal.SIGKILL)
     victim.communicate()
     steps_at_kill = checkpoint_steps(killed)
-    _, err = uninterrupted.communicate(timeout=300)
-    assert uninterrupted.returncode == 0, err[-3000:]
-    resumed = run_train(killed)
+    resumed = run_train(killed, *OPTIMIZER_RUN)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     return {"full": full, "killed": killed, "steps_at_kill": steps_at_kill, "resumed": resumed}
 
@@ -81,7 +79,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(runs, tmp_path):
     biggest = max(files, key=lambda p: p.stat().st_size)
     with open(biggest, "r+b") as f:
         f.truncate(biggest.stat().st_size // 3)
-    result = run_train(workdir, "--config.train.epochs=3")
+    result = run_train(workdir, *OPTIMIZER_RUN, "--config.train.epochs=3")
     assert result.returncode == 0, result.stderr[-3000:]
     warnings = [line for line in result.stderr.splitlines() if "unreadable checkpoint" in line]
     assert len(warnings) == 1, result.stderr[-3000:]
@@ -102,7 +100,7 @@ def test_workdir_of_another_model_is_refused_untouched(runs):
         return sorted((str(p.relative_to(workdir)), p.stat().st_mtime_ns) for p in workdir.rglob("*"))
 
     before = snapshot()
-    result = run_train(workdir, "--config.model.name=resnet34")
+    result = run_train(workdir, *OPTIMIZER_RUN, "--config.model.name=resnet34")
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("mammojax: error:") and "different run" in last and "resnet34" in last

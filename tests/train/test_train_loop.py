@@ -14,20 +14,9 @@ from train_support import checkpoint_steps, run_train, subprocess_env
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("train") / "run"
-    # Every optimizer option at once: AdamW, warmup + cosine, clipping, smoothing, class weights.
-    result = run_train(workdir, "--config.optim.name=adamw", "--config.optim.weight_decay=1e-4",
-                       "--config.optim.schedule=cosine", "--config.optim.warmup_epochs=0.5",
-                       "--config.optim.grad_clip_norm=1.0", "--config.optim.label_smoothing=0.1",
-                       "--config.optim.class_weighting=true", "--config.optim.lr=1e-3")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return workdir, result
-
-
-def test_run_writes_logs_curves_config_and_best_checkpoint(run):
-    workdir, result = run
+def test_run_writes_logs_curves_config_and_best_checkpoint(small_run):
+    # The shared run (tests/train/conftest.py) trains with every optimizer option at once.
+    workdir, result = small_run
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     epochs = [r for r in records if r["kind"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [1, 2]
