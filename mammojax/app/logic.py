@@ -239,6 +239,7 @@ def analyse_upload(model: AppModel, name: str, data: bytes, *,
     display = _fit_display(loaded.pixels)
     results, note = None, None
     if dicom_results and loaded.meta.format == "dicom":
+        # Here, not at the top: highdicom and the explainer load only when a DICOM is uploaded.
         from mammojax.clinic.dicom_out import dicom_results_zip
 
         with _in_memory_file(data) as path:

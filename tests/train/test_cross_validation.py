@@ -207,11 +207,11 @@ def test_mias_config_trains_then_eval_and_predict_work_without_edits(tmp_path, m
         rows = [r for r in csv.DictReader(handle) if r["kind"] == "image"]
     assert len(rows) == 3 and all(0.0 <= float(r["probability"]) <= 1.0 and not r["error"] for r in rows)
 
-    # predict's probability is the window score at the stored temperature, not a whole-film pass.
+    # predict's probability is the window score at the stored calibration, not a whole-film pass.
     checkpoint = load_checkpoint(workdir)
     image = Scorer.from_checkpoint(checkpoint).read(films / Path(rows[0]["path"]).name).image
     margin = brute_force_window_margin(checkpoint.model, checkpoint.variables, image, size=32, stride=16, top_k=3)
-    expected = 1.0 / (1.0 + np.exp(-margin / checkpoint.temperature))
+    expected = 1.0 / (1.0 + np.exp(-(margin / checkpoint.temperature + checkpoint.offset)))
     assert float(rows[0]["probability"]) == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
 
