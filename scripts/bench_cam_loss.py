@@ -36,6 +36,8 @@ import time
 from pathlib import Path
 from statistics import median
 
+from bench_train import timed_steps  # scripts/ is on sys.path when a script runs
+
 REPO = Path(__file__).resolve().parents[1]
 TORCH_LAYERS = {"stage1": "layer1", "stage2": "layer2", "stage3": "layer3", "stage4": "layer4"}
 
@@ -78,23 +80,7 @@ def build_jax(args, guided: bool):
     if guided:
         local["lesion_mask"] = masks
     batch = sharding.global_batch(local, mesh)
-    weights = np.ones(2, np.float32)
-    start = time.perf_counter()
-    compiled = train_step.lower(state, batch, weights).compile()
-    compile_s = time.perf_counter() - start
-    holder = {"state": state}
-
-    def run(steps: int) -> float:
-        state = holder["state"]
-        start = time.perf_counter()
-        for _ in range(steps):
-            state, metrics = compiled(state, batch, weights)
-        jax.block_until_ready(metrics)
-        holder["state"] = state
-        return time.perf_counter() - start
-
-    run(args.warmup)
-    return run, compile_s
+    return timed_steps(train_step, state, batch, warmup=args.warmup)
 
 
 def build_torch(args, guided: bool = True):

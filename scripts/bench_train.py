@@ -46,6 +46,19 @@ def build_jax(args):
     batch = sharding.global_batch({
         "image": rng.normal(size=(args.batch_size, *args.image_size, 1)).astype(np.float32),
         "label": rng.integers(0, 2, args.batch_size).astype(np.int32)}, mesh)
+    return timed_steps(train_step, state, batch, warmup=args.warmup)
+
+
+def timed_steps(train_step, state, batch, *, warmup: int):
+    """Compiles ``train_step`` for ``(state, batch)`` (unit class weights); returns ``(run(n) -> seconds, compile_s)``.
+
+    ``run(n)`` takes n steps from where the last call left the state, and
+    waits for the last one; ``warmup`` steps are taken before returning.
+    bench_cam_loss.py times its plain and guided steps with it too.
+    """
+    import jax
+    import numpy as np
+
     weights = np.ones(2, np.float32)
     start = time.perf_counter()
     compiled = train_step.lower(state, batch, weights).compile()
@@ -61,7 +74,7 @@ def build_jax(args):
         holder["state"] = state
         return time.perf_counter() - start
 
-    run(args.warmup)
+    run(warmup)
     return run, compile_s
 
 

@@ -19,8 +19,8 @@ What a scorer does, in order:
    averaged logits (training validation uses this scorer too), so the
    calibration applies to what is thresholded; averaging probabilities would
    put a second, uncalibrated squashing between the fit and the decision.
-4. **Probability** = ``softmax(logits / T)[:, 1]`` (:func:`mammojax.evaluation.calibration.probabilities`), T the
-   checkpoint's fitted temperature.
+4. **Probability** = ``sigmoid((z1 - z0) / T + b)`` (:func:`mammojax.evaluation.calibration.probabilities`,
+   applied by the image :class:`OperatingPoint`), T and b the checkpoint's fitted temperature and offset.
 5. **Heatmaps** (:meth:`Scorer.explain`) come from the same forward pass as the
    logits they are returned with. Whole films: Grad-CAM (or a sibling method)
    of the lesion class at the checkpoint's layer, upsampled to the model input;
@@ -45,7 +45,7 @@ from mammojax.checkpoint import DEFAULT_CLASS_NAMES, load_checkpoint
 from mammojax.data.preprocess import preprocess_image
 from mammojax.data.readers import DEFAULT_MAX_PIXELS, read_image
 from mammojax.errors import ImageReadError, MammojaxError
-from mammojax.evaluation.calibration import POSITIVE_CLASS, probabilities
+from mammojax.evaluation.calibration import POSITIVE_CLASS
 from mammojax.evaluation.operating_points import LEVELS, OperatingPoint
 from mammojax.film_scoring import FilmScoring, film_scoring_from_meta
 from mammojax.scoring import windows as win
@@ -248,8 +248,8 @@ class Scorer:
         return self.probability_of(self.logits(images))
 
     def probability_of(self, logits) -> np.ndarray:
-        """Probabilities ``(N,)`` of film logits at this scorer's temperature and offset."""
-        return probabilities(logits, self.temperature, self.offset)
+        """Probabilities ``(N,)`` of film logits at this scorer's image operating point (temperature, offset)."""
+        return self.operating_points["image"].film_probabilities(logits)
 
     @property
     def positive_class(self) -> str:
