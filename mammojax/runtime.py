@@ -2,8 +2,9 @@
 
 Call :func:`setup` first thing in any entry point that will import JAX. It
 
-* applies measured XLA CPU defaults (see ``XLA_CPU_DEFAULT_FLAGS``) unless the
-  user set ``XLA_FLAGS`` themselves or ``MAMMOJAX_XLA_DEFAULTS=0``;
+* applies the XLA CPU flags measured faster on this CPU
+  (``mammojax.platform.default_xla_flags``) unless the user set those flags in
+  ``XLA_FLAGS`` themselves or ``MAMMOJAX_XLA_DEFAULTS=0``;
 * keeps TensorFlow (used only for tf.data) off every GPU, so it never takes
   accelerator memory from JAX, and quiet: no INFO/WARNING lines, no oneDNN
   notices (see ``TF_QUIET_DEFAULTS``); its real errors still print;
@@ -16,12 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# jaxlib 0.10 routes CPU convolutions through YNNPACK fusions that run at about
-# half speed on the AVX2 machines we measured (shared/docs/PERFORMANCE.md:
-# batch-1 ResNet-18 predict 148 ms -> 63 ms with the fusion list emptied).
-# It is a default, not a rule: MAMMOJAX_XLA_DEFAULTS=0 or your own XLA_FLAGS
-# wins.
-XLA_CPU_DEFAULT_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type=",)
+from mammojax import platform
 
 # TensorFlow runs only the tf.data input pipeline here. On CPUs where it turns
 # its oneDNN ops on (AVX-512 machines), it prints "I0000 ... oneDNN custom
@@ -50,7 +46,10 @@ def setup(*, compilation_cache: bool = True) -> None:
         _flags_done = True
         if os.environ.get("MAMMOJAX_XLA_DEFAULTS", "1") != "0":
             flags = os.environ.get("XLA_FLAGS", "")
-            for flag in XLA_CPU_DEFAULT_FLAGS:
+            # Per CPU, from platform.MEASURED: e.g. jaxlib 0.10's YNNPACK convolution
+            # fusions ran at half speed on AVX2 (batch-1 ResNet-18 predict 148 ms -> 63 ms
+            # with the fusion list emptied). A default, not a rule: your XLA_FLAGS win.
+            for flag in platform.default_xla_flags():
                 key = flag.split("=")[0]
                 if key not in flags:
                     flags = f"{flags} {flag}".strip()

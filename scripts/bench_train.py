@@ -39,7 +39,8 @@ def build_jax(args):
 
     mesh = sharding.make_mesh(jax.devices()[:1])
     tx, _ = make_optimizer(base_config().optim, steps_per_epoch=1, epochs=1)
-    state = create_train_state(models.create_model("resnet18"), tx, rng=jax.random.key(0),
+    model = models.create_model(getattr(args, "model", "resnet18"), dtype=getattr(args, "dtype", "float32"))
+    state = create_train_state(model, tx, rng=jax.random.key(0),
                                image_size=args.image_size, mesh=mesh)
     train_step = jit_steps(state, mesh, label_smoothing=0.0)
     rng = np.random.default_rng(0)
@@ -78,8 +79,8 @@ def timed_steps(train_step, state, batch, *, warmup: int):
     return run, compile_s
 
 
-def build_torch(args):
-    """The same step in PyTorch eager; returns ``run(n) -> seconds``."""
+def build_torch(args, *, channels_last: bool = False):
+    """The same step in PyTorch eager (NCHW, or channels_last: NHWC memory, oneDNN's fast layout); ``run(n) -> s``."""
     import torch
 
     sys.path.insert(0, str(REPO / "tests"))
@@ -87,9 +88,12 @@ def build_torch(args):
 
     torch.manual_seed(0)
     model = resnet18(num_classes=2, in_channels=1).train()
+    images = torch.randn(args.batch_size, 1, *args.image_size)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
-    images = torch.randn(args.batch_size, 1, *args.image_size)
     labels = torch.randint(0, 2, (args.batch_size,))
 
     def run(steps: int) -> float:

@@ -11,4 +11,7 @@ bash scripts/install_browser.sh || echo "test: chromium unavailable; the browser
 # The package's floors ([tool.importlinter] in pyproject.toml, docs/ARCHITECTURE.md): an import
 # that runs upward fails the run here, before the tests.
 lint-imports
-exec python -m pytest -q "$@"
+# One pytest worker per core (MAMMOJAX_TEST_WORKERS overrides; 0 runs in this process): many tests
+# wait on subprocesses or compile on one thread, so a single worker left a 2-core machine 30 % idle.
+# --dist loadfile keeps each module's tests, and so its module-scoped training runs, on one worker.
+exec python -m pytest -q -n "${MAMMOJAX_TEST_WORKERS:-auto}" --dist loadfile "$@"

@@ -1,9 +1,12 @@
 """BatchNorm whose per-channel sums are matrix-vector products.
 
 Same variables (``params/scale``, ``params/bias``, ``batch_stats/mean``,
-``batch_stats/var``), same numbers and same running-average update as
-``flax.linen.BatchNorm(use_fast_variance=True)``; only *how* the batch
-statistics and their gradients are summed differs.
+``batch_stats/var``), the same function and the same running-average update
+as ``flax.linen.BatchNorm``; only *how* the batch statistics and their
+gradients are summed differs. The variance is taken about the mean (two
+passes, the second reusing the centred values the output needs anyway):
+the dot-product sums round a little more than XLA's reductions, and
+``E[x^2] - E[x]^2`` would amplify that where a channel's mean dwarfs its spread.
 
 Why: XLA:CPU (jaxlib 0.10.2) lowers the reductions over ``(batch, height,
 width)`` of a channels-last tensor to windowed and looped reductions that ran
@@ -53,10 +56,10 @@ def _normalize_forward(x, scale, bias, epsilon):
     count = x.size // x.shape[-1]
     wide = _stats_dtype(x.dtype)
     mean = channel_sums(x) / count
-    # E[x^2] - E[x]^2 in (at least) float32, as flax's use_fast_variance does.
-    var = jnp.maximum(channel_sums(jnp.square(x.astype(wide))) / count - jnp.square(mean), 0.0)
+    centered = x.astype(wide) - mean
+    var = channel_sums(jnp.square(centered)) / count
     inv = jax.lax.rsqrt(var + epsilon)
-    y = (x.astype(wide) - mean) * (inv * scale) + bias
+    y = centered * (inv * scale) + bias
     return y.astype(x.dtype), mean, var, inv
 
 

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from mammojax.errors import MammojaxError
 from mammojax.models.batch_norm import BatchNorm as FastBatchNorm
+from mammojax.platform import detour_enabled
 
 HEAD_POOLINGS = ("avg", "max", "topk")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -55,18 +56,22 @@ def small_map_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dil
                    dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
     """``lax.conv_general_dilated`` with two XLA:CPU detours, same numbers.
 
-    Depthwise convolutions go to :func:`depthwise_conv`; outputs 1-2 pixels
-    wide take the im2col route (see ``SMALL_MAP_MAX_SIDE``). Flax's ``nn.Conv``
-    calls it through its ``conv_general_dilated`` field.
+    Depthwise convolutions go to :func:`depthwise_conv` (detour
+    ``depthwise_taps``); outputs 1-2 pixels wide take the im2col route
+    (``small_map_im2col``, see ``SMALL_MAP_MAX_SIDE``), each where
+    ``mammojax.platform`` has measured it faster. Flax's ``nn.Conv`` calls it
+    through its ``conv_general_dilated`` field.
     """
     kh, kw = rhs.shape[0], rhs.shape[1]
     # Both detours handle exactly this case: channels-last, explicit padding, no dilation, a real window.
     plain_window = (not kwargs and not isinstance(padding, str) and _nhwc_hwio(dimension_numbers) and kh * kw > 1
                     and all(d == 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))))
-    if plain_window and feature_group_count > 1 and feature_group_count == lhs.shape[-1] == rhs.shape[-1]:
+    if (plain_window and feature_group_count > 1 and feature_group_count == lhs.shape[-1] == rhs.shape[-1]
+            and detour_enabled("depthwise_taps")):
         return depthwise_conv(lhs, rhs, window_strides, padding)
-    if plain_window and feature_group_count == 1 and 1 <= min(_window_output(lhs, rhs, window_strides,
-                                                                               padding)) <= SMALL_MAP_MAX_SIDE:
+    if (plain_window and feature_group_count == 1
+            and 1 <= min(_window_output(lhs, rhs, window_strides, padding)) <= SMALL_MAP_MAX_SIDE
+            and detour_enabled("small_map_im2col")):
         columns = jnp.concatenate(list(_window_taps(lhs, rhs, window_strides, padding)),
                                   axis=-1)  # (B, out_h, out_w, kh*kw*C): HWIO order
         return jnp.dot(columns, rhs.reshape(-1, rhs.shape[-1]), precision=precision)
@@ -119,16 +124,29 @@ def Conv(features: int, kernel: int, *, stride: int = 1, pad: int | None = None,
 def BatchNorm(train: bool, *, dtype: Any = jnp.float32, name: str | None = None) -> nn.Module:
     """Batch statistics in training, running averages otherwise (torch's momentum/eps).
 
-    :class:`mammojax.models.batch_norm.BatchNorm`: flax's BatchNorm with its
-    sums computed as dot products (faster on XLA:CPU, same variables and numbers).
+    Where ``mammojax.platform`` measured detour ``batchnorm_dot_sums`` faster,
+    :class:`mammojax.models.batch_norm.BatchNorm` (flax's BatchNorm with its sums
+    computed as dot products); elsewhere flax's own. Same variables and numbers.
     """
-    return FastBatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                         dtype=dtype, param_dtype=jnp.float32, name=name)
+    module = FastBatchNorm if detour_enabled("batchnorm_dot_sums") else nn.BatchNorm
+    options = {} if module is FastBatchNorm else {"use_fast_variance": True}
+    return module(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                  dtype=dtype, param_dtype=jnp.float32, name=name, **options)
+
+
+def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
+    """torch ``MaxPool2d(3, stride=2, padding=1)`` (padding never wins the max).
+
+    The forward pass is XLA's windowed max; its gradient is autodiff's, or, where
+    ``mammojax.platform`` measured detour ``maxpool_phase_grad`` faster,
+    :func:`max_pool_phase_grad`'s.
+    """
+    return max_pool_phase_grad(x) if detour_enabled("maxpool_phase_grad") else _windowed_max(x)
 
 
 @jax.custom_vjp
-def max_pool_3x3_s2(x: jax.Array) -> jax.Array:
-    """torch ``MaxPool2d(3, stride=2, padding=1)`` (padding never wins the max).
+def max_pool_phase_grad(x: jax.Array) -> jax.Array:
+    """:func:`max_pool_3x3_s2` with a hand-written gradient.
 
     The forward pass is XLA's windowed max. Its gradient is hand-written: the
     autodiff of a windowed max (``select_and_scatter``, or the scatter through
@@ -173,7 +191,7 @@ def _max_pool_backward(residuals, cotangent):
     return (interleaved[:, 1:height + 1, 1:width + 1, :].astype(x.dtype),)
 
 
-max_pool_3x3_s2.defvjp(_max_pool_forward, _max_pool_backward)
+max_pool_phase_grad.defvjp(_max_pool_forward, _max_pool_backward)
 
 
 def match_channels(x: jax.Array, in_channels: int) -> jax.Array:

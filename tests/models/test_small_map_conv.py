@@ -13,6 +13,12 @@ from mammojax.models.common import small_map_conv
 NHWC = jax.lax.conv_dimension_numbers((1, 4, 4, 3), (3, 3, 3, 5), ("NHWC", "HWIO", "NHWC"))
 
 
+@pytest.fixture(autouse=True)
+def detours_on(monkeypatch):
+    """The routes are tested whether or not this machine's measured row takes them (mammojax.platform)."""
+    monkeypatch.setenv("MAMMOJAX_DETOURS", "all")
+
+
 def assert_same_as_lax(x, w, rng, *args, **kwargs):
     """``small_map_conv(x, w, *args, **kwargs)`` equals lax's convolution, values and both gradients.
 
@@ -41,14 +47,16 @@ def test_matches_lax_convolution_and_its_gradients(size, kernel, stride, pad):
                        dimension_numbers=NHWC, lhs_dilation=(1, 1), rhs_dilation=(1, 1))
 
 
-def test_resnet_on_a_64px_input_takes_the_im2col_route_for_stage4():
-    """At 64 px, stage4 is 2x2: its 3x3 convolutions must be dot products in the compiled program."""
+@pytest.mark.parametrize("detours,routed", [("all", 4), ("-small_map_im2col", 0)])
+def test_resnet_on_a_64px_input_takes_the_im2col_route_for_stage4_where_chosen(monkeypatch, detours, routed):
+    """At 64 px, stage4 is 2x2: its 3x3 convolutions are dot products in the compiled program, where chosen."""
+    monkeypatch.setenv("MAMMOJAX_DETOURS", detours)
     model = create_model("resnet18", num_classes=2)
     x = jnp.zeros((2, 64, 64, 1))
     variables = jax.jit(lambda k: model.init(k, x))(jax.random.key(0))
     hlo = jax.jit(lambda v, x: model.apply(v, x)[0]).lower(variables, x).as_text()
     # 20 convolutions in a ResNet-18; the 4 3x3 ones of stage4 (2x2 output) are matrix products.
-    assert hlo.count("stablehlo.convolution") == 20 - 4
+    assert hlo.count("stablehlo.convolution") == 20 - routed
 
 
 @pytest.mark.parametrize("size,stride", [(7, 1), (8, 2), (9, 2), (2, 1)])

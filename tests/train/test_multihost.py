@@ -59,15 +59,21 @@ def test_two_processes_read_disjoint_rows_of_one_prepared_dataset_and_train_like
     # another order (per device, then across devices and processes): the bound derived in
     # reordered_sum_rtol, not a figure fitted to one CPU (AVX-512 came to 6.9e-6, AVX2 below 5e-6).
     # Adam's first updates are lr * sign(gradient): where a gradient is at rounding level its sign
-    # may flip, so later steps are compared against that bound rather than element by element.
+    # may flip, so each parameter may end up to one 2 lr step per update apart, and the later losses
+    # are those of slightly different parameters: they agree to first order in that difference,
+    # |dL| <= |gradient| |d params| (Cauchy-Schwarz; the final difference, which the flips only
+    # add to, stands for each step's), not to a fixed tolerance (a 1e-3 one failed at 3.2e-3 on
+    # an AVX-512 Xeon when one flip landed on a sensitive BatchNorm scale).
     x, y = np.load(single), np.load(multi)
     rtol = reordered_sum_rtol(stem_positions(GLOBAL_BATCH, IMAGE_SIZE))
     np.testing.assert_allclose(x["losses"][0], y["losses"][0], rtol=rtol)
     np.testing.assert_allclose(x["grad_norms"][0], y["grad_norms"][0], rtol=rtol)
-    np.testing.assert_allclose(x["losses"], y["losses"], rtol=1e-3)
     keys = [k for k in x.files if k not in ("losses", "grad_norms", "devices")]
     diff = np.concatenate([np.abs(x[k] - y[k]).ravel() for k in keys])
     assert diff.max() <= 2 * base_config().optim.lr * len(x["losses"]) * 1.01
+    params_diff = np.concatenate([np.abs(x[k] - y[k]).ravel() for k in keys if k.startswith("['params']")])
+    first_order = x["grad_norms"] * np.linalg.norm(params_diff) + rtol * np.abs(x["losses"])
+    assert np.all(np.abs(x["losses"] - y["losses"]) <= first_order), (x["losses"], y["losses"], first_order)
     assert not np.allclose(x["losses"][0], x["losses"][-1])  # training moved
 
 
