@@ -45,7 +45,7 @@ if [ "$smoke" = 0 ]; then
 else
   python -m pytest -q --collect-only -p no:cacheprovider "${tests[@]}" | tail -n 1
   bench=(--quick)
-  pipeline=(--quick --sizes 32)
+  pipeline=(--quick --sizes 32 --count 8 --pipeline-images 8)
 fi
 python scripts/bench_accelerator.py "${bench[@]}"
 python scripts/bench_pipeline.py "${pipeline[@]}"

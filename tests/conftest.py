@@ -8,6 +8,7 @@ from every folder because this directory is put on ``sys.path`` here.
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 import sys
@@ -31,6 +32,18 @@ os.environ["MAMMOJAX_CACHE_DIR"] = str(TEST_CACHE)
 
 def pytest_unconfigure(config):
     shutil.rmtree(TEST_CACHE, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules with the most ``slow`` tests run first (stable otherwise: each module's tests stay in order).
+
+    scripts/test.sh hands whole modules to one pytest-xdist worker per core
+    (``--dist loadfile``) in this order; a run ends when its longest chain
+    does, so starting the long modules first keeps a heavy one from being the
+    last thing one worker does while the other waits (longest first).
+    """
+    slow = collections.Counter(item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow"))
+    items.sort(key=lambda item: -slow[item.nodeid.split("::")[0]])
 
 from paths import MIAS_ARCHIVE  # noqa: E402  (importable once tests/ is on the path)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow  # each script compiles and times both sides: 25-50 s on 2 cores
 
 
 def run_script(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 
 from train_support import (assert_same_training, finish, free_port, reordered_sum_rtol, start_worker,
                            stem_positions)
 from train_worker import GLOBAL_BATCH, IMAGE_SIZE
+
+pytestmark = pytest.mark.slow  # each test trains in 2-3 processes: 30-55 s on 2 cores
 
 
 def test_two_processes_match_one_process(tmp_path, one_device_training):
