@@ -60,3 +60,12 @@ def test_gpu_check_smoke_mode_collects_the_accelerator_tests_and_prints_both_tab
     assert "| training step, batch 2, 64x48, Adam |" in out.stdout
     assert "pipe/train" in out.stdout and "train pipe" in out.stdout  # bench_pipeline's table
     assert "detours taken on cpu-" in out.stdout
+
+
+def test_gpu_check_on_a_machine_without_a_gpu_says_so_and_installs_nothing():
+    if subprocess.run(["bash", "-c", "command -v nvidia-smi"], capture_output=True).returncode == 0:
+        pytest.skip("this machine has nvidia-smi: the full mode would run")
+    result = subprocess.run(["bash", "scripts/gpu_check.sh"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "gpu_check: no NVIDIA GPU here (no nvidia-smi); use --smoke on a CPU" in result.stderr
+    assert "installing" not in result.stderr
