@@ -64,6 +64,10 @@ class CpuInfo:
             return "avx2"
         return "other"
 
+    def describe(self) -> str:
+        """The line the speed tables are dated with: ``lscpu``'s model name, family, model, vector extension."""
+        return f"{self.model_name}, family {self.family} model {self.model}, {self.isa}{' + bf16' if self.bf16 else ''}"
+
     @property
     def bf16(self) -> bool:
         """Native bfloat16 dot products (AVX512-BF16 or AMX): where bf16 compute can pay on a CPU."""

@@ -107,8 +107,7 @@ def main(argv=None) -> int:
         parser.error(f"unknown item(s) {', '.join(unknown)}; valid: {', '.join(probes)}")
     info = platform.cpu_info()
     key = platform.platform_key("cpu")
-    print(f"{info.model_name}, family {info.family} model {info.model}, {info.isa}"
-          f"{' + bf16' if info.bf16 else ''}; platform key {key}; {args.rounds} rounds of {args.repeats} calls",
+    print(f"{info.describe()}; platform key {key}; {args.rounds} rounds of {args.repeats} calls",
           file=sys.stderr)
     results = {}
     for item in items:

@@ -133,6 +133,8 @@ def measure(args) -> dict:
 
     from bench_inference import median_ms
 
+    from mammojax import platform
+
     threads = len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     shapes = case_shapes(args.quick)
@@ -169,17 +171,9 @@ def measure(args) -> dict:
                          "torch_ms": statistics.median(column("torch_ms")),
                          "ratio": statistics.median(column("ratio")),
                          "ratio_range": (min(column("ratio")), max(column("ratio"))), **first_calls[case]}
-    return {"device": jax.devices()[0].device_kind, "cpu": cpu_model_line(), "threads": threads,
+    return {"device": jax.devices()[0].device_kind, "cpu": platform.cpu_info().describe(), "threads": threads,
             "dtype": args.dtype, "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "jax": jax.__version__, "torch": torch.__version__, "rounds": args.rounds, "cases": summary}
-
-
-def cpu_model_line() -> str:
-    """``lscpu``'s model name, family and model, and whether the CPU has AVX-512 (for the README table)."""
-    from mammojax.platform import cpu_info
-
-    info = cpu_info()
-    return f"{info.model_name}, family {info.family} model {info.model}, {info.isa}"
 
 
 def format_table(result: dict) -> str:

@@ -126,7 +126,8 @@ def BatchNorm(train: bool, *, dtype: Any = jnp.float32, name: str | None = None)
 
     Where ``mammojax.platform`` measured detour ``batchnorm_dot_sums`` faster,
     :class:`mammojax.models.batch_norm.BatchNorm` (flax's BatchNorm with its sums
-    computed as dot products); elsewhere flax's own. Same variables and numbers.
+    computed as dot products); elsewhere flax's own. Same variables and function; the
+    float32 roundings differ (tests/test_platform.py compares the two in float64).
     """
     module = FastBatchNorm if detour_enabled("batchnorm_dot_sums") else nn.BatchNorm
     options = {} if module is FastBatchNorm else {"use_fast_variance": True}
